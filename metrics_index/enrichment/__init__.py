@@ -1,0 +1,1 @@
+"""Turning raw metric metadata into the enriched, vocabulary-checked catalog record."""
