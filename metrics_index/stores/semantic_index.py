@@ -1,0 +1,134 @@
+"""The Chroma collection: one document per metric, id `{namespace}/{metric}`, always filtered by namespace.
+
+Embeddings are computed here with the offline embedder and passed to Chroma, so Chroma never loads (or
+downloads) a model of its own. Each document's metadata keeps a hash of its text and the model: a re-sync
+embeds only what changed and deletes what vanished from the namespace.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+from chromadb.api import ClientAPI
+
+from metrics_index.embeddings import Embedder
+from metrics_index.enrichment.vocabulary import ENRICHED_COLUMNS
+from metrics_index.text import document_text
+
+DEFAULT_COLLECTION = "metrics_index"
+METADATA_COLUMNS = (*ENRICHED_COLUMNS, "enricher")
+
+
+class CollectionMismatchError(RuntimeError):
+    """The collection cannot be used as asked (e.g. it was built with another embedding model)."""
+
+
+@dataclass(frozen=True)
+class SyncReport:
+    total: int
+    indexed: int
+    unchanged: int
+    removed: int
+
+
+class SemanticIndex:
+    def __init__(self, client: ClientAPI, embedder: Embedder, collection_name: str = DEFAULT_COLLECTION) -> None:
+        self.client = client
+        self.embedder = embedder
+        self.collection = client.get_or_create_collection(
+            collection_name,
+            embedding_function=None,
+            metadata={"hnsw:space": "cosine", "embedding_model": embedder.model_id},
+        )
+        built_with = (self.collection.metadata or {}).get("embedding_model")
+        if built_with != embedder.model_id:
+            raise CollectionMismatchError(
+                f"collection {collection_name!r} was built with embedding model {built_with!r}, "
+                f"not {embedder.model_id!r}: use that model, or another collection name"
+            )
+
+    def sync(
+        self,
+        namespace: str,
+        enriched: pd.DataFrame,
+        batch_size: int = 1000,
+        progress: Callable[[int], None] | None = None,
+    ) -> SyncReport:
+        """Make the namespace's documents exactly the enriched rows: upsert new or changed ones in batches,
+        delete those whose metric is gone."""
+        batch_size = min(batch_size, self.client.get_max_batch_size())
+        existing = self.collection.get(where={"namespace": namespace}, include=["metadatas"])
+        stored_hashes = {
+            i: (m or {}).get("doc_hash") for i, m in zip(existing["ids"], existing["metadatas"], strict=True)
+        }
+
+        ids, texts, metadatas = [], [], []
+        for row in enriched.to_dict("records"):
+            text = document_text(row)
+            metadata = self._metadata(namespace, row, text)
+            doc_id = document_id(namespace, row["metric_name"])
+            if stored_hashes.get(doc_id) != metadata["doc_hash"]:
+                ids.append(doc_id)
+                texts.append(text)
+                metadatas.append(metadata)
+        if progress:
+            progress(len(enriched) - len(ids))
+        for start in range(0, len(ids), batch_size):
+            end = start + batch_size
+            self.collection.upsert(
+                ids=ids[start:end],
+                documents=texts[start:end],
+                embeddings=self.embedder.embed(texts[start:end]),
+                metadatas=metadatas[start:end],
+            )
+            if progress:
+                progress(len(ids[start:end]))
+
+        wanted = {document_id(namespace, name) for name in enriched["metric_name"]}
+        stale = sorted(set(stored_hashes) - wanted)
+        for start in range(0, len(stale), batch_size):
+            self.collection.delete(ids=stale[start : start + batch_size])
+        return SyncReport(total=len(enriched), indexed=len(ids), unchanged=len(enriched) - len(ids), removed=len(stale))
+
+    def _metadata(self, namespace: str, row: Mapping[str, Any], text: str) -> dict[str, str]:
+        metadata = {column: _text(row.get(column)) for column in METADATA_COLUMNS}
+        digest = hashlib.sha256(f"{self.embedder.model_id}\x1f{text}\x1f{sorted(metadata.items())}".encode())
+        return {**metadata, "namespace": namespace, "doc_hash": digest.hexdigest()[:32]}
+
+    def count(self, namespace: str) -> int:
+        return len(self.collection.get(where={"namespace": namespace}, include=[])["ids"])
+
+    def documents(self, namespace: str) -> pd.DataFrame:
+        """Every document of the namespace with its metadata, one row each (for lexical ranking and checks)."""
+        found = self.collection.get(where={"namespace": namespace}, include=["documents", "metadatas"])
+        rows = [
+            {"id": doc_id, "document": document, **(metadata or {})}
+            for doc_id, document, metadata in zip(found["ids"], found["documents"], found["metadatas"], strict=True)
+        ]
+        columns = ["id", "document", *METADATA_COLUMNS, "namespace", "doc_hash"]
+        return pd.DataFrame(rows, columns=columns).sort_values("id", ignore_index=True)
+
+    def dense_query(self, namespace: str, text: str, k: int = 10) -> list[tuple[str, float]]:
+        """The k nearest documents of the namespace to `text`, as (metric name, cosine distance)."""
+        found = self.collection.query(
+            query_embeddings=self.embedder.embed([text]),
+            n_results=k,
+            where={"namespace": namespace},
+            include=["metadatas", "distances"],
+        )
+        return [
+            (metadata["metric_name"], float(distance))
+            for metadata, distance in zip(found["metadatas"][0], found["distances"][0], strict=True)
+        ]
+
+
+def document_id(namespace: str, metric_name: str) -> str:
+    return f"{namespace}/{metric_name}"
+
+
+def _text(value: Any) -> str:
+    return "" if value is None or (isinstance(value, float) and value != value) else str(value)
