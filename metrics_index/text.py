@@ -1,4 +1,10 @@
-"""Metric names as words, and the document text the semantic index embeds (refined by the search work)."""
+"""Metric names as words, and the document text the semantic and lexical indexes are built from.
+
+Prometheus names are snake_case with CamelCase parts copied from kernel or library field names
+(`node_memory_MemFree_bytes`, `node_netstat_Tcp_InErrs`) and dense with abbreviations. A user asks in
+words ("free memory", "tcp input errors"), so both indexes see the name split into words with the
+abbreviations spelled out next to the original token (the token stays: people type `wal` and `gc` too).
+"""
 
 from __future__ import annotations
 
@@ -6,13 +12,203 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+# Words that Prometheus exporters abbreviate, spelled out. General to Linux, Go, Prometheus and common
+# exporters; a token maps to one or more words that are appended after it.
+ABBREVIATIONS: dict[str, str] = {
+    "alloc": "allocated",
+    "anon": "anonymous",
+    "aof": "append only file",
+    "avail": "available",
+    "avg": "average",
+    "buf": "buffer",
+    "bgsave": "background save",
+    "bgrewrite": "background rewrite",
+    "cnt": "count",
+    "colls": "collisions",
+    "config": "configuration",
+    "conn": "connection",
+    "conns": "connections",
+    "conntrack": "connection tracking",
+    "cow": "copy on write",
+    "cpu": "processor",
+    "cpus": "processors",
+    "ctx": "context",
+    "curr": "current",
+    "db": "database",
+    "defrag": "defragmentation",
+    "dev": "device",
+    "dir": "directory",
+    "dns": "name resolution",
+    "err": "error",
+    "errs": "errors",
+    "estab": "established",
+    "fd": "file descriptor",
+    "fds": "file descriptors",
+    "filefd": "file descriptors",
+    "frag": "fragmentation",
+    "freq": "frequency",
+    "fs": "filesystem",
+    "gc": "garbage collection",
+    "hz": "hertz",
+    "iface": "interface",
+    "info": "information",
+    "inodes": "file nodes",
+    "intr": "interrupts",
+    "io": "input output",
+    "ios": "input output operations",
+    "ip": "internet protocol",
+    "ip6": "internet protocol ipv6",
+    "kb": "kilobytes",
+    "lat": "latency",
+    "max": "maximum",
+    "mem": "memory",
+    "min": "minimum",
+    "misc": "miscellaneous",
+    "ms": "milliseconds",
+    "msg": "message",
+    "msgs": "messages",
+    "mtu": "maximum transmission unit",
+    "net": "network",
+    "netstat": "network statistics",
+    "nf": "netfilter",
+    "ns": "nanoseconds",
+    "num": "number",
+    "oom": "out of memory",
+    "op": "operation",
+    "ops": "operations",
+    "pct": "percent",
+    "pgfault": "page faults",
+    "pgmajfault": "major page faults",
+    "pgpgin": "pages paged in",
+    "pgpgout": "pages paged out",
+    "pkts": "packets",
+    "proc": "process",
+    "procs": "processes",
+    "pswpin": "pages swapped in",
+    "pswpout": "pages swapped out",
+    "rcv": "receive",
+    "rcvbuf": "receive buffer",
+    "rdb": "redis database snapshot",
+    "recv": "received",
+    "repl": "replication",
+    "req": "request",
+    "reqs": "requests",
+    "resp": "response",
+    "retrans": "retransmissions",
+    "rsts": "resets",
+    "rsvd": "reserved",
+    "rtt": "round trip time",
+    "rx": "receive",
+    "sd": "service discovery",
+    "sec": "seconds",
+    "secs": "seconds",
+    "segs": "segments",
+    "shmem": "shared memory",
+    "slave": "replica",
+    "slaves": "replicas",
+    "snd": "send",
+    "sndbuf": "send buffer",
+    "sockstat": "socket statistics",
+    "stat": "statistics",
+    "stats": "statistics",
+    "surp": "surplus",
+    "sys": "system",
+    "tcp": "transmission control protocol",
+    "temp": "temperature",
+    "thp": "transparent huge pages",
+    "tls": "certificate",
+    "ssl": "certificate",
+    "tsdb": "time series database",
+    "tw": "time wait",
+    "tx": "transmit",
+    "udp": "datagram",
+    "usec": "microseconds",
+    "util": "utilisation",
+    "vm": "virtual memory",
+    "vmalloc": "virtual memory allocation",
+    "vmstat": "virtual memory statistics",
+    "wal": "write ahead log",
+}
+
+_PART = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|[0-9]+")
+_SEPARATORS = re.compile(r"[^A-Za-z0-9]+")
+# Glued quantity prefixes as in `maxmemory`, `maxclients`, `numkeys`.
+_GLUED = re.compile(r"^(max|min|num)([a-z]{4,})$")
+_NOT_GLUED = {"maximum", "minimum", "minute", "minutes", "number", "numbers", "minor"}
+
+
+def split_name(name: str) -> list[str]:
+    """The lower-case parts of a name: snake_case, CamelCase and digit runs split apart.
+
+    `node_memory_MemFree_bytes` -> node memory mem free bytes; `TCPSynRetrans` -> tcp syn retrans.
+    Words that are one token in kernel field names are kept whole when the whole part is a known
+    abbreviation (`pgmajfault`, `rcvbuf`).
+    """
+    words: list[str] = []
+    for part in _SEPARATORS.split(name):
+        if not part:
+            continue
+        if part.lower() in ABBREVIATIONS:
+            words.append(part.lower())
+            continue
+        for piece in _PART.findall(part):
+            piece = piece.lower()
+            glued = _GLUED.match(piece)
+            words.extend(glued.groups() if glued and piece not in _NOT_GLUED else (piece,))
+    return words
 
 
 def metric_words(name: str) -> list[str]:
-    return [w.lower() for part in name.split("_") for w in _CAMEL.split(part) if w]
+    """Name parts with abbreviations spelled out after them, each word once, in order."""
+    seen: dict[str, None] = {}
+    for word in split_name(name):
+        seen.setdefault(word, None)
+        for expanded in ABBREVIATIONS.get(word, "").split():
+            seen.setdefault(expanded, None)
+    return list(seen)
+
+
+# Acronyms a reader knows better than their expansion: kept (upper-cased) in readable text.
+KNOWN_ACRONYMS = {"cpu", "tcp", "udp", "ip", "ip6", "dns", "tls", "ssl", "io", "mtu", "http", "rss"}
+
+
+def readable_words(name: str) -> list[str]:
+    """Name parts with abbreviations replaced by what they stand for, for sentences a person reads."""
+    words: list[str] = []
+    for word in split_name(name):
+        spelled = word.upper() if word in KNOWN_ACRONYMS else ABBREVIATIONS.get(word, word)
+        for expanded in spelled.split():
+            if not words or words[-1] != expanded:
+                words.append(expanded)
+    return words
 
 
 def document_text(row: Mapping[str, Any]) -> str:
-    fields = (row.get("description"), row.get("category"), row.get("subcategory"), row.get("golden_signal_type"))
-    return " ".join([" ".join(metric_words(row["metric_name"])), *(str(f) for f in fields if f)])
+    """What the indexes see for one enriched metric: name words first, then what the metric means.
+
+    The category, signal and meter type are written as words (not ids) so that a question such as
+    "request latency" or "memory saturation" finds them.
+    """
+    name = str(row["metric_name"])
+    parts = [
+        " ".join(metric_words(name)),
+        _text(row.get("description")),
+        _words(row.get("category")),
+        _words(row.get("subcategory")),
+        _text(row.get("unit")),
+    ]
+    signal = _text(row.get("golden_signal_type"))
+    if signal and signal != "none":
+        parts.append(signal)
+    meter = _text(row.get("meter_type"))
+    if meter and meter != "unknown":
+        parts.append(meter)
+    return ". ".join(p for p in parts if p)
+
+
+def _text(value: Any) -> str:
+    return "" if value is None or (isinstance(value, float) and value != value) else str(value).strip()
+
+
+def _words(value: Any) -> str:
+    return _text(value).replace("_", " ")

@@ -1,0 +1,48 @@
+"""Metric names as words, and the document text both indexes are built from."""
+
+from __future__ import annotations
+
+from metrics_index.text import document_text, metric_words, readable_words, split_name
+
+
+def test_snake_and_camel_case_parts_are_split() -> None:
+    assert split_name("node_memory_MemFree_bytes") == ["node", "memory", "mem", "free", "bytes"]
+    assert split_name("node_netstat_TcpExt_TCPSynRetrans") == ["node", "netstat", "tcp", "ext", "tcp", "syn", "retrans"]
+    assert split_name("node_load15") == ["node", "load", "15"]
+    assert split_name("redis_config_maxmemory") == ["redis", "config", "max", "memory"]
+
+
+def test_abbreviations_are_spelled_out_next_to_the_token() -> None:
+    assert metric_words("node_memory_MemFree_bytes") == ["node", "memory", "mem", "free", "bytes"]
+    words = metric_words("prometheus_tsdb_wal_fsync_duration_seconds")
+    assert words[words.index("wal") + 1 : words.index("wal") + 4] == ["write", "ahead", "log"]
+    assert {"garbage", "collection"} <= set(metric_words("go_gc_duration_seconds"))
+    assert {"receive", "transmit"} <= set(metric_words("container_network_rx_tx_bytes"))
+    assert {"out", "of", "memory"} <= set(metric_words("node_vmstat_oom_kill"))
+
+
+def test_readable_words_replace_abbreviations() -> None:
+    assert readable_words("node_filesystem_avail_bytes") == ["node", "filesystem", "available", "bytes"]
+    assert readable_words("redis_cpu_sys_seconds_total") == ["redis", "CPU", "system", "seconds", "total"]
+
+
+def test_document_text_has_name_words_and_enriched_fields() -> None:
+    row = {
+        "metric_name": "node_filesystem_avail_bytes",
+        "description": "Filesystem space available to non-root users in bytes.",
+        "category": "storage",
+        "subcategory": "filesystem",
+        "golden_signal_type": "saturation",
+        "meter_type": "gauge",
+        "unit": "",
+    }
+    text = document_text(row)
+    assert text.startswith("node filesystem avail available bytes")
+    assert "non-root users" in text and "saturation" in text and "gauge" in text
+
+
+def test_document_text_skips_missing_and_uninformative_values() -> None:
+    text = document_text(
+        {"metric_name": "x_total", "description": None, "golden_signal_type": "none", "unit": float("nan")}
+    )
+    assert text == "x total"
