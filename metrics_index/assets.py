@@ -17,6 +17,7 @@ from metrics_index.resources import (
     RedisResource,
 )
 from metrics_index.sources import RawMetric
+from metrics_index.sources.prometheus import select_metrics
 from metrics_index.stores.name_set import promql_names, replace_names
 
 GROUP = "metrics_index"
@@ -24,14 +25,25 @@ PARQUET_IO = "parquet_io_manager"
 _FAILURES_LISTED = 50
 
 
+class SelectionConfig(Config):
+    limit: int | None = None
+    """Keep only the first N metrics by name (for a trial run)."""
+    exclude: str | None = None
+    """Leave out metrics whose name matches this regular expression."""
+
+
 @asset(partitions_def=NAMESPACE_PARTITIONS, group_name=GROUP, io_manager_key=PARQUET_IO)
-def raw_metric_metadata(context: AssetExecutionContext, prometheus: PrometheusResource) -> Output[pd.DataFrame]:
+def raw_metric_metadata(
+    context: AssetExecutionContext, config: SelectionConfig, prometheus: PrometheusResource
+) -> Output[pd.DataFrame]:
     """Name, type, help and unit of every metric in the namespace, from Prometheus (or its snapshot)."""
     started = perf_counter()
-    frame = prometheus.fetch(context.partition_key)
+    fetched = prometheus.fetch(context.partition_key)
+    frame = select_metrics(fetched, config.limit, config.exclude)
     return Output(
         frame,
         metadata={
+            "fetched": len(fetched),
             "metrics": len(frame),
             "with_help": int((frame["help"] != "").sum()),
             "types": MetadataValue.json(frame["type"].value_counts().to_dict()),
@@ -108,7 +120,9 @@ def metric_semantic_index(
     """The enriched metrics embedded into Chroma; unchanged documents are skipped, vanished ones deleted."""
     started = perf_counter()
     with progress.bar("index", len(enriched_metric_metadata)) as advance:
-        report = chroma.index().sync(context.partition_key, enriched_metric_metadata, progress=advance)
+        report = chroma.index().sync(
+            context.partition_key, enriched_metric_metadata, batch_size=chroma.batch_size, progress=advance
+        )
     return MaterializeResult(
         metadata={
             "metrics": report.total,

@@ -68,6 +68,7 @@ class ChromaResource(ConfigurableResource):
     port: int = 8000
     collection: str = DEFAULT_COLLECTION
     embedding_model: str = DEFAULT_MODEL
+    batch_size: int = 1000
     _index: SemanticIndex | None = PrivateAttr(default=None)
 
     def index(self) -> SemanticIndex:

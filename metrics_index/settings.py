@@ -39,6 +39,7 @@ def resources_from_env(env: Mapping[str, str] = os.environ) -> dict[str, Configu
             host=env.get("METRICS_INDEX_CHROMA_HOST", ""),
             port=int(env.get("METRICS_INDEX_CHROMA_PORT", "8000")),
             embedding_model=env.get("METRICS_INDEX_EMBEDDING_MODEL", DEFAULT_MODEL),
+            batch_size=int(env.get("METRICS_INDEX_UPSERT_BATCH_SIZE", "1000")),
         ),
         "enricher": EnricherResource(
             mode=env.get("METRICS_INDEX_ENRICHER", "auto"),

@@ -202,3 +202,12 @@ def _excerpt(text: str, limit: int = 200) -> str:
 
 def _reason(error: requests.RequestException) -> str:
     return f"{type(error).__name__}: {_excerpt(str(error), 160)}"
+
+
+def select_metrics(frame: pd.DataFrame, limit: int | None = None, exclude: str | None = None) -> pd.DataFrame:
+    """Drop names matching the `exclude` regular expression, then keep the first `limit` by name."""
+    if exclude:
+        frame = frame[~frame["metric_name"].str.contains(exclude, regex=True)]
+    if limit is not None:
+        frame = frame.head(limit)
+    return frame.reset_index(drop=True)

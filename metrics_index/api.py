@@ -1,0 +1,174 @@
+"""The Python API behind the CLI: index a namespace through Dagster, search it, validate names against it."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dagster import DagsterInstance, materialize
+
+from metrics_index.assets import METRIC_ASSETS
+from metrics_index.enrichment.incremental import FALLBACK, enrich_catalog
+from metrics_index.enrichment.rules import RulesEnricher
+from metrics_index.namespaces import NAMESPACE_PARTITIONS, Namespace
+from metrics_index.resources import ChromaResource, RedisResource
+from metrics_index.search import SearchResult, search
+from metrics_index.settings import resources_from_env
+from metrics_index.sources import RawMetric
+from metrics_index.sources.prometheus import select_metrics
+from metrics_index.stores.name_set import all_names, close_matches, known_metrics
+
+
+@dataclass
+class IndexSummary:
+    """What one index run did, for the CLI's summary block and for programs."""
+
+    namespace: str
+    total: int = 0
+    processed: int = 0
+    enriched: int = 0
+    reused: int = 0
+    failed: int = 0
+    indexed: int = 0
+    unchanged: int = 0
+    removed: int = 0
+    skipped: int = 0
+    usage: dict[str, float] = field(default_factory=dict)
+    durations: dict[str, float] = field(default_factory=dict)
+    failures: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def success_rate(self) -> float:
+        return (self.processed - self.failed) / self.processed if self.processed else 1.0
+
+
+@dataclass(frozen=True)
+class Validation:
+    name: str
+    known: bool
+    suggestions: tuple[str, ...] = ()
+
+
+def dagster_instance(env: Mapping[str, str] = os.environ) -> DagsterInstance:
+    """The instance the UI reads (DAGSTER_HOME), or one under METRICS_INDEX_HOME when none is set, so CLI
+    runs are kept and show up in `dagster dev` started with the same DAGSTER_HOME."""
+    if not env.get("DAGSTER_HOME"):
+        home = Path(env.get("METRICS_INDEX_HOME", ".metrics-index")).absolute() / "dagster"
+        home.mkdir(parents=True, exist_ok=True)
+        settings = home / "dagster.yaml"
+        if not settings.exists():
+            settings.write_text("# Local Dagster instance of the metrics-index CLI: SQLite storage in this folder.\n")
+        os.environ["DAGSTER_HOME"] = str(home)
+    return DagsterInstance.get()
+
+
+def index_namespace(
+    namespace: str,
+    env: Mapping[str, str] = os.environ,
+    limit: int | None = None,
+    exclude: str | None = None,
+    force: bool = False,
+    progress: bool = False,
+    instance: DagsterInstance | None = None,
+) -> IndexSummary:
+    """Register the namespace as a partition and materialize its four assets in this process."""
+    Namespace.parse(namespace)
+    _check_exclude(exclude)
+    instance = instance or dagster_instance(env)
+    instance.add_dynamic_partitions(NAMESPACE_PARTITIONS.name, [namespace])
+    resources = resources_from_env(env)
+    resources["progress"] = resources["progress"].model_copy(update={"enabled": progress})
+    result = materialize(
+        METRIC_ASSETS,
+        partition_key=namespace,
+        instance=instance,
+        resources=resources,
+        run_config={
+            "ops": {
+                "raw_metric_metadata": {"config": {"limit": limit, "exclude": exclude}},
+                "enriched_metric_metadata": {"config": {"force": force}},
+            }
+        },
+        tags={"metrics_index/source": "cli"},
+        raise_on_error=True,
+    )
+    metadata = {
+        event.materialization.asset_key.path[-1]: {k: v.value for k, v in event.materialization.metadata.items()}
+        for event in result.get_asset_materialization_events()
+    }
+    raw, enriched, index = (
+        metadata["raw_metric_metadata"],
+        metadata["enriched_metric_metadata"],
+        metadata["metric_semantic_index"],
+    )
+    return IndexSummary(
+        namespace=namespace,
+        total=raw["fetched"],
+        processed=raw["metrics"],
+        skipped=raw["fetched"] - raw["metrics"],
+        enriched=enriched["enriched"] + enriched["reused"],
+        reused=enriched["reused"],
+        failed=enriched["failed"],
+        indexed=index["indexed"],
+        unchanged=index["unchanged"],
+        removed=index["removed"],
+        usage={k.removeprefix("llm_"): v for k, v in enriched.items() if k.startswith("llm_")},
+        durations={asset: values["duration_seconds"] for asset, values in metadata.items()},
+        failures=enriched.get("failures") or {},
+    )
+
+
+def dry_run(
+    namespace: str, env: Mapping[str, str] = os.environ, limit: int | None = None, exclude: str | None = None
+) -> IndexSummary:
+    """Fetch and enrich with rules, write nothing: what an index run would cover, without side effects."""
+    Namespace.parse(namespace)
+    _check_exclude(exclude)
+    resources = resources_from_env(env)
+    fetched = resources["prometheus"].fetch(namespace)
+    raw = select_metrics(fetched, limit, exclude)
+    frame, report = enrich_catalog(RawMetric.from_frame(raw), RulesEnricher(), RulesEnricher())
+    return IndexSummary(
+        namespace=namespace,
+        total=len(fetched),
+        processed=len(raw),
+        skipped=len(fetched) - len(raw),
+        enriched=int((frame["enricher"] != FALLBACK).sum()),
+        failed=report.failed,
+    )
+
+
+def search_metrics(
+    namespace: str, question: str, k: int = 10, explain: bool = False, env: Mapping[str, str] = os.environ
+) -> list[SearchResult]:
+    Namespace.parse(namespace)
+    chroma: ChromaResource = resources_from_env(env)["chroma"]
+    return search(chroma.index(), namespace, question, k=k, explain=explain)
+
+
+def validate_metrics(namespace: str, names: Sequence[str], env: Mapping[str, str] = os.environ) -> list[Validation]:
+    """Exact-match answers from the Redis name set; unknown names come with close matches."""
+    Namespace.parse(namespace)
+    redis_resource: RedisResource = resources_from_env(env)["redis"]
+    client = redis_resource.client()
+    answers = known_metrics(client, namespace, list(names))
+    candidates: set[str] | None = None
+    results = []
+    for name in names:
+        if answers[name]:
+            results.append(Validation(name, True))
+            continue
+        candidates = candidates if candidates is not None else all_names(client, namespace)
+        results.append(Validation(name, False, tuple(close_matches(candidates, name))))
+    return results
+
+
+def _check_exclude(exclude: str | None) -> None:
+    if exclude:
+        try:
+            re.compile(exclude)
+        except re.error as error:
+            raise ValueError(f"--exclude {exclude!r} is not a valid regular expression: {error}") from None

