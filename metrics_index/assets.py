@@ -3,7 +3,17 @@
 from time import perf_counter
 
 import pandas as pd
-from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, Output, ResourceParam, asset
+from dagster import (
+    AssetExecutionContext,
+    Config,
+    Failure,
+    MaterializeResult,
+    MetadataValue,
+    Output,
+    ResourceParam,
+    asset,
+)
+from redis import RedisError
 
 from metrics_index.enrichment.incremental import enrich_catalog
 from metrics_index.enrichment.rules import RulesEnricher
@@ -58,7 +68,13 @@ def metric_name_set(
 ) -> MaterializeResult:
     """The namespace's metric names in Redis for exact-match validation, replaced atomically."""
     started = perf_counter()
-    size = replace_names(redis.client(), context.partition_key, promql_names(raw_metric_metadata))
+    try:
+        size = replace_names(redis.client(), context.partition_key, promql_names(raw_metric_metadata))
+    except RedisError as error:
+        raise Failure(
+            f"Redis failed while replacing the name set of {context.partition_key}: {error}. "
+            "The live set is untouched or fully replaced, never partial; rerun when Redis is back."
+        ) from error
     return MaterializeResult(
         metadata={
             "metrics": len(raw_metric_metadata),
