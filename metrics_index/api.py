@@ -75,11 +75,11 @@ def index_namespace(
     instance: DagsterInstance | None = None,
 ) -> IndexSummary:
     """Register the namespace as a partition and materialize its four assets in this process."""
-    Namespace.parse(namespace)
     _check_exclude(exclude)
+    resources = resources_from_env(env)
+    resources["prometheus"].source(namespace)  # refuse a bad or unknown namespace before registering it
     instance = instance or dagster_instance(env)
     instance.add_dynamic_partitions(NAMESPACE_PARTITIONS.name, [namespace])
-    resources = resources_from_env(env)
     resources["progress"] = resources["progress"].model_copy(update={"enabled": progress})
     result = materialize(
         METRIC_ASSETS,

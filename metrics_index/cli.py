@@ -8,6 +8,8 @@ import os
 import sys
 from collections.abc import Sequence
 
+from dagster import DagsterExecutionStepExecutionError
+
 from metrics_index import api
 from metrics_index.namespaces import NamespaceError, load_registry
 from metrics_index.search import results_to_json
@@ -34,6 +36,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (NamespaceError, SourceError, ValueError) as error:
         print(f"metrics-index: {error}", file=sys.stderr)
         return 2
+    except DagsterExecutionStepExecutionError as error:
+        print(f"metrics-index: step {error.step_key} failed: {error.__cause__ or error}", file=sys.stderr)
+        return 1
 
 
 def _index(args: argparse.Namespace, env: dict[str, str]) -> int:

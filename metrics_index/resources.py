@@ -18,7 +18,7 @@ from metrics_index.embeddings import DEFAULT_MODEL, get_embedder
 from metrics_index.enrichment.base import Enricher
 from metrics_index.enrichment.claude import ClaudeOptions
 from metrics_index.enrichment.select import make_enricher
-from metrics_index.namespaces import Registry, load_registry
+from metrics_index.namespaces import NamespaceSource, Registry, load_registry
 from metrics_index.sources.prometheus import fetch_raw_metadata
 from metrics_index.stores.semantic_index import DEFAULT_COLLECTION, SemanticIndex
 
@@ -36,9 +36,11 @@ class PrometheusResource(ConfigurableResource):
     def registry(self) -> Registry:
         return load_registry(self.registry_path or None)
 
+    def source(self, namespace: str) -> NamespaceSource:
+        return self.registry().source_for(namespace, self.url or None)
+
     def fetch(self, namespace: str) -> pd.DataFrame:
-        source = self.registry().source_for(namespace, self.url or None)
-        return fetch_raw_metadata(source, self.url or None, self.timeout_seconds)
+        return fetch_raw_metadata(self.source(namespace), self.url or None, self.timeout_seconds)
 
 
 class RedisResource(ConfigurableResource):
