@@ -6,10 +6,10 @@ import os
 from collections.abc import Mapping
 
 from metrics_index.enrichment.base import Enricher
-from metrics_index.enrichment.claude import ClaudeOptions, merge_prices
+from metrics_index.enrichment.claude import API_KEY_VARIABLE, ClaudeEnricher, ClaudeOptions, merge_prices
+from metrics_index.enrichment.rules import RulesEnricher
 
 MODES = ("auto", "claude", "rules")
-API_KEY_VARIABLE = "ANTHROPIC_API_KEY"
 _DEFAULTS = ClaudeOptions()
 
 
@@ -38,11 +38,7 @@ def make_enricher(
     if mode == "claude" and not has_key:
         raise ValueError(f"enricher mode 'claude' needs {API_KEY_VARIABLE} in the environment; it is not set")
     if mode == "rules" or not has_key:
-        from metrics_index.enrichment.rules import RulesEnricher
-
         return RulesEnricher()
-
-    from metrics_index.enrichment.claude import ClaudeEnricher
 
     options = ClaudeOptions(
         model=model,
