@@ -183,6 +183,37 @@ def readable_words(name: str) -> list[str]:
     return words
 
 
+STOPWORDS = frozenset({
+    "a", "an", "and", "are", "as", "at", "be", "been", "being", "by", "can", "did", "do", "does", "for", "from",
+    "has", "have", "how", "i", "in", "is", "it", "its", "many", "me", "much", "my", "of", "on", "or", "per", "show",
+    "so", "than", "that", "the", "their", "there", "these", "this", "to", "was", "were", "what", "when", "where",
+    "which", "who", "why", "with",
+})  # fmt: skip
+
+
+def stem(word: str) -> str:
+    """A light, deterministic suffix stripper so that `received`, `receives` and `receive` meet."""
+    if len(word) > 4 and word.endswith("ies"):
+        word = word[:-3] + "y"
+    elif len(word) > 3 and word.endswith("s") and not word.endswith(("ss", "us", "is")):
+        word = word[:-1]
+    for suffix in ("ing", "ed", "e"):
+        if len(word) > len(suffix) + 3 and word.endswith(suffix):
+            return word[: -len(suffix)]
+    return word
+
+
+def search_terms(text: str) -> list[str]:
+    """Terms for lexical matching, from free text or metric names alike: words split and spelled out as in
+    `metric_words`, stop words dropped, stemmed. Repeats are kept (term frequency counts)."""
+    terms = []
+    for word in split_name(text):
+        for term in (word, *ABBREVIATIONS.get(word, "").split()):
+            if term not in STOPWORDS:
+                terms.append(stem(term))
+    return terms
+
+
 def document_text(row: Mapping[str, Any]) -> str:
     """What the indexes see for one enriched metric: name words first, then what the metric means.
 
