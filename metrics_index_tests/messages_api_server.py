@@ -19,7 +19,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -67,13 +67,21 @@ def rate_limited(retry_after: float = 0.05) -> Fault:
     return Fault(429, {"retry-after": f"{retry_after:g}"}, body=error_body("rate_limit_error", "rate limited"))
 
 
+def _retry_after(seconds: float | None) -> dict[str, str]:
+    return {} if seconds is None else {"retry-after": f"{seconds:g}"}
+
+
 def overloaded(retry_after: float | None = None) -> Fault:
-    headers = {} if retry_after is None else {"retry-after": f"{retry_after:g}"}
-    return Fault(529, headers, body=error_body("overloaded_error", "Overloaded"))
+    return Fault(529, _retry_after(retry_after), body=error_body("overloaded_error", "Overloaded"))
 
 
-def server_error() -> Fault:
-    return Fault(500, body=error_body("api_error", "Internal server error"))
+def server_error(retry_after: float | None = None) -> Fault:
+    return Fault(500, _retry_after(retry_after), body=error_body("api_error", "Internal server error"))
+
+
+def for_metric(name: str, *faults: Fault) -> list[Fault]:
+    """The same faults, used only by requests that ask about `name`."""
+    return [replace(fault, only_for=name) for fault in faults]
 
 
 def slow(seconds: float) -> Fault:
@@ -86,7 +94,10 @@ def broken_schema() -> Fault:
 
 
 def drop_metric(name: str) -> Fault:
-    return Fault(edit=lambda tool_input: {"metrics": [m for m in tool_input["metrics"] if m["metric_name"] != name]})
+    return Fault(
+        edit=lambda tool_input: {"metrics": [m for m in tool_input["metrics"] if m["metric_name"] != name]},
+        only_for=name,
+    )
 
 
 def add_metric(item: dict[str, Any]) -> Fault:
@@ -192,13 +203,17 @@ class MessagesAPIServer:
         self.output_tokens_per_second = output_tokens_per_second
         self.fooled_by = fooled_by.lower()
         self.requests: list[RecordedRequest] = []
+        self.max_in_flight = 0
+        self._in_flight = 0
         self._faults: list[Fault] = []
         self._cached_prefixes: set[str] = set()
         self._lock = threading.Lock()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self._httpd.daemon_threads = True
         self._httpd.block_on_close = False
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="fake-messages-api", daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-messages-api", daemon=True
+        )
 
     @property
     def url(self) -> str:
@@ -281,6 +296,11 @@ class MessagesAPIServer:
         }
         return usage, digest
 
+    def _track_in_flight(self, change: int) -> None:
+        with self._lock:
+            self._in_flight += change
+            self.max_in_flight = max(self.max_in_flight, self._in_flight)
+
     def _remember_prefix(self, digest: str | None) -> None:
         """Like the API, a cache entry is usable once the response that wrote it begins."""
         if digest is not None:
@@ -302,7 +322,9 @@ class MessagesAPIServer:
                 else:
                     reply = server.respond(record.headers, body)
                 record.status = reply.status
+                server._track_in_flight(+1)
                 time.sleep(reply.delay)
+                server._track_in_flight(-1)
                 server._remember_prefix(reply.cache_key)
                 data = json.dumps(reply.body).encode()
                 try:
