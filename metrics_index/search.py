@@ -75,22 +75,24 @@ class NamespaceCorpus:
     by_lower_name: list[tuple[str, int]]
 
     @classmethod
-    def build(cls, names: Sequence[str], documents: Sequence[str], rows: Sequence[Mapping[str, Any]], vectors: Any):
-        names = list(names)
-        matrix = np.asarray(vectors, dtype=np.float32).reshape(len(names), -1)
+    def build(
+        cls, names: Sequence[str], documents: Sequence[str], rows: Sequence[Mapping[str, Any]], vectors: Any
+    ) -> NamespaceCorpus:
+        """Index the documents in name order, so that equal scores always rank alphabetically."""
+        order = sorted(range(len(names)), key=lambda i: names[i])
+        names = [names[i] for i in order]
+        documents = [documents[i] for i in order]
+        matrix = np.asarray(vectors, dtype=np.float32)[order]
         norms = np.linalg.norm(matrix, axis=1, keepdims=True)
         return cls(
             names=names,
-            rows=[{k: "" if v is None else str(v) for k, v in row.items()} for row in rows],
+            rows=[{k: "" if v is None else str(v) for k, v in rows[i].items()} for i in order],
             vectors=matrix / np.clip(norms, 1e-12, None),
             name_index=_bm25([search_terms(name) for name in names]),
             text_index=_bm25([search_terms(doc) for doc in documents]),
             position={name: i for i, name in enumerate(names)},
             by_lower_name=sorted((name.lower(), i) for i, name in enumerate(names)),
         )
-
-    def __len__(self) -> int:
-        return len(self.names)
 
 
 def _bm25(corpus: list[list[str]]) -> bm25s.BM25:
@@ -99,8 +101,9 @@ def _bm25(corpus: list[list[str]]) -> bm25s.BM25:
     return index
 
 
-def load_corpus(index: SemanticIndex, namespace: str) -> NamespaceCorpus:
-    """Read every document of the namespace, with metadata and embeddings, page by page."""
+def load_corpus(index: SemanticIndex, namespace: str) -> NamespaceCorpus | None:
+    """Read every document of the namespace, with metadata and embeddings, page by page (None when the
+    namespace has no documents)."""
     names: list[str] = []
     documents: list[str] = []
     rows: list[dict] = []
@@ -122,19 +125,19 @@ def load_corpus(index: SemanticIndex, namespace: str) -> NamespaceCorpus:
         if len(page["ids"]) < PAGE_SIZE:
             break
         offset += PAGE_SIZE
-    dimension = index.embedder.dimension
-    matrix = np.concatenate(vectors) if vectors else np.zeros((0, dimension), dtype=np.float32)
-    return NamespaceCorpus.build(names, documents, rows, matrix)
+    if not names:
+        return None
+    return NamespaceCorpus.build(names, documents, rows, np.concatenate(vectors))
 
 
 class _CorpusCache:
     """Namespace corpora kept between searches, rebuilt when the store's stamp changes."""
 
     def __init__(self) -> None:
-        self._entries: dict[tuple[str, str], tuple[Any, NamespaceCorpus]] = {}
+        self._entries: dict[tuple[str, str], tuple[Any, NamespaceCorpus | None]] = {}
         self._lock = threading.Lock()
 
-    def get(self, index: SemanticIndex, namespace: str) -> NamespaceCorpus:
+    def get(self, index: SemanticIndex, namespace: str) -> NamespaceCorpus | None:
         key = (str(index.collection.id), namespace)
         stamp = store_stamp(index)
         with self._lock:
@@ -174,7 +177,7 @@ def search(
 ) -> list[SearchResult]:
     """The k metrics of `namespace` that best answer `question`, best first."""
     corpus = _CACHE.get(index, namespace)
-    if not len(corpus) or not question.strip():
+    if corpus is None or not question.strip():
         return []
     query_vector = index.embedder.embed([question])[0]
     return rank(corpus, question, query_vector, k=k, explain=explain)
@@ -208,7 +211,7 @@ def rank(
     for boost, docs in enumerate(reversed(pinned), start=1):
         for doc in docs:
             scores[doc] = float(boost) + scores.get(doc, 0.0)
-    order = sorted(scores, key=lambda doc: (-scores[doc], corpus.names[doc]))[:k]
+    order = sorted(scores, key=lambda doc: (-scores[doc], doc))[:k]
 
     dense_rank = {doc: i for i, doc in enumerate(rankings["dense"][:SEMANTIC_EXPLAIN_RANK])}
     pinned_reason = {

@@ -1,0 +1,127 @@
+"""Hybrid search over a real embedded Chroma holding two snapshot namespaces enriched by rules."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import chromadb
+import numpy as np
+import pandas as pd
+import pytest
+
+from metrics_index.embeddings import get_embedder
+from metrics_index.enrichment.incremental import enrich_catalog
+from metrics_index.enrichment.rules import RulesEnricher
+from metrics_index.namespaces import load_registry
+from metrics_index.search import NamespaceCorpus, rank, results_to_json, search
+from metrics_index.sources import RawMetric
+from metrics_index.sources.prometheus import fetch_raw_metadata
+from metrics_index.stores.semantic_index import SemanticIndex
+
+NODE = "demo:node"
+REDIS = "demo:redis"
+
+
+def enriched(namespace: str) -> pd.DataFrame:
+    raw = fetch_raw_metadata(load_registry().sources[namespace])
+    frame, _report = enrich_catalog(RawMetric.from_frame(raw), RulesEnricher(), RulesEnricher())
+    return frame
+
+
+@pytest.fixture(scope="module")
+def index(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SemanticIndex]:
+    client = chromadb.PersistentClient(path=str(tmp_path_factory.mktemp("chroma")))
+    semantic_index = SemanticIndex(client, get_embedder(), "search-tests")
+    for namespace in (NODE, REDIS):
+        semantic_index.sync(namespace, enriched(namespace))
+    yield semantic_index
+
+
+def names(results: list) -> list[str]:
+    return [r.metric_name for r in results]
+
+
+def test_words_that_are_not_the_name_find_the_metric(index: SemanticIndex) -> None:
+    assert "node_network_transmit_bytes_total" in names(search(index, NODE, "bytes transmitted over the network", k=5))
+    assert "redis_connected_clients" in names(search(index, REDIS, "how many clients are connected", k=5))
+
+
+def test_an_exact_name_ranks_first_even_inside_a_sentence(index: SemanticIndex) -> None:
+    assert names(search(index, NODE, "node_load5"))[0] == "node_load5"
+    assert names(search(index, NODE, "rate of node_intr_total per second"))[0] == "node_intr_total"
+
+
+def test_a_name_prefix_ranks_its_metrics_first(index: SemanticIndex) -> None:
+    results = names(search(index, NODE, "node_network_transmit", k=8))
+    assert all(name.startswith("node_network_transmit") for name in results)
+
+
+def test_search_never_leaves_the_namespace(index: SemanticIndex) -> None:
+    assert not [n for n in names(search(index, REDIS, "node cpu seconds", k=20)) if n.startswith("node_")]
+    assert names(search(index, NODE, "redis_connected_clients"))[0] != "redis_connected_clients"
+    assert search(index, "demo:nothing-here", "cpu") == []
+    assert search(index, NODE, "   ") == []
+
+
+def test_explain_says_which_fields_matched(index: SemanticIndex) -> None:
+    plain, explained = search(index, NODE, "node_load5")[0], search(index, NODE, "node_load5", explain=True)[0]
+    assert plain.matched == []
+    assert explained.matched[0] == "exact name"
+    reasons = search(index, NODE, "filesystem free space", k=3, explain=True)[0].matched
+    assert any(reason.startswith("name: ") for reason in reasons)
+    assert any(reason.startswith("description: ") for reason in reasons)
+
+
+def test_results_carry_type_unit_and_description(index: SemanticIndex) -> None:
+    top = search(index, NODE, "node_filesystem_avail_bytes")[0]
+    assert (top.type, top.unit) == ("gauge", "bytes")
+    assert "available" in top.description.lower()
+    assert 0 < top.score <= 1
+
+
+def test_json_for_llm_callers_is_compact(index: SemanticIndex) -> None:
+    results = search(index, NODE, "network errors on an interface", k=10, explain=True)
+    text = results_to_json(results)
+    items = json.loads(text)
+    assert [item["metric"] for item in items] == names(results)
+    assert {"metric", "type", "score", "description"} <= items[0].keys()
+    # About 3 characters per token for JSON-heavy text: a conservative bound for 1,500 tokens.
+    assert len(text) < 1500 * 3
+
+
+def test_a_resync_is_seen_by_the_next_search(index: SemanticIndex) -> None:
+    frame = enriched(REDIS)
+    assert "redis_uptime_in_seconds" in names(search(index, REDIS, "seconds since the server started", k=5))
+    renamed = frame.assign(
+        metric_name=frame["metric_name"].replace("redis_uptime_in_seconds", "redis_server_age_seconds")
+    )
+    index.sync(REDIS, renamed)
+    try:
+        found = names(search(index, REDIS, "seconds since the server started", k=5))
+        assert "redis_server_age_seconds" in found and "redis_uptime_in_seconds" not in found
+    finally:
+        index.sync(REDIS, frame)
+
+
+def corpus(names_: list[str], documents: list[str], vectors: np.ndarray) -> NamespaceCorpus:
+    rows = [
+        {"metric_name": n, "type": "gauge", "unit": "", "description": d}
+        for n, d in zip(names_, documents, strict=True)
+    ]
+    return NamespaceCorpus.build(names_, documents, rows, vectors)
+
+
+def test_fusion_prefers_a_metric_both_rankers_like_to_one_only_a_single_ranker_likes() -> None:
+    # Lexical: a (all three words) before c (two words); b shares no word. Dense: b before c; a is orthogonal.
+    vectors = np.array([[0.0, 1.0], [1.0, 0.0], [0.8, 0.6]], dtype=np.float32)
+    docs = ["disk read bytes", "something else", "disk read"]
+    found = rank(corpus(["a_metric", "b_metric", "c_metric"], docs, vectors), "disk read bytes", np.array([1.0, 0.0]))
+    assert names(found) == ["c_metric", "a_metric", "b_metric"]
+
+
+def test_ranking_is_deterministic_on_ties() -> None:
+    vectors = np.ones((3, 2), dtype=np.float32)
+    built = corpus(["m_b", "m_a", "m_c"], ["same words"] * 3, vectors)
+    first = names(rank(built, "same words", np.array([1.0, 1.0])))
+    assert first == names(rank(built, "same words", np.array([1.0, 1.0]))) == ["m_a", "m_b", "m_c"]
