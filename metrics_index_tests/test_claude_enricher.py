@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -411,3 +413,19 @@ def test_the_prompt_examples_follow_the_vocabulary() -> None:
         fields = EnrichedFields.model_validate(answer)
         assert fields.metric_name == given["metric_name"]
         assert given["type"] == "unknown" or fields.meter_type == given["type"]
+
+
+def test_the_enrichment_bench_runs_small_and_checks_its_own_results(tmp_path: Path) -> None:
+    """Correctness only: every metric enriched by Claude in (a) and (b), and (c) made no call."""
+    out = tmp_path / "results.md"
+    bench = Path(__file__).parents[1] / "bench" / "enrichment.py"
+    done = subprocess.run(
+        [sys.executable, str(bench), "--metrics", "40", "--latency", "0", "--batch-size", "10", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    rows = [line for line in out.read_text().splitlines() if line.startswith("| (")]
+    assert [row.split(" | ")[3] for row in rows] == ["40", "4", "0"]
+    assert "(a)/(b): wall time" in out.read_text()

@@ -343,15 +343,15 @@ def read_answers(message: anthropic.types.Message, batch: Sequence[RawMetric]) -
         else:
             result.dropped += 1
     for name, metric in expected.items():
-        problem = _answer_problem(metric, answers.get(name, []), message.stop_reason)
-        if isinstance(problem, str):
-            result.failures[name] = problem
+        answer = _validated_answer(metric, answers.get(name, []), message.stop_reason)
+        if isinstance(answer, str):
+            result.failures[name] = answer
         else:
-            result.enriched[name] = problem
+            result.enriched[name] = answer
     return result
 
 
-def _answer_problem(metric: RawMetric, answers: list[Any], stop_reason: str | None) -> EnrichedFields | str:
+def _validated_answer(metric: RawMetric, answers: list[Any], stop_reason: str | None) -> EnrichedFields | str:
     """The validated answer, or why there is none."""
     if not answers:
         truncated = " (the reply was cut at max_tokens)" if stop_reason == "max_tokens" else ""
