@@ -182,6 +182,30 @@ def test_an_answer_that_breaks_the_schema_is_asked_again(
     assert [len(r.metric_names) for r in messages_api.requests] == [30, 30, 30]
 
 
+@pytest.mark.parametrize(
+    "reply",
+    [
+        pytest.param({}, id="empty-object"),
+        pytest.param("a string", id="not-an-object"),
+        pytest.param({"content": [{"type": "text", "text": "Sure! Here they are."}]}, id="text-instead-of-tool"),
+        pytest.param(
+            {"content": [{"type": "tool_use", "name": TOOL_NAME, "input": "x"}], "usage": {"input_tokens": "many"}},
+            id="tool-input-not-an-object",
+        ),
+    ],
+)
+def test_a_reply_that_is_not_a_proper_message_fails_its_metrics_without_raising(
+    messages_api: MessagesAPIServer, metrics: list[RawMetric], reply: object
+) -> None:
+    messages_api.script(*[Fault(body=lambda _headers, _body: reply)] * 2)
+    outcome = claude(messages_api).enrich(metrics[:5])
+
+    assert outcome.enriched == {}
+    assert all("no list of metrics" in reason for reason in outcome.failures.values())
+    assert len(outcome.failures) == 5
+    assert (outcome.usage.requests, outcome.usage.input_tokens, outcome.usage.cost_usd) == (2, 0, 0.0)
+
+
 def test_a_metric_missing_twice_fails_with_the_reason_and_only_it_is_asked_again(
     messages_api: MessagesAPIServer, metrics: list[RawMetric]
 ) -> None:

@@ -326,13 +326,19 @@ class BatchAnswers:
 
 
 def read_answers(message: anthropic.types.Message, batch: Sequence[RawMetric]) -> BatchAnswers:
-    """Validate a reply metric by metric: vocabulary, declared type, exactly one answer per metric."""
+    """Validate a reply metric by metric: vocabulary, declared type, exactly one answer per metric.
+
+    The SDK does not validate replies either, so nothing about their shape is taken for granted."""
     expected = {m.metric_name: m for m in batch}
     result = BatchAnswers()
-    block = next((b for b in message.content if b.type == "tool_use" and b.name == TOOL_NAME), None)
-    items = block.input.get("metrics") if block is not None and isinstance(block.input, dict) else None
+    content = getattr(message, "content", None)
+    stop_reason = getattr(message, "stop_reason", None)
+    blocks = content if isinstance(content, list) else []
+    block = next((b for b in blocks if getattr(b, "type", None) == "tool_use" and b.name == TOOL_NAME), None)
+    tool_input = getattr(block, "input", None)
+    items = tool_input.get("metrics") if isinstance(tool_input, dict) else None
     if not isinstance(items, list):
-        reason = f"the reply held no list of metrics in a {TOOL_NAME} call (stop_reason={message.stop_reason})"
+        reason = f"the reply held no list of metrics in a {TOOL_NAME} call (stop_reason={stop_reason})"
         result.failures = dict.fromkeys(expected, reason)
         return result
     answers: dict[str, list[Any]] = defaultdict(list)
@@ -343,7 +349,7 @@ def read_answers(message: anthropic.types.Message, batch: Sequence[RawMetric]) -
         else:
             result.dropped += 1
     for name, metric in expected.items():
-        answer = _validated_answer(metric, answers.get(name, []), message.stop_reason)
+        answer = _validated_answer(metric, answers.get(name, []), stop_reason)
         if isinstance(answer, str):
             result.failures[name] = answer
         else:
@@ -433,17 +439,18 @@ class RunGuard(anthropic.Middleware):
         with self._lock:
             self._stopped = self._stopped or reason
 
-    def record(self, usage: anthropic.types.Usage) -> None:
-        cache_write = usage.cache_creation_input_tokens or 0
-        cache_read = usage.cache_read_input_tokens or 0
+    def record(self, message: anthropic.types.Message) -> None:
+        """Add a reply's tokens and their cost. The SDK does not validate replies: a missing count is zero."""
+        usage = getattr(message, "usage", None)
+        fields = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+        counts = [value if isinstance(value := getattr(usage, name, 0), int) else 0 for name in fields]
+        input_tokens, output_tokens, cache_write, cache_read = counts
         with self._lock:
-            self.usage.input_tokens += usage.input_tokens
-            self.usage.output_tokens += usage.output_tokens
+            self.usage.input_tokens += input_tokens
+            self.usage.output_tokens += output_tokens
             self.usage.cache_write_tokens += cache_write
             self.usage.cache_read_tokens += cache_read
-            self.usage.cost_usd += self.options.price.cost(
-                usage.input_tokens, usage.output_tokens, cache_write, cache_read
-            )
+            self.usage.cost_usd += self.options.price.cost(input_tokens, output_tokens, cache_write, cache_read)
 
     def _exhausted(self) -> str | None:
         options, usage = self.options, self.usage
@@ -541,7 +548,7 @@ class ClaudeEnricher(Enricher):
             if isinstance(error, anthropic.APIStatusError) and error.status_code in _STOPPING_STATUSES:
                 guard.stop(reason)
             return BatchAnswers(failures={m.metric_name: reason for m in batch}), True
-        guard.record(message.usage)
+        guard.record(message)
         answers = read_answers(message, batch)
         if answers.dropped:
             logger.warning("Dropped %d answers about metrics that were not in the request", answers.dropped)
