@@ -28,6 +28,8 @@ from metrics_index.enrichment.base import Enricher, EnrichmentOutcome, Enrichmen
 from metrics_index.enrichment.vocabulary import CATEGORIES, GOLDEN_SIGNALS, METER_TYPES, EnrichedFields
 from metrics_index.sources import RawMetric
 
+logger = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class ModelPrice:
@@ -501,21 +503,23 @@ class ClaudeEnricher(Enricher):
         for last_chance in (False, True):
             second_chance: list[RawMetric] = []
             for batch, answers, request_failed in self._ask(client, guard, pending):
+                settled = request_failed or last_chance
                 outcome.enriched.update(answers.enriched)
-                if request_failed or last_chance:
+                if settled:
                     outcome.failures.update(answers.failures)
                 else:
                     second_chance += [m for m in batch if m.metric_name in answers.failures]
                 if progress:
-                    progress(len(batch) - (0 if request_failed or last_chance else len(answers.failures)))
+                    progress(len(batch) if settled else len(answers.enriched))
             pending = second_chance
             if not pending:
                 break
         logger.info(
-            "Claude enrichment: %d enriched, %d failed, %d requests (%d retries), $%.4f",
-            len(outcome.enriched), len(outcome.failures), guard.usage.requests, guard.usage.retries,
-            guard.usage.cost_usd,
-        )  # fmt: skip
+            "Claude enrichment: %d enriched, %d failed; usage %s",
+            len(outcome.enriched),
+            len(outcome.failures),
+            guard.usage.as_dict(),
+        )
         return outcome
 
     def _ask(
@@ -574,6 +578,3 @@ def _request_failure(error: Exception) -> str:
 def redact(text: str) -> str:
     key = os.environ.get(API_KEY_VARIABLE)
     return text.replace(key, "[redacted]") if key else text
-
-
-logger = logging.getLogger(__name__)
