@@ -10,15 +10,21 @@ import pytest
 import redis
 from dagster import DagsterInstance, instance_for_test
 
+from metrics_index_tests.project import Project
 from metrics_index_tests.servers import PrometheusStack, RedisServer, ScriptedHTTPServer
 
 
 @pytest.fixture(autouse=True)
-def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A developer's own settings must not reach the tests: no real LLM calls, no configured Redis or Prometheus."""
-    for name in list(os.environ):
+def _isolated_environment() -> Iterator[None]:
+    """A developer's own settings must not reach the tests (no real LLM calls, no configured Redis or Prometheus),
+    and whatever a test or the code under test puts in the environment (e.g. DAGSTER_HOME) is undone after it."""
+    saved = dict(os.environ)
+    for name in saved:
         if name.startswith("METRICS_INDEX_") or name in {"ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "DAGSTER_HOME"}:
-            monkeypatch.delenv(name)
+            del os.environ[name]
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
 
 
 @pytest.fixture(scope="session")
@@ -76,3 +82,12 @@ def dagster_instance() -> Iterator[DagsterInstance]:
     """A throwaway Dagster instance (its own temporary home), so runs and partitions of one test stay there."""
     with instance_for_test() as instance:
         yield instance
+
+
+@pytest.fixture
+def project(tmp_path: Path, redis_client: redis.Redis, redis_server: str, dagster_instance: DagsterInstance) -> Project:
+    """A metrics-index set-up of the test's own: registry, catalog and Chroma under tmp_path, the session's (emptied)
+    Redis, a throwaway Dagster instance, rule-based enrichment."""
+    home = tmp_path / "home"
+    home.mkdir()
+    return Project(home=home, redis_url=redis_server, instance=dagster_instance)
