@@ -14,7 +14,7 @@ from metrics_index.assets import METRIC_ASSETS
 from metrics_index.enrichment.incremental import FALLBACK, enrich_catalog
 from metrics_index.enrichment.rules import RulesEnricher
 from metrics_index.namespaces import NAMESPACE_PARTITIONS, Namespace
-from metrics_index.resources import ChromaResource, RedisResource
+from metrics_index.resources import ChromaResource, ProgressResource, RedisResource
 from metrics_index.search import SearchResult, search
 from metrics_index.settings import resources_from_env
 from metrics_index.sources import RawMetric
@@ -73,6 +73,7 @@ def index_namespace(
     force: bool = False,
     progress: bool = False,
     instance: DagsterInstance | None = None,
+    log_level: str = "WARNING",
 ) -> IndexSummary:
     """Register the namespace as a partition and materialize its four assets in this process."""
     _check_exclude(exclude)
@@ -80,17 +81,18 @@ def index_namespace(
     resources["prometheus"].source(namespace)  # refuse a bad or unknown namespace before registering it
     instance = instance or dagster_instance(env)
     instance.add_dynamic_partitions(NAMESPACE_PARTITIONS.name, [namespace])
-    resources["progress"] = resources["progress"].model_copy(update={"enabled": progress})
+    resources["progress"] = ProgressResource(enabled=progress)
     result = materialize(
         METRIC_ASSETS,
         partition_key=namespace,
         instance=instance,
         resources=resources,
         run_config={
+            "loggers": {"console": {"config": {"log_level": log_level}}},
             "ops": {
                 "raw_metric_metadata": {"config": {"limit": limit, "exclude": exclude}},
                 "enriched_metric_metadata": {"config": {"force": force}},
-            }
+            },
         },
         tags={"metrics_index/source": "cli"},
         raise_on_error=True,
