@@ -110,9 +110,10 @@ def problems(results: list[Scenario]) -> list[str]:
 def markdown(results: list[Scenario], latency: float, output_tps: float) -> str:
     a, b, _ = results
     speed = f", plus output at {output_tps:g} tokens/s" if output_tps else ""
+    flag = f" --output-tokens-per-second {output_tps:g}" if output_tps else ""
     lines = [
         f"Enrichment of {a.metrics} metrics against the local fake Messages API, {latency * 1000:g} ms a request"
-        f"{speed} (`python bench/enrichment.py --metrics {a.metrics} --latency {latency:g}`).",
+        f"{speed} (`python bench/enrichment.py --metrics {a.metrics} --latency {latency:g}{flag}`).",
         "",
         "| run | wall time | metrics/s | requests | input tokens/metric | of which cache reads | est. cost (USD) |",
         "|---|---:|---:|---:|---:|---:|---:|",
