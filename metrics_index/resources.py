@@ -97,6 +97,7 @@ class EnricherResource(ConfigurableResource):
     timeout_seconds: float = _CLAUDE_DEFAULTS.timeout_seconds
     max_requests: int | None = _CLAUDE_DEFAULTS.max_requests
     max_cost_usd: float | None = _CLAUDE_DEFAULTS.max_cost_usd
+    deadline_seconds: float | None = _CLAUDE_DEFAULTS.deadline_seconds
     prices: dict[str, dict[str, float]] | None = None
 
     def build(self) -> Enricher:
@@ -110,6 +111,7 @@ class EnricherResource(ConfigurableResource):
             timeout_seconds=self.timeout_seconds,
             max_requests=self.max_requests,
             max_cost_usd=self.max_cost_usd,
+            deadline_seconds=self.deadline_seconds,
             prices=self.prices,
         )
 
