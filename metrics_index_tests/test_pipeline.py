@@ -53,7 +53,7 @@ def test_definitions_load_every_asset_and_job() -> None:
         assert specs[name].partitions_def == NAMESPACE_PARTITIONS, name
     for job in defs.resolve_all_job_defs():
         assert job.name
-    assert {node.name for node in defs.resolve_job_def("index_namespace").nodes} == set(ASSETS)
+    assert set(ASSETS) <= {node.name for node in defs.resolve_job_def("index_namespace").nodes}
 
 
 def test_workspace_loads_with_the_dagster_cli(tmp_path: Path) -> None:
