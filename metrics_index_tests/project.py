@@ -37,7 +37,7 @@ def target_entry(metric: str, type_: str = "gauge", help_: str = "", unit: str =
 class Project:
     home: Path
     redis_url: str
-    instance: DagsterInstance
+    instance: DagsterInstance | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -69,6 +69,7 @@ class Project:
         self, namespace: str, resources: Mapping[str, Any] | None = None, run_config: dict | None = None
     ) -> ExecuteInProcessResult:
         """Materialize the four assets of one namespace partition, as the job and the CLI do; never raises."""
+        assert self.instance is not None, "materialize needs the project's Dagster instance"
         self.instance.add_dynamic_partitions(NAMESPACE_PARTITIONS.name, [namespace])
         return materialize(
             METRIC_ASSETS,
