@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
-from dagster import ConfigurableResource
+from dagster import ConfigurableResource, EnvVar
 
+from metrics_index.alerts import SLACK_WEBHOOK_ENV, SlackResource
 from metrics_index.assets import PARQUET_IO
+from metrics_index.checks import CheckThresholds
 from metrics_index.embeddings import DEFAULT_MODEL
 from metrics_index.enrichment.claude import ClaudeOptions
 from metrics_index.io import ParquetIOManager
@@ -52,7 +55,46 @@ def resources_from_env(env: Mapping[str, str] = os.environ) -> dict[str, Configu
         ),
         "progress": ProgressResource(),
         PARQUET_IO: ParquetIOManager(base_dir=str(home / "catalog")),
+        "check_thresholds": CheckThresholds(**_thresholds_from_env(env)),
+        "slack": SlackResource(
+            webhook_url=EnvVar(SLACK_WEBHOOK_ENV) if env.get(SLACK_WEBHOOK_ENV) else "",
+            ui_base_url=env.get("METRICS_INDEX_UI_BASE_URL", "http://localhost:3000"),
+        ),
     }
+
+
+def _thresholds_from_env(env: Mapping[str, str]) -> dict[str, float]:
+    """Thresholds given as METRICS_INDEX_CHECK_<NAME>, e.g. METRICS_INDEX_CHECK_MIN_HELP_SHARE=0.8."""
+    variables = {name: f"METRICS_INDEX_CHECK_{name.upper()}" for name in CheckThresholds.model_fields}
+    return {name: float(env[variable]) for name, variable in variables.items() if variable in env}
+
+
+@dataclass(frozen=True)
+class PlatformSettings:
+    """How the schedule and the sensors behave (read when the definitions load)."""
+
+    schedule_cron: str = "0 2 * * *"
+    schedule_timezone: str = "UTC"
+    namespace_sensor_interval_seconds: int = 300
+    max_runs_per_tick: int = 10
+    delete_removed_namespaces: bool = False
+    alert_sensor_interval_seconds: int = 30
+
+
+def platform_settings_from_env(env: Mapping[str, str] = os.environ) -> PlatformSettings:
+    default = PlatformSettings()
+    return PlatformSettings(
+        schedule_cron=env.get("METRICS_INDEX_SCHEDULE_CRON", default.schedule_cron),
+        schedule_timezone=env.get("METRICS_INDEX_SCHEDULE_TIMEZONE", default.schedule_timezone),
+        namespace_sensor_interval_seconds=int(
+            env.get("METRICS_INDEX_SENSOR_INTERVAL_SECONDS", default.namespace_sensor_interval_seconds)
+        ),
+        max_runs_per_tick=int(env.get("METRICS_INDEX_SENSOR_MAX_RUNS_PER_TICK", default.max_runs_per_tick)),
+        delete_removed_namespaces=env.get("METRICS_INDEX_DELETE_REMOVED_NAMESPACES", "") in {"1", "true", "yes"},
+        alert_sensor_interval_seconds=int(
+            env.get("METRICS_INDEX_ALERT_INTERVAL_SECONDS", default.alert_sensor_interval_seconds)
+        ),
+    )
 
 
 def _optional_int(value: str | None) -> int | None:

@@ -11,14 +11,15 @@ from unittest.mock import ANY
 import pandas as pd
 import pytest
 import redis
-from dagster import AssetSelection, Definitions, ExecuteInProcessResult, define_asset_job
+from dagster import AssetSelection, ExecuteInProcessResult
 
 from metrics_index import checks
 from metrics_index.assets import METRIC_ASSETS
-from metrics_index.checks import METRIC_CHECKS, CheckThresholds, Measurement
-from metrics_index.namespaces import DEFAULT_REGISTRY_PATH, NAMESPACE_PARTITIONS, GoldenQuery
+from metrics_index.checks import METRIC_CHECKS, Measurement
+from metrics_index.namespaces import DEFAULT_REGISTRY_PATH, GoldenQuery
 from metrics_index.settings import resources_from_env
 from metrics_index.stores.name_set import names_key
+from metrics_index_tests.platform import run_namespace
 from metrics_index_tests.project import Project
 
 DEMO_SNAPSHOT = DEFAULT_REGISTRY_PATH.parent / "demo-targets-metadata.json"
@@ -149,21 +150,6 @@ def test_measurement_result_carries_the_figures_alerts_quote() -> None:
 # --- the checks on real data ---------------------------------------------------------------------------------------
 
 
-def _run(
-    project: Project, namespace: str, selection: AssetSelection | None = None, **thresholds: float
-) -> ExecuteInProcessResult:
-    """Materialize the namespace's assets with their checks (or run only `selection`) in process."""
-    project.instance.add_dynamic_partitions("namespace", [namespace])
-    selection = AssetSelection.all() if selection is None else selection
-    job = define_asset_job("under_test", selection=selection, partitions_def=NAMESPACE_PARTITIONS)
-    resources = {**resources_from_env(project.env), "check_thresholds": CheckThresholds(**thresholds)}
-    definitions = Definitions(assets=METRIC_ASSETS, asset_checks=METRIC_CHECKS, jobs=[job], resources=resources)
-    # The partition goes in as a tag: Dagster 1.13 refuses `partition_key` for a job that selects only checks.
-    return definitions.resolve_job_def("under_test").execute_in_process(
-        tags={"dagster/partition": namespace}, instance=project.instance, raise_on_error=False
-    )
-
-
 def _outcomes(result: ExecuteInProcessResult) -> dict[str, tuple[bool, float]]:
     return {e.check_name: (e.passed, e.metadata["measured"].value) for e in result.get_asset_check_evaluations()}
 
@@ -176,7 +162,7 @@ def demo_node(project: Project) -> str:
 
 
 def test_every_check_passes_on_the_demo_snapshot(project: Project, demo_node: str) -> None:
-    result = _run(project, demo_node)
+    result = run_namespace(project, demo_node)
     assert result.success
     outcomes = _outcomes(result)
     assert set(outcomes) == {spec.name for check in METRIC_CHECKS for spec in check.check_specs}
@@ -188,7 +174,7 @@ def test_every_check_passes_on_the_demo_snapshot(project: Project, demo_node: st
 def test_every_check_passes_on_a_live_prometheus(project: Project, prometheus_server: str) -> None:
     project.extra_env["METRICS_INDEX_PROMETHEUS_URL"] = prometheus_server
     project.register("live:node")
-    result = _run(project, "live:node")
+    result = run_namespace(project, "live:node")
     assert result.success
     assert all(passed for passed, _ in _outcomes(result).values()), _outcomes(result)
 
@@ -199,7 +185,7 @@ def test_invalid_names_fail_and_block_everything_downstream(project: Project) ->
     broken = {**pushgateway[0], "metric": "pushgateway-requests"}
     snapshot = project.write_snapshot("broken.json", [*pushgateway, broken])
     project.register("demo:broken", snapshot=snapshot, selector='{job="pushgateway"}')
-    result = _run(project, "demo:broken")
+    result = run_namespace(project, "demo:broken")
     assert not result.success
     assert _outcomes(result)[checks.VALID_NAMES] == (False, 1)
     materialized = {e.asset_key.path[-1] for e in result.get_asset_materialization_events()}
@@ -208,7 +194,7 @@ def test_invalid_names_fail_and_block_everything_downstream(project: Project) ->
 
 def test_every_check_fails_when_its_data_is_broken(project: Project, demo_node: str, redis_client: redis.Redis) -> None:
     """One good run, then each store broken the way it breaks in real life, then only the checks run again."""
-    assert _run(project, demo_node).success
+    assert run_namespace(project, demo_node).success
     catalog = project.home / "catalog"
 
     raw_path = catalog / "raw_metric_metadata" / "demo" / "node.parquet"
@@ -238,7 +224,7 @@ def test_every_check_fails_when_its_data_is_broken(project: Project, demo_node: 
     )
 
     checks_only = AssetSelection.checks_for_assets(*METRIC_ASSETS)
-    result = _run(project, demo_node, checks_only, max_category_drift_points=5)
+    result = run_namespace(project, demo_node, checks_only, max_category_drift_points=5)
     outcomes = _outcomes(result)
     metadata = {e.check_name: {k: v.value for k, v in e.metadata.items()} for e in result.get_asset_check_evaluations()}
     passing = sorted(name for name, (passed, _) in outcomes.items() if passed)
@@ -255,11 +241,11 @@ def test_every_check_fails_when_its_data_is_broken(project: Project, demo_node: 
 
     # The integrity checks block what would be corrupted after them: the name set and the index.
     pd.concat([raw, raw.head(3)]).to_parquet(raw_path)
-    outcomes = _outcomes(_run(project, demo_node, AssetSelection.checks_for_assets(*METRIC_ASSETS[:2])))
+    outcomes = _outcomes(run_namespace(project, demo_node, AssetSelection.checks_for_assets(*METRIC_ASSETS[:2])))
     assert outcomes == {checks.UNIQUE_NAMES: (False, 3), checks.VALID_NAMES: (True, 0), checks.HELP_SHARE: ANY}
     enriched.loc[enriched.index[-1], "golden_signal_type"] = "vibes"
     enriched.to_parquet(enriched_path)
-    outcomes = _outcomes(_run(project, demo_node, AssetSelection.checks_for_assets(*METRIC_ASSETS[2:])))
+    outcomes = _outcomes(run_namespace(project, demo_node, AssetSelection.checks_for_assets(*METRIC_ASSETS[2:])))
     assert outcomes[checks.VOCABULARY] == (False, round(1 - 1 / len(enriched), 4))
     assert checks.INDEX_MATCHES not in outcomes
 

@@ -1,0 +1,149 @@
+"""Helpers for the platform tests: run the index job in process, a local Slack webhook receiver, and a Prometheus whose
+targets carry `tenant` and `service` labels for namespace discovery."""
+
+from __future__ import annotations
+
+import json
+import threading
+import urllib.parse
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+from dagster import AssetSelection, Definitions, ExecuteInProcessResult, define_asset_job
+
+from metrics_index.assets import METRIC_ASSETS
+from metrics_index.checks import METRIC_CHECKS, CheckThresholds
+from metrics_index.namespaces import NAMESPACE_PARTITIONS
+from metrics_index.settings import resources_from_env
+from metrics_index_tests.project import Project
+from metrics_index_tests.servers import LOOPBACK, ManagedProcess, free_port, http_get, system_binary, wait_until
+
+
+def run_namespace(
+    project: Project, namespace: str, selection: AssetSelection | None = None, **thresholds: float
+) -> ExecuteInProcessResult:
+    """Materialize the namespace's assets with their checks (or run only `selection`) in process, as the index job
+    does; never raises."""
+    project.instance.add_dynamic_partitions(NAMESPACE_PARTITIONS.name, [namespace])
+    selection = AssetSelection.all() if selection is None else selection
+    job = define_asset_job("under_test", selection=selection, partitions_def=NAMESPACE_PARTITIONS)
+    resources = {**resources_from_env(project.env), "check_thresholds": CheckThresholds(**thresholds)}
+    definitions = Definitions(assets=METRIC_ASSETS, asset_checks=METRIC_CHECKS, jobs=[job], resources=resources)
+    # The partition goes in as a tag: Dagster 1.13 refuses `partition_key` for a job that selects only checks.
+    return definitions.resolve_job_def("under_test").execute_in_process(
+        tags={"dagster/partition": namespace}, instance=project.instance, raise_on_error=False
+    )
+
+
+class SlackReceiver:
+    """A local stand-in for a Slack incoming webhook: records each JSON body posted to `path`; answers HTTP 500 to
+    the next `failures` posts, then 200 "ok" as Slack does."""
+
+    def __init__(self, path: str = "/services/T000/B000/secret-token") -> None:
+        self.path = path
+        self.messages: list[dict] = []
+        self.failures = 0
+        self.attempts = 0
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                receiver.attempts += 1
+                if self.path != receiver.path:
+                    status, answer = 404, b"no_service"
+                elif receiver.failures > 0:
+                    receiver.failures -= 1
+                    status, answer = 500, b"rollup_error"
+                else:
+                    receiver.messages.append(json.loads(body))
+                    status, answer = 200, b"ok"
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer((LOOPBACK, 0), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOOPBACK}:{self._server.server_address[1]}{self.path}"
+
+    def texts(self) -> list[str]:
+        """Every message as one string (all its blocks), to search in."""
+        return [json.dumps(message) for message in self.messages]
+
+    def __enter__(self) -> SlackReceiver:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()
+
+
+@dataclass
+class LabelledPrometheus:
+    """A Prometheus scraping itself and a node-exporter, both targets labelled with a tenant and a service:
+    discovery finds `<tenant>:prometheus` and `<tenant>:node`."""
+
+    url: str
+    process: ManagedProcess
+
+    @classmethod
+    def start(cls, directory: Path, node_exporter_url: str, tenant: str = "acme") -> LabelledPrometheus:
+        port = free_port()
+        directory.mkdir(parents=True, exist_ok=True)
+        config = directory / "prometheus.yml"
+        exporter = node_exporter_url.removeprefix("http://")
+
+        def job(name: str, target: str) -> dict:
+            labels = {"tenant": tenant, "service": name}
+            return {"job_name": name, "static_configs": [{"targets": [target], "labels": labels}]}
+
+        config.write_text(
+            json.dumps(
+                {
+                    "global": {"scrape_interval": "1s", "scrape_timeout": "1s"},
+                    "scrape_configs": [job("prometheus", f"{LOOPBACK}:{port}"), job("node", exporter)],
+                }
+            )
+        )
+        process = ManagedProcess(
+            "prometheus",
+            [
+                system_binary("prometheus"),
+                f"--config.file={config}",
+                f"--storage.tsdb.path={directory / 'data'}",
+                f"--web.listen-address={LOOPBACK}:{port}",
+            ],
+            directory,
+        )
+        server = cls(f"http://{LOOPBACK}:{port}", process)
+        process.start()
+        try:
+            for service in ("prometheus", "node"):
+                wait_until(
+                    lambda service=service: server.has_metadata(tenant, service),
+                    f"metadata of the {tenant}:{service} target",
+                    timeout=60,
+                    process=process,
+                )
+        except BaseException:
+            process.stop()
+            raise
+        return server
+
+    def has_metadata(self, tenant: str, service: str) -> bool:
+        query = urllib.parse.urlencode({"match_target": f'{{tenant="{tenant}",service="{service}"}}'})
+        status, body = http_get(f"{self.url}/api/v1/targets/metadata?{query}")
+        return status == 200 and bool(json.loads(body)["data"])
+
+    def stop(self) -> None:
+        self.process.stop()
