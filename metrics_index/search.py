@@ -33,8 +33,10 @@ from metrics_index.stores.semantic_index import SemanticIndex
 from metrics_index.text import search_terms
 
 # Reciprocal-rank fusion: score = sum(weight / (RRF_K + rank)) over the rankers that saw the metric.
+# Dense similarity over the enriched documents is the strongest single ranker (bench/RESULTS.md), so it
+# weighs more than the two lexical rankers together; they decide between close semantic candidates.
 RRF_K = 20
-RANKER_WEIGHTS = {"name": 1.0, "text": 1.0, "dense": 1.0}
+RANKER_WEIGHTS = {"name": 0.5, "text": 0.5, "dense": 1.5}
 DEPTH = 100  # how deep each ranker's list is read for fusion
 SEMANTIC_EXPLAIN_RANK = 10  # "semantic" is given as a reason when the dense ranker put the metric this high
 PAGE_SIZE = 5000  # documents read from Chroma per request (a single unbounded read fails at ~30k)

@@ -133,6 +133,7 @@ ABBREVIATIONS: dict[str, str] = {
 
 _PART = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|[0-9]+")
 _SEPARATORS = re.compile(r"[^A-Za-z0-9]+")
+_IO = re.compile(r"\bI/Os?\b", re.IGNORECASE)  # "I/O" in help texts is "io" in names
 # Glued quantity prefixes as in `maxmemory`, `maxclients`, `numkeys`.
 _GLUED = re.compile(r"^(max|min|num)([a-z]{4,})$")
 _NOT_GLUED = {"maximum", "minimum", "minute", "minutes", "number", "numbers", "minor"}
@@ -208,6 +209,7 @@ def stem(word: str) -> str:
 def search_terms(text: str) -> list[str]:
     """Terms for lexical matching, from free text or metric names alike: words split and spelled out as in
     `metric_words`, stop words dropped, stemmed. Repeats are kept (term frequency counts)."""
+    text = _IO.sub("io", text)
     return [term for part in _SEPARATORS.split(text) if part for term in _part_terms(part)]
 
 
