@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from metrics_index.text import document_text, metric_words, readable_words, split_name
+from metrics_index.text import document_text, metric_words, readable_words, search_terms, split_name
 
 
 def test_snake_and_camel_case_parts_are_split() -> None:
@@ -46,3 +46,11 @@ def test_document_text_skips_missing_and_uninformative_values() -> None:
         {"metric_name": "x_total", "description": None, "golden_signal_type": "none", "unit": float("nan")}
     )
     assert text == "x total"
+
+
+def test_search_terms_meet_across_word_forms_and_notations() -> None:
+    assert search_terms("bytes received") == search_terms("byte receives")
+    assert "io" in search_terms("processes waiting for I/O") and "io" in search_terms("node_disk_io_now")
+    assert "the" not in search_terms("the number of open fds")
+    assert {"file", "descriptor"} <= set(search_terms("open fds"))
+    assert search_terms("node_memory_MemFree_bytes") == search_terms("node memory mem free bytes")
