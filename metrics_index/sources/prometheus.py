@@ -171,9 +171,14 @@ def parse_selector(selector: str) -> list[tuple[str, str, str]]:
         if not match:
             raise SourceError(f"selector {selector!r} cannot be parsed near {body[position:]!r}")
         label, op, value = match.groups()
-        matchers.append((label, op, value.encode().decode("unicode_escape")))
+        matchers.append((label, op, _unescape(value)))
         position = match.end()
     return matchers
+
+
+def _unescape(value: str) -> str:
+    """A PromQL double-quoted string's escapes (`\\"`, `\\\\`, `\\n`, `\\t`), leaving other text as it is."""
+    return re.sub(r"\\(.)", lambda m: {"n": "\n", "t": "\t"}.get(m.group(1), m.group(1)), value)
 
 
 def labels_match(labels: Mapping[str, str], matchers: Iterable[tuple[str, str, str]]) -> bool:
