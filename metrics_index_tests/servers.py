@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import os
 import shutil
 import signal
 import socket
@@ -50,6 +51,15 @@ def _die_with_parent() -> None:
     ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+def _signal_group(group: int, signum: int) -> bool:
+    """Send a signal to a process group; False when no process of the group is left."""
+    try:
+        os.killpg(group, signum)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def wait_until(
     check: Callable[[], bool], what: str, timeout: float = 30.0, process: ManagedProcess | None = None
 ) -> None:
@@ -72,10 +82,14 @@ def wait_until(
 class ManagedProcess:
     """A server process with its output in a log file, stopped with SIGTERM and, if it lingers, SIGKILL."""
 
-    def __init__(self, name: str, argv: list[str], directory: Path) -> None:
+    def __init__(
+        self, name: str, argv: list[str], directory: Path, cwd: Path | None = None, env: dict[str, str] | None = None
+    ) -> None:
         self.name = name
         self.argv = argv
         self.directory = directory
+        self.cwd = cwd or directory
+        self.env = env
         self.log_path = directory / f"{name}.log"
         self._process: subprocess.Popen | None = None
 
@@ -84,7 +98,8 @@ class ManagedProcess:
         with self.log_path.open("ab") as log:
             self._process = subprocess.Popen(
                 self.argv,
-                cwd=self.directory,
+                cwd=self.cwd,
+                env=self.env,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -97,15 +112,20 @@ class ManagedProcess:
         return self._process is not None and self._process.poll() is None
 
     def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM the process group (a server such as `dagster dev` has children), then SIGKILL what is left."""
         if self._process is None:
             return
-        if self._process.poll() is None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
+        group = self._process.pid
+        _signal_group(group, signal.SIGTERM)
+        try:
+            self._process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+        deadline = time.monotonic() + timeout
+        while _signal_group(group, 0) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        _signal_group(group, signal.SIGKILL)
         self._process = None
 
     def wait_exited(self, timeout: float = 10.0) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-import subprocess
+import json
+import os
 import sys
+import urllib.request
 from pathlib import Path
 
 import pandas as pd
@@ -16,7 +18,15 @@ from metrics_index.namespaces import NAMESPACE_PARTITIONS, NAMESPACE_RULE
 from metrics_index.resources import PrometheusResource
 from metrics_index.stores.name_set import names_key, promql_names
 from metrics_index_tests.project import Project, materialization_metadata, step_failures, target_entry
-from metrics_index_tests.servers import PrometheusStack, RedisServer, ScriptedHTTPServer, free_port
+from metrics_index_tests.servers import (
+    ManagedProcess,
+    PrometheusStack,
+    RedisServer,
+    ScriptedHTTPServer,
+    free_port,
+    http_get,
+    wait_until,
+)
 
 ASSETS = ("raw_metric_metadata", "metric_name_set", "enriched_metric_metadata", "metric_semantic_index")
 ENRICHED_FIELDS = (
@@ -56,19 +66,43 @@ def test_definitions_load_every_asset_and_job() -> None:
     assert set(ASSETS) <= {node.name for node in defs.resolve_job_def("index_namespace").nodes}
 
 
-def test_workspace_loads_with_the_dagster_cli(tmp_path: Path) -> None:
-    """What `dagster dev -w workspace.yaml` loads, checked by Dagster's own validation command."""
-    root = Path(__file__).parents[1]
-    completed = subprocess.run(
-        [Path(sys.executable).parent / "dagster", "definitions", "validate", "-w", "workspace.yaml"],
+WORKSPACE_QUERY = """{
+  workspaceOrError { ... on Workspace { locationEntries {
+    name loadStatus locationOrLoadError { __typename ... on PythonError { message } }
+  } } }
+  assetNodes { assetKey { path } }
+}"""
+
+
+def test_dagster_dev_starts_and_shows_every_asset(tmp_path: Path) -> None:
+    """`dagster dev -w workspace.yaml`, as the README starts it, loads the code location without errors."""
+    root, port = Path(__file__).parents[1], free_port()
+    (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    dev = ManagedProcess(
+        "dagster-dev",
+        [str(Path(sys.executable).parent / "dagster"), "dev", "-w", str(root / "workspace.yaml"),
+         "-h", "127.0.0.1", "-p", str(port)],
+        tmp_path,
         cwd=root,
-        env={"PATH": "/usr/bin:/bin", "DAGSTER_HOME": str(tmp_path), "HOME": str(tmp_path)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert completed.returncode == 0, completed.stdout + completed.stderr
-    assert "All code locations passed validation" in completed.stderr + completed.stdout
+        env={"PATH": os.environ["PATH"], "HOME": str(tmp_path), "DAGSTER_HOME": str(tmp_path)},
+    )  # fmt: skip
+    dev.start()
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_until(lambda: http_get(f"{url}/server_info")[0] == 200, "dagster dev", timeout=120, process=dev)
+        request = urllib.request.Request(
+            f"{url}/graphql", json.dumps({"query": WORKSPACE_QUERY}).encode(), {"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=60) as response:
+            data = json.load(response)["data"]
+    finally:
+        dev.stop()
+    [location] = data["workspaceOrError"]["locationEntries"]
+    assert (location["loadStatus"], location["locationOrLoadError"]["__typename"]) == (
+        "LOADED",
+        "RepositoryLocation",
+    ), location
+    assert set(ASSETS) <= {"/".join(node["assetKey"]["path"]) for node in data["assetNodes"]}
 
 
 def test_live_namespace_is_indexed_end_to_end(project: Project, prometheus_stack: PrometheusStack) -> None:
