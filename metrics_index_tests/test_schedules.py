@@ -35,7 +35,9 @@ def test_nothing_registered_is_a_skip(dagster_instance: DagsterInstance) -> None
     assert isinstance(result, SkipReason) and "namespace sensor" in result.skip_message
 
 
-def test_cron_defaults_to_two_in_the_morning_and_is_configurable() -> None:
+def test_cron_defaults_to_two_in_the_morning_and_is_configurable(dagster_instance: DagsterInstance) -> None:
+    # Resolving `defs` reads the current instance's state storage: the fixture keeps a live one in scope (an instance
+    # closed by an earlier test stays registered in Dagster 1.13 and fails the resolution).
     schedule = defs.get_schedule_def("index_all_namespaces")
     assert (schedule.cron_schedule, schedule.execution_timezone) == ("0 2 * * *", "UTC")
     settings = platform_settings_from_env(
@@ -56,6 +58,6 @@ def test_runs_are_tagged_with_the_enricher_the_run_queue_limits(
     assert run_tags(EnricherResource(mode=mode)) == {ENRICHER_TAG: expected}
 
 
-def test_the_index_job_runs_the_checks_too() -> None:
+def test_the_index_job_runs_the_checks_too(dagster_instance: DagsterInstance) -> None:
     job = defs.resolve_job_def("index_namespace")
     assert len(job.asset_layer.asset_graph.asset_check_keys) == 10
