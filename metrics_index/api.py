@@ -53,16 +53,16 @@ class Validation:
 
 
 def dagster_instance(env: Mapping[str, str] = os.environ) -> DagsterInstance:
-    """The instance the UI reads (DAGSTER_HOME), or one under METRICS_INDEX_HOME when none is set, so CLI
-    runs are kept and show up in `dagster dev` started with the same DAGSTER_HOME."""
-    if not env.get("DAGSTER_HOME"):
-        home = Path(env.get("METRICS_INDEX_HOME", ".metrics-index")).absolute() / "dagster"
-        home.mkdir(parents=True, exist_ok=True)
-        settings = home / "dagster.yaml"
-        if not settings.exists():
-            settings.write_text("# Local Dagster instance of the metrics-index CLI: SQLite storage in this folder.\n")
-        os.environ["DAGSTER_HOME"] = str(home)
-    return DagsterInstance.get()
+    """The instance the UI reads (DAGSTER_HOME), or one in METRICS_INDEX_HOME/dagster when none is set, so CLI
+    runs are kept and show up in `dagster dev` started with that folder as DAGSTER_HOME."""
+    if env.get("DAGSTER_HOME"):
+        return DagsterInstance.from_config(env["DAGSTER_HOME"])
+    home = Path(env.get("METRICS_INDEX_HOME", ".metrics-index")).absolute() / "dagster"
+    home.mkdir(parents=True, exist_ok=True)
+    settings = home / "dagster.yaml"
+    if not settings.exists():
+        settings.write_text("# Local Dagster instance of the metrics-index CLI: SQLite storage in this folder.\n")
+    return DagsterInstance.from_config(str(home))
 
 
 def index_namespace(
@@ -73,7 +73,7 @@ def index_namespace(
     force: bool = False,
     progress: bool = False,
     instance: DagsterInstance | None = None,
-    log_level: str = "WARNING",
+    log_level: str = "CRITICAL",
 ) -> IndexSummary:
     """Register the namespace as a partition and materialize its four assets in this process."""
     _check_exclude(exclude)

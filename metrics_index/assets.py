@@ -40,6 +40,9 @@ class SelectionConfig(Config):
     """Keep only the first N metrics by name (for a trial run)."""
     exclude: str | None = None
     """Leave out metrics whose name matches this regular expression."""
+    allow_empty: bool = False
+    """Accept a namespace with no metrics, which empties its name set and index. Off by default: an empty
+    answer is more often a wrong selector or a Prometheus that has not scraped yet than a retired service."""
 
 
 @asset(partitions_def=NAMESPACE_PARTITIONS, group_name=GROUP, io_manager_key=PARQUET_IO)
@@ -50,6 +53,13 @@ def raw_metric_metadata(
     started = perf_counter()
     fetched = prometheus.fetch(context.partition_key)
     frame = select_metrics(fetched, config.limit, config.exclude)
+    if frame.empty and not config.allow_empty:
+        raise Failure(
+            f"no metrics for {context.partition_key} (fetched {len(fetched)}, none left after --limit/--exclude)"
+            if len(fetched)
+            else f"Prometheus returned no metrics for {context.partition_key}: check its selector in the registry. "
+            "Nothing downstream was changed; set allow_empty to empty the namespace on purpose."
+        )
     return Output(
         frame,
         metadata={
@@ -72,7 +82,7 @@ def metric_name_set(
         size = replace_names(redis.client(), context.partition_key, promql_names(raw_metric_metadata))
     except RedisError as error:
         raise Failure(
-            f"Redis failed while replacing the name set of {context.partition_key}: {error}. "
+            f"Redis failed while replacing the name set of {context.partition_key}: {str(error).rstrip('.')}. "
             "The live set is untouched or fully replaced, never partial; rerun when Redis is back."
         ) from error
     return MaterializeResult(
@@ -126,14 +136,15 @@ def enriched_metric_metadata(
     )
 
 
-@asset(partitions_def=NAMESPACE_PARTITIONS, group_name=GROUP)
+@asset(partitions_def=NAMESPACE_PARTITIONS, group_name=GROUP, deps=[metric_name_set])
 def metric_semantic_index(
     context: AssetExecutionContext,
     enriched_metric_metadata: pd.DataFrame,
     chroma: ChromaResource,
     progress: ProgressResource,
 ) -> MaterializeResult:
-    """The enriched metrics embedded into Chroma; unchanged documents are skipped, vanished ones deleted."""
+    """The enriched metrics embedded into Chroma; unchanged documents are skipped, vanished ones deleted.
+    Runs after the name set, so a failed Redis update leaves the index as it was too."""
     started = perf_counter()
     with progress.bar("index", len(enriched_metric_metadata)) as advance:
         report = chroma.index().sync(

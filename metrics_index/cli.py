@@ -33,9 +33,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     env = {**os.environ, **{_FLAG_ENV[k]: str(v) for k, v in vars(args).items() if k in _FLAG_ENV and v is not None}}
     try:
         return args.run(args, env)
-    except (NamespaceError, SourceError, ValueError) as error:
+    except (NamespaceError, ValueError) as error:
         print(f"metrics-index: {error}", file=sys.stderr)
         return 2
+    except SourceError as error:
+        print(f"metrics-index: {error}", file=sys.stderr)
+        return 1
     except DagsterExecutionStepExecutionError as error:
         print(f"metrics-index: step {error.step_key} failed: {error.__cause__ or error}", file=sys.stderr)
         return 1

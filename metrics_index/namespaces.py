@@ -12,7 +12,7 @@ from dagster import DynamicPartitionsDefinition
 NAMESPACE_PARTITIONS = DynamicPartitionsDefinition(name="namespace")
 
 _PART = r"[a-z0-9][a-z0-9_.-]*"
-_NAMESPACE_RE = re.compile(rf"^({_PART}):({_PART})$")
+_NAMESPACE_RE = re.compile(rf"({_PART}):({_PART})")
 NAMESPACE_RULE = (
     "a namespace is 'tenant:service': two non-empty parts separated by one ':', each made of "
     "lower-case letters, digits, '_', '.' and '-', starting with a letter or digit "
@@ -33,7 +33,7 @@ class Namespace:
 
     @classmethod
     def parse(cls, text: str) -> Namespace:
-        match = _NAMESPACE_RE.match(text or "")
+        match = _NAMESPACE_RE.fullmatch(text or "")
         if not match:
             raise NamespaceError(f"invalid namespace {text!r}: {NAMESPACE_RULE}")
         return cls(match.group(1), match.group(2))

@@ -65,8 +65,7 @@ def test_index_search_validate_on_a_live_namespace(
     assert (block["failed"].split()[0], block["success rate"]) == ("0", "100.0%")
 
     # The run is in the Dagster home the CLI used, where `dagster dev` with the same home shows it.
-    instance = DagsterInstance.get()
-    assert Path(os.environ["DAGSTER_HOME"]).is_relative_to(live.home)
+    instance = DagsterInstance.from_config(str(live.home / "dagster"))
     assert instance.get_dynamic_partitions("namespace") == ["live:node"]
     assert [run.tags.get("metrics_index/source") for run in instance.get_runs()] == ["cli"]
 

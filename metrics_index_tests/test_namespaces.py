@@ -45,12 +45,7 @@ def test_valid_namespaces_parse_and_print_back(text: str) -> None:
         "production:order-service:v2",
         "production:order,service",
         "-production:order-service",
-        pytest.param(
-            "production:order-service\n",
-            marks=pytest.mark.xfail(
-                strict=True, reason="namespaces.py matches with `$`, which accepts a final newline"
-            ),
-        ),
+        "production:order-service\n",
         "prod/uction:order-service",
     ],
 )

@@ -273,3 +273,23 @@ def test_redis_going_away_mid_run_gives_a_clear_error_and_loses_nothing(
     assert rerun.success, step_failures(rerun)
     assert project.names("acme:app") == first_names | {"app_errors_total"}
     assert project.index().count("acme:app") == len(APP_METRICS) + 1
+
+
+def test_a_selector_that_matches_nothing_fails_instead_of_emptying_the_namespace(project: Project) -> None:
+    project.register("acme:app", snapshot=project.write_snapshot("app.json", APP_METRICS))
+    assert project.materialize("acme:app").success
+    before = (project.names("acme:app"), project.index().documents("acme:app"))
+
+    project.register("acme:app", snapshot="app.json", selector='{job="typo"}')
+    result = project.materialize("acme:app")
+    assert not result.success
+    assert "returned no metrics for acme:app" in step_failures(result)["raw_metric_metadata"]
+    assert project.names("acme:app") == before[0]
+    assert project.index().documents("acme:app").equals(before[1])
+
+    emptied = project.materialize(
+        "acme:app", run_config={"ops": {"raw_metric_metadata": {"config": {"allow_empty": True}}}}
+    )
+    assert emptied.success, step_failures(emptied)
+    assert project.names("acme:app") == set()
+    assert project.index().count("acme:app") == 0

@@ -22,6 +22,29 @@ from metrics_index.sources.base import RAW_COLUMNS, SourceError
 
 # Series that carry no metadata of their own: their family is the name without the suffix.
 FAMILY_SUFFIXES = ("_bucket", "_sum", "_count", "_created")
+# Series Prometheus itself adds to every scraped target; /api/v1/metadata does not describe them.
+SCRAPE_SERIES = {
+    "up": {"type": "gauge", "help": "1 if the target's last scrape succeeded, 0 if it failed.", "unit": ""},
+    "scrape_duration_seconds": {"type": "gauge", "help": "Duration of the target's last scrape.", "unit": "seconds"},
+    "scrape_samples_scraped": {"type": "gauge", "help": "Samples the target exposed in its last scrape.", "unit": ""},
+    "scrape_samples_post_metric_relabeling": {
+        "type": "gauge",
+        "help": "Samples remaining after metric relabeling in the target's last scrape.",
+        "unit": "",
+    },
+    "scrape_series_added": {"type": "gauge", "help": "New series in the target's last scrape.", "unit": ""},
+    "scrape_timeout_seconds": {
+        "type": "gauge",
+        "help": "The configured scrape timeout of the target.",
+        "unit": "seconds",
+    },
+    "scrape_sample_limit": {"type": "gauge", "help": "The configured sample limit of the target.", "unit": ""},
+    "scrape_body_size_bytes": {
+        "type": "gauge",
+        "help": "Uncompressed size of the last scrape response.",
+        "unit": "bytes",
+    },
+}
 _MATCHER_RE = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)"\s*(?:,|$)')
 
 
@@ -77,11 +100,15 @@ class PrometheusApi:
         except requests.RequestException as error:
             raise SourceError(f"Prometheus at {self.base_url} is unreachable: {_reason(error)}") from None
         if response.status_code != 200:
-            raise SourceError(f"Prometheus {path} answered HTTP {response.status_code}: {_excerpt(response.text)}")
+            raise SourceError(
+                f"Prometheus {path} at {self.base_url} answered HTTP {response.status_code}: {_excerpt(response.text)}"
+            )
         try:
             body = response.json()
         except ValueError:
-            raise SourceError(f"Prometheus {path} did not answer JSON: {_excerpt(response.text)}") from None
+            raise SourceError(
+                f"Prometheus {path} at {self.base_url} did not answer JSON: {_excerpt(response.text)}"
+            ) from None
         return unwrap_api_body(body, self.base_url, path)
 
 
@@ -118,7 +145,7 @@ def join_series_to_metadata(names: Iterable[str], metadata: Mapping[str, list[di
     entries: dict[str, list[dict]] = {}
     for name in names:
         family = metric_family(name, metadata)
-        described = metadata.get(family) or [{"type": "unknown", "help": "", "unit": ""}]
+        described = metadata.get(family) or [SCRAPE_SERIES.get(family, {"type": "unknown", "help": "", "unit": ""})]
         entries.setdefault(family, [{**entry, "metric": family} for entry in described])
     return [entry for family in sorted(entries) for entry in entries[family]]
 
@@ -212,7 +239,8 @@ def _reason(error: requests.RequestException) -> str:
 def select_metrics(frame: pd.DataFrame, limit: int | None = None, exclude: str | None = None) -> pd.DataFrame:
     """Drop names matching the `exclude` regular expression, then keep the first `limit` by name."""
     if exclude:
-        frame = frame[~frame["metric_name"].str.contains(exclude, regex=True)]
+        pattern = re.compile(exclude)
+        frame = frame[[pattern.search(name) is None for name in frame["metric_name"]]]
     if limit is not None:
         frame = frame.head(limit)
     return frame.reset_index(drop=True)

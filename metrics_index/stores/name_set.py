@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 
 import pandas as pd
 import redis
-from rapidfuzz import process
+from rapidfuzz import fuzz, process
 
 KEY_PREFIX = "metrics-index"
 SERIES_SUFFIXES = {"histogram": ("_bucket", "_sum", "_count"), "summary": ("_sum", "_count")}
@@ -72,5 +72,5 @@ def all_names(client: redis.Redis, namespace: str) -> set[str]:
 
 def close_matches(candidates: Iterable[str], name: str, limit: int = 3) -> list[str]:
     """Names that look like a mistyped `name`, best first, for 'did you mean' answers."""
-    matches = process.extract(name, list(candidates), limit=limit, score_cutoff=70)
+    matches = process.extract(name, list(candidates), scorer=fuzz.ratio, limit=limit, score_cutoff=80)
     return [match for match, _score, _index in matches]
