@@ -163,8 +163,11 @@ def one_size(size: int, redis_url: str | None) -> dict[str, Any]:
         index = SemanticIndex(chromadb.PersistentClient(path=str(chroma_dir)), get_embedder(), "scale")
         index.embedder.embed(["warm up the model"])
 
+        load_before = os.getloadavg()[0]
         first, first_counts, frame = run_pipeline(snapshot, client, index)
+        peak_after_index = peak_rss_mb()
         searched = measure_search(index)
+        peak_after_search = peak_rss_mb()
         try:
             second, second_counts, _ = run_pipeline(snapshot, client, index, previous=frame)
             second_error = None
@@ -181,9 +184,15 @@ def one_size(size: int, redis_url: str | None) -> dict[str, Any]:
             "second_error": second_error,
             "search": searched,
             "stored_names": stored_names,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "peak_rss_mb": {"index": peak_after_index, "search": peak_after_search, "end": peak_rss_mb()},
+            "load_average": [load_before, os.getloadavg()[0]],
             "chroma_mb": sum(f.stat().st_size for f in chroma_dir.rglob("*") if f.is_file()) / 1e6,
         }
+
+
+def peak_rss_mb() -> float:
+    """The process's peak resident memory so far (Linux reports kilobytes)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def redis_replace_only(count: int, redis_url: str | None) -> dict[str, float]:
@@ -234,8 +243,14 @@ def table(runs: Sequence[dict[str, Any]], redis_only: dict[str, float]) -> str:
         "re-run: re-enriched / re-embedded",
         _second(lambda r: f"{r['second_counts']['enriched']} / {r['second_counts']['embedded']}"),
     )
-    row("peak memory, RSS (MB)", lambda r: f"{r['peak_rss_mb']:.0f}")
+    row(
+        "peak memory, RSS (MB): after first index / after first search / end",
+        lambda r: " / ".join(f"{r['peak_rss_mb'][k]:.0f}" for k in ("index", "search", "end")),
+    )
     row("Chroma directory (MB)", lambda r: f"{r['chroma_mb']:.1f}")
+    row("machine load (1-min average, start / end)", lambda r: " / ".join(f"{x:.1f}" for x in r["load_average"]))
+    errors = {run["size"]: run["second_error"] for run in runs if run["second_error"]}
+    lines += [f"\nRe-run at {size:,} metrics failed: {error}" for size, error in errors.items()]
     lines += [
         "",
         f"Redis name-set replacement alone, {redis_only['names']:,} names: "
@@ -246,7 +261,7 @@ def table(runs: Sequence[dict[str, Any]], redis_only: dict[str, float]) -> str:
 
 def _second(cell: Callable[[dict[str, Any]], str]) -> Callable[[dict[str, Any]], str]:
     """A re-run cell, or the re-run's error when it failed."""
-    return lambda run: f"failed: {run['second_error']}" if run["second_error"] else cell(run)
+    return lambda run: "failed (below)" if run["second_error"] else cell(run)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

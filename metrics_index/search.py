@@ -21,6 +21,7 @@ import os
 import re
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,6 +43,7 @@ SEMANTIC_EXPLAIN_RANK = 10  # "semantic" is given as a reason when the dense ran
 PAGE_SIZE = 5000  # documents read from Chroma per request (a single unbounded read fails at ~30k)
 REMOTE_REVALIDATE_SECONDS = 300.0  # a Chroma server has no cheap change stamp: re-read at most this often
 JSON_DESCRIPTION_CHARS = 160
+MAX_CACHED_NAMESPACES = 16  # a 50k-metric namespace holds about 150 MB of vectors and indexes
 
 EXPLAIN_FIELDS = {
     "description": "description",
@@ -133,10 +135,11 @@ def load_corpus(index: SemanticIndex, namespace: str) -> NamespaceCorpus | None:
 
 
 class _CorpusCache:
-    """Namespace corpora kept between searches, rebuilt when the store's stamp changes."""
+    """Namespace corpora kept between searches, rebuilt when the store's stamp changes; the least
+    recently searched namespaces are dropped beyond MAX_CACHED_NAMESPACES."""
 
     def __init__(self) -> None:
-        self._entries: dict[tuple[str, str], tuple[Any, NamespaceCorpus | None]] = {}
+        self._entries: OrderedDict[tuple[str, str], tuple[Any, NamespaceCorpus | None]] = OrderedDict()
         self._lock = threading.Lock()
 
     def get(self, index: SemanticIndex, namespace: str) -> NamespaceCorpus | None:
@@ -144,15 +147,13 @@ class _CorpusCache:
         stamp = store_stamp(index)
         with self._lock:
             cached = self._entries.get(key)
-            if cached is not None and cached[0] == stamp:
-                return cached[1]
-            corpus = load_corpus(index, namespace)
-            self._entries[key] = (stamp, corpus)
-            return corpus
-
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
+            if cached is None or cached[0] != stamp:
+                cached = (stamp, load_corpus(index, namespace))
+            self._entries[key] = cached
+            self._entries.move_to_end(key)
+            while len(self._entries) > MAX_CACHED_NAMESPACES:
+                self._entries.popitem(last=False)
+            return cached[1]
 
 
 _CACHE = _CorpusCache()
@@ -167,11 +168,6 @@ def store_stamp(index: SemanticIndex) -> Any:
         stat = os.stat(os.path.join(settings.persist_directory, "chroma.sqlite3"))
         return ("file", stat.st_size, stat.st_mtime_ns)
     return ("remote", index.collection.count(), int(time.monotonic() // REMOTE_REVALIDATE_SECONDS))
-
-
-def clear_cache() -> None:
-    """Forget every cached namespace (the next search reads the store again)."""
-    _CACHE.clear()
 
 
 def search(
