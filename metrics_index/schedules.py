@@ -38,7 +38,7 @@ def build_index_schedule(job: UnresolvedAssetJobDefinition, settings: PlatformSe
         job=job,
         cron_schedule=settings.schedule_cron,
         execution_timezone=settings.schedule_timezone,
-        default_status=DefaultScheduleStatus.RUNNING,
+        default_status=DefaultScheduleStatus.RUNNING if settings.automation else DefaultScheduleStatus.STOPPED,
         description="Re-index every registered namespace (one run each); unchanged metrics are reused.",
     )
     def index_all_namespaces(

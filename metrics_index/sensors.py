@@ -157,7 +157,7 @@ def build_namespace_sensor(job: UnresolvedAssetJobDefinition, settings: Platform
         name="namespace_sensor",
         job=job,
         minimum_interval_seconds=settings.namespace_sensor_interval_seconds,
-        default_status=DefaultSensorStatus.RUNNING,
+        default_status=DefaultSensorStatus.RUNNING if settings.automation else DefaultSensorStatus.STOPPED,
         description="Adds registered and discovered namespaces as partitions; runs those that are new or changed.",
     )
     def namespace_sensor(
@@ -195,7 +195,7 @@ def build_alert_sensor(settings: PlatformSettings) -> SensorDefinition:
     @sensor(
         name="slack_alert_sensor",
         minimum_interval_seconds=settings.alert_sensor_interval_seconds,
-        default_status=DefaultSensorStatus.RUNNING,
+        default_status=DefaultSensorStatus.RUNNING if settings.automation else DefaultSensorStatus.STOPPED,
         description="Posts failed and warning asset checks, and failed runs, to Slack.",
     )
     def slack_alert_sensor(context: SensorEvaluationContext, slack: SlackResource) -> SensorResult:

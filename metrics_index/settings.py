@@ -71,8 +71,10 @@ def _thresholds_from_env(env: Mapping[str, str]) -> dict[str, float]:
 
 @dataclass(frozen=True)
 class PlatformSettings:
-    """How the schedule and the sensors behave (read when the definitions load)."""
+    """How the schedule and the sensors behave (read when the definitions load). `automation` off leaves the sensors
+    and the schedule stopped until someone starts them in the UI."""
 
+    automation: bool = True
     schedule_cron: str = "0 2 * * *"
     schedule_timezone: str = "UTC"
     namespace_sensor_interval_seconds: int = 300
@@ -84,6 +86,7 @@ class PlatformSettings:
 def platform_settings_from_env(env: Mapping[str, str] = os.environ) -> PlatformSettings:
     default = PlatformSettings()
     return PlatformSettings(
+        automation=env.get("METRICS_INDEX_AUTOMATION", "on") != "off",
         schedule_cron=env.get("METRICS_INDEX_SCHEDULE_CRON", default.schedule_cron),
         schedule_timezone=env.get("METRICS_INDEX_SCHEDULE_TIMEZONE", default.schedule_timezone),
         namespace_sensor_interval_seconds=int(

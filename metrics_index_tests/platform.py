@@ -90,30 +90,33 @@ class SlackReceiver:
 
 @dataclass
 class LabelledPrometheus:
-    """A Prometheus scraping itself and a node-exporter, both targets labelled with a tenant and a service:
-    discovery finds `<tenant>:prometheus` and `<tenant>:node`."""
+    """A Prometheus scraping itself (service `prometheus`) and/or a node-exporter (service `node`), each target
+    labelled with a tenant and its service, so discovery finds `<tenant>:<service>`. Job names equal services."""
 
     url: str
     process: ManagedProcess
 
     @classmethod
-    def start(cls, directory: Path, node_exporter_url: str, tenant: str = "acme") -> LabelledPrometheus:
+    def start(
+        cls,
+        directory: Path,
+        node_exporter_url: str,
+        tenant: str = "acme",
+        services: tuple[str, ...] = ("prometheus", "node"),
+    ) -> LabelledPrometheus:
         port = free_port()
+        targets = {"prometheus": f"{LOOPBACK}:{port}", "node": node_exporter_url.removeprefix("http://")}
+        jobs = [
+            {
+                "job_name": name,
+                "static_configs": [{"targets": [targets[name]], "labels": {"tenant": tenant, "service": name}}],
+            }
+            for name in services
+        ]
         directory.mkdir(parents=True, exist_ok=True)
         config = directory / "prometheus.yml"
-        exporter = node_exporter_url.removeprefix("http://")
-
-        def job(name: str, target: str) -> dict:
-            labels = {"tenant": tenant, "service": name}
-            return {"job_name": name, "static_configs": [{"targets": [target], "labels": labels}]}
-
         config.write_text(
-            json.dumps(
-                {
-                    "global": {"scrape_interval": "1s", "scrape_timeout": "1s"},
-                    "scrape_configs": [job("prometheus", f"{LOOPBACK}:{port}"), job("node", exporter)],
-                }
-            )
+            json.dumps({"global": {"scrape_interval": "1s", "scrape_timeout": "1s"}, "scrape_configs": jobs})
         )
         process = ManagedProcess(
             "prometheus",
@@ -128,7 +131,7 @@ class LabelledPrometheus:
         server = cls(f"http://{LOOPBACK}:{port}", process)
         process.start()
         try:
-            for service in ("prometheus", "node"):
+            for service in services:
                 wait_until(
                     lambda service=service: server.has_metadata(tenant, service),
                     f"metadata of the {tenant}:{service} target",
