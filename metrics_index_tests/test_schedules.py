@@ -5,11 +5,19 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-from dagster import DagsterInstance, RunRequest, SkipReason, build_schedule_context
+from dagster import (
+    DagsterInstance,
+    DefaultScheduleStatus,
+    DefaultSensorStatus,
+    RunRequest,
+    SkipReason,
+    build_schedule_context,
+)
 
 from metrics_index.definitions import defs, index_namespace_job
 from metrics_index.resources import EnricherResource
 from metrics_index.schedules import ENRICHER_TAG, build_index_schedule, run_tags
+from metrics_index.sensors import build_alert_sensor, build_namespace_sensor
 from metrics_index.settings import PlatformSettings, platform_settings_from_env
 
 RULES = {"enricher": EnricherResource(mode="rules")}
@@ -61,3 +69,11 @@ def test_runs_are_tagged_with_the_enricher_the_run_queue_limits(
 def test_the_index_job_runs_the_checks_too(dagster_instance: DagsterInstance) -> None:
     job = defs.resolve_job_def("index_namespace")
     assert len(job.asset_layer.asset_graph.asset_check_keys) == 10
+
+
+def test_automation_off_leaves_schedule_and_sensors_stopped() -> None:
+    settings = platform_settings_from_env({"METRICS_INDEX_AUTOMATION": "off"})
+    assert build_index_schedule(index_namespace_job, settings).default_status == DefaultScheduleStatus.STOPPED
+    sensors = [build_namespace_sensor(index_namespace_job, settings), build_alert_sensor(settings)]
+    assert {sensor.default_status for sensor in sensors} == {DefaultSensorStatus.STOPPED}
+    assert build_alert_sensor(PlatformSettings()).default_status == DefaultSensorStatus.RUNNING
