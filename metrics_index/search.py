@@ -40,11 +40,13 @@ RRF_K = 20
 RANKER_WEIGHTS = {"name": 0.5, "text": 0.5, "dense": 1.5}
 DEPTH = 100  # how deep each ranker's list is read for fusion
 SEMANTIC_EXPLAIN_RANK = 10  # "semantic" is given as a reason when the dense ranker put the metric this high
-PAGE_SIZE = 5000  # documents read from Chroma per request (a single unbounded read fails at ~30k)
+PAGE_SIZE = 1000  # documents per read from Chroma: one unbounded read fails at ~30k, big pages cost memory
 REMOTE_REVALIDATE_SECONDS = 300.0  # a Chroma server has no cheap change stamp: re-read at most this often
 JSON_DESCRIPTION_CHARS = 160
 MAX_CACHED_NAMESPACES = 16  # a 50k-metric namespace holds about 150 MB of vectors and indexes
 
+# The metadata a result or an explanation needs; the rest of a document's metadata is not kept in memory.
+KEPT_FIELDS = ("type", "unit", "description", "category", "subcategory", "golden_signal_type", "meter_type")
 EXPLAIN_FIELDS = {
     "description": "description",
     "category": "category",
@@ -90,13 +92,17 @@ class NamespaceCorpus:
         norms = np.linalg.norm(matrix, axis=1, keepdims=True)
         return cls(
             names=names,
-            rows=[{k: "" if v is None else str(v) for k, v in rows[i].items()} for i in order],
+            rows=[{k: _text(rows[i].get(k)) for k in KEPT_FIELDS} for i in order],
             vectors=matrix / np.clip(norms, 1e-12, None),
             name_index=_bm25([search_terms(name) for name in names]),
             text_index=_bm25([search_terms(doc) for doc in documents]),
             position={name: i for i, name in enumerate(names)},
             by_lower_name=sorted((name.lower(), i) for i, name in enumerate(names)),
         )
+
+
+def _text(value: Any) -> str:
+    return "" if value is None else str(value)
 
 
 def _bm25(corpus: list[list[str]]) -> bm25s.BM25:
