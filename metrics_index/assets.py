@@ -20,6 +20,7 @@ from metrics_index.enrichment.rules import RulesEnricher
 from metrics_index.io import ParquetIOManager
 from metrics_index.namespaces import NAMESPACE_PARTITIONS
 from metrics_index.resources import (
+    CHROMA_POOL,
     ChromaResource,
     EnricherResource,
     ProgressResource,
@@ -136,7 +137,7 @@ def enriched_metric_metadata(
     )
 
 
-@asset(partitions_def=NAMESPACE_PARTITIONS, group_name=GROUP, deps=[metric_name_set])
+@asset(partitions_def=NAMESPACE_PARTITIONS, group_name=GROUP, deps=[metric_name_set], pool=CHROMA_POOL)
 def metric_semantic_index(
     context: AssetExecutionContext,
     enriched_metric_metadata: pd.DataFrame,

@@ -35,13 +35,9 @@ from metrics_index.assets import enriched_metric_metadata, metric_name_set, metr
 from metrics_index.enrichment.incremental import FALLBACK
 from metrics_index.enrichment.vocabulary import EnrichedFields
 from metrics_index.namespaces import NAMESPACE_PARTITIONS, GoldenQuery
-from metrics_index.resources import ChromaResource, PrometheusResource, RedisResource
+from metrics_index.resources import CHROMA_POOL, ChromaResource, PrometheusResource, RedisResource
 from metrics_index.stores.name_set import all_names, promql_names
 from metrics_index.stores.semantic_index import document_id
-
-CHROMA_POOL = "chroma"
-"""Concurrency pool of every step that opens the Chroma store; dagster.yaml limits pools to one step at a time,
-which embedded Chroma (not safe across processes) needs."""
 
 GOLDEN_K = 5
 METRIC_NAME_RE = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")

@@ -5,13 +5,19 @@ from dagster import Definitions, define_asset_job
 from metrics_index.assets import METRIC_ASSETS
 from metrics_index.checks import METRIC_CHECKS
 from metrics_index.namespaces import NAMESPACE_PARTITIONS
-from metrics_index.schedules import build_index_schedule
+from metrics_index.schedules import build_index_schedule, run_tags
 from metrics_index.sensors import build_alert_sensor, build_namespace_sensor
 from metrics_index.settings import platform_settings_from_env, resources_from_env
 
-index_namespace_job = define_asset_job("index_namespace", selection=METRIC_ASSETS, partitions_def=NAMESPACE_PARTITIONS)
-
 platform = platform_settings_from_env()
+resources = resources_from_env()
+
+index_namespace_job = define_asset_job(
+    "index_namespace",
+    selection=METRIC_ASSETS,
+    partitions_def=NAMESPACE_PARTITIONS,
+    tags=run_tags(resources["enricher"]),
+)
 
 defs = Definitions(
     assets=METRIC_ASSETS,
@@ -19,5 +25,5 @@ defs = Definitions(
     jobs=[index_namespace_job],
     schedules=[build_index_schedule(index_namespace_job, platform)],
     sensors=[build_namespace_sensor(index_namespace_job, platform), build_alert_sensor(platform)],
-    resources=resources_from_env(),
+    resources=resources,
 )

@@ -78,14 +78,19 @@ class Registry:
     discovery: DiscoveryRule | None = None
 
     def source_for(self, namespace: str, default_prometheus_url: str | None = None) -> NamespaceSource:
-        """The registered source, or the documented default for an unregistered namespace:
-        the default Prometheus with the selector `{job="<service>"}`."""
+        """The registered source; else, when the registry has a `discover:` rule, the targets whose tenant and
+        service labels match; else the default Prometheus with the selector `{job="<service>"}`."""
         ns = Namespace.parse(namespace)
         if namespace in self.sources:
             return self.sources[namespace]
-        if not default_prometheus_url:
+        rule = self.discovery
+        url = (rule.prometheus_url if rule else None) or default_prometheus_url
+        if not url:
             raise NamespaceError(f"namespace {namespace!r} is not in the registry and no Prometheus URL is configured")
-        return NamespaceSource(ns, selector=f'{{job="{ns.service}"}}', prometheus_url=default_prometheus_url)
+        if rule:
+            labels = {rule.tenant_label: ns.tenant, rule.service_label: ns.service}
+            return NamespaceSource(ns, selector_for_labels(labels), rule.selector_kind, prometheus_url=url)
+        return NamespaceSource(ns, selector=f'{{job="{ns.service}"}}', prometheus_url=url)
 
 
 def selector_for_labels(labels: dict[str, str]) -> str:

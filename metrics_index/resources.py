@@ -62,6 +62,11 @@ class RedisResource(ConfigurableResource):
         return self._client
 
 
+CHROMA_POOL = "chroma"
+"""Concurrency pool of every step that opens the Chroma store; dagster.yaml limits pools to one step at a time,
+which embedded Chroma (not safe across processes) needs. Raise the limit when using a Chroma server."""
+
+
 class ChromaResource(ConfigurableResource):
     """Embedded Chroma (PersistentClient at `path`) by default; a Chroma server when `host` is set."""
 

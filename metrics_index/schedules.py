@@ -14,6 +14,7 @@ from dagster import (
 )
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
+from metrics_index.enrichment.select import resolve_mode
 from metrics_index.namespaces import NAMESPACE_PARTITIONS
 from metrics_index.resources import EnricherResource
 from metrics_index.settings import PlatformSettings
@@ -26,7 +27,7 @@ def run_tags(enricher: EnricherResource) -> dict[str, str]:
     """Tags for the run queue: the enricher the run will use (one run per namespace comes from the
     `dagster/partition` tag Dagster sets itself)."""
     try:
-        name = enricher.build().name
+        name = resolve_mode(enricher.mode)
     except ValueError:  # misconfigured (e.g. mode 'claude' without a key): the run itself fails and says why
         name = enricher.mode
     return {ENRICHER_TAG: name}

@@ -134,5 +134,13 @@ def test_unregistered_namespace_defaults_to_its_job_on_the_default_prometheus(tm
         registry.source_for("Staging:checkout", "http://prometheus:9090")
 
 
+def test_discovered_namespace_is_read_by_its_tenant_and_service_labels(tmp_path: Path) -> None:
+    text = "discover:\n  prometheus_url: http://discovery:9090\n  tenant_label: team\n  service_label: app\n"
+    registry = load_registry(write_registry(tmp_path, text))
+    source = registry.source_for("payments:ledger", "http://default:9090")
+    assert (source.selector, source.selector_kind) == ('{app="ledger",team="payments"}', "target")
+    assert source.prometheus_url == "http://discovery:9090"
+
+
 def test_selector_for_labels_is_sorted_and_escaped() -> None:
     assert selector_for_labels({"service": 'a"b', "tenant": "c\\d"}) == '{service="a\\"b",tenant="c\\\\d"}'

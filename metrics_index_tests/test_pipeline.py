@@ -84,7 +84,12 @@ def test_dagster_dev_starts_and_shows_every_asset(tmp_path: Path) -> None:
          "-h", "127.0.0.1", "-p", str(port)],
         tmp_path,
         cwd=root,
-        env={"PATH": os.environ["PATH"], "HOME": str(tmp_path), "DAGSTER_HOME": str(tmp_path)},
+        env={
+            "PATH": os.environ["PATH"],
+            "HOME": str(tmp_path),
+            "DAGSTER_HOME": str(tmp_path),
+            "METRICS_INDEX_AUTOMATION": "off",
+        },
     )  # fmt: skip
     dev.start()
     try:

@@ -13,6 +13,16 @@ MODES = ("auto", "claude", "rules")
 _DEFAULTS = ClaudeOptions()
 
 
+def resolve_mode(mode: str) -> str:
+    """The enricher a mode selects, `claude` or `rules`, without building it."""
+    if mode not in MODES:
+        raise ValueError(f"unknown enricher mode {mode!r}; expected one of {', '.join(MODES)}")
+    has_key = bool(os.environ.get(API_KEY_VARIABLE))
+    if mode == "claude" and not has_key:
+        raise ValueError(f"enricher mode 'claude' needs {API_KEY_VARIABLE} in the environment; it is not set")
+    return "claude" if mode != "rules" and has_key else "rules"
+
+
 def make_enricher(
     mode: str = "auto",
     *,
@@ -32,12 +42,7 @@ def make_enricher(
     `prices` (USD per million tokens: input, output, cache_write, cache_read) is laid over the default
     table. The key itself is never passed around: the SDK reads it from the environment.
     """
-    if mode not in MODES:
-        raise ValueError(f"unknown enricher mode {mode!r}; expected one of {', '.join(MODES)}")
-    has_key = bool(os.environ.get(API_KEY_VARIABLE))
-    if mode == "claude" and not has_key:
-        raise ValueError(f"enricher mode 'claude' needs {API_KEY_VARIABLE} in the environment; it is not set")
-    if mode == "rules" or not has_key:
+    if resolve_mode(mode) == "rules":
         return RulesEnricher()
 
     options = ClaudeOptions(
