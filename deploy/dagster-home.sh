@@ -2,12 +2,12 @@
 # Put the Dagster instance configuration into $DAGSTER_HOME, then run the command given (e.g. `dagster dev`,
 # `dagster-daemon run`, `dagster-webserver`). Postgres storage when DAGSTER_POSTGRES_HOST is set (with
 # DAGSTER_POSTGRES_USER, DAGSTER_POSTGRES_PASSWORD, DAGSTER_POSTGRES_DB and optionally DAGSTER_POSTGRES_PORT),
-# SQLite under $DAGSTER_HOME otherwise. DAGSTER_HOME defaults to .dagster_home in the current folder.
+# SQLite under $DAGSTER_HOME otherwise. DAGSTER_HOME defaults to .metrics-index/dagster, where the CLI keeps its runs.
 #
 # Usage: deploy/dagster-home.sh COMMAND [ARGUMENTS...]
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
-DAGSTER_HOME=${DAGSTER_HOME:-$PWD/.dagster_home}
+DAGSTER_HOME=${DAGSTER_HOME:-${METRICS_INDEX_HOME:-$PWD/.metrics-index}/dagster}
 export DAGSTER_HOME
 mkdir -p "$DAGSTER_HOME"
 if [ -n "${DAGSTER_POSTGRES_HOST:-}" ]; then
