@@ -13,7 +13,13 @@ import pytest
 import redis
 from dagster import ConfigurableResource, Definitions
 
-from metrics_index.enrichment.vocabulary import CATEGORIES, GOLDEN_SIGNALS, METER_TYPES
+from metrics_index.enrichment.vocabulary import (
+    CATEGORIES,
+    ENRICHED_COLUMNS,
+    GOLDEN_SIGNALS,
+    METER_TYPES,
+    PROVENANCE_COLUMNS,
+)
 from metrics_index.namespaces import NAMESPACE_PARTITIONS, NAMESPACE_RULE
 from metrics_index.resources import PrometheusResource
 from metrics_index.stores.name_set import names_key, promql_names
@@ -29,22 +35,7 @@ from metrics_index_tests.servers import (
 )
 
 ASSETS = ("raw_metric_metadata", "metric_name_set", "enriched_metric_metadata", "metric_semantic_index")
-ENRICHED_FIELDS = (
-    "metric_name",
-    "type",
-    "description",
-    "unit",
-    "category",
-    "subcategory",
-    "category_description",
-    "golden_signal_type",
-    "golden_signal_description",
-    "meter_type",
-    "meter_type_description",
-    "enricher",
-    "enriched_at",
-    "input_hash",
-)
+ENRICHED_FIELDS = (*ENRICHED_COLUMNS, *PROVENANCE_COLUMNS)
 APP_METRICS = [
     target_entry("app_requests_total", "counter", "Requests served."),
     target_entry("app_request_duration_seconds", "histogram", "Time to serve a request.", "seconds"),

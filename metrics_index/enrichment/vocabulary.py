@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 GOLDEN_SIGNALS: dict[str, str] = {
     "latency": "How long work takes: request, query, probe or operation durations.",
@@ -174,6 +175,14 @@ def category_description(category: str) -> str:
     return CATEGORIES[category].description
 
 
+VOCABULARY_FIELDS: dict[str, Mapping[str, object]] = {
+    "category": CATEGORIES,
+    "golden_signal_type": GOLDEN_SIGNALS,
+    "meter_type": METER_TYPES,
+}
+"""The fields whose value must be a key of a controlled vocabulary."""
+
+
 class EnrichedFields(BaseModel):
     """What an enricher says about one metric, checked against the vocabularies above.
 
@@ -190,25 +199,12 @@ class EnrichedFields(BaseModel):
     golden_signal_description: str = Field(min_length=1, max_length=400)
     meter_type: str
 
-    @field_validator("category")
+    @field_validator(*VOCABULARY_FIELDS)
     @classmethod
-    def _known_category(cls, value: str) -> str:
-        if value not in CATEGORIES:
-            raise ValueError(f"unknown category {value!r}; expected one of {sorted(CATEGORIES)}")
-        return value
-
-    @field_validator("golden_signal_type")
-    @classmethod
-    def _known_golden_signal(cls, value: str) -> str:
-        if value not in GOLDEN_SIGNALS:
-            raise ValueError(f"unknown golden_signal_type {value!r}; expected one of {sorted(GOLDEN_SIGNALS)}")
-        return value
-
-    @field_validator("meter_type")
-    @classmethod
-    def _known_meter_type(cls, value: str) -> str:
-        if value not in METER_TYPES:
-            raise ValueError(f"unknown meter_type {value!r}; expected one of {sorted(METER_TYPES)}")
+    def _in_vocabulary(cls, value: str, info: ValidationInfo) -> str:
+        allowed = VOCABULARY_FIELDS[info.field_name]
+        if value not in allowed:
+            raise ValueError(f"unknown {info.field_name} {value!r}; expected one of {sorted(allowed)}")
         return value
 
     @model_validator(mode="after")
