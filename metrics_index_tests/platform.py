@@ -4,10 +4,8 @@ targets carry `tenant` and `service` labels for namespace discovery."""
 from __future__ import annotations
 
 import json
-import threading
 import urllib.parse
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from dagster import AssetSelection, Definitions, ExecuteInProcessResult, define_asset_job
@@ -17,7 +15,16 @@ from metrics_index.checks import METRIC_CHECKS, CheckThresholds
 from metrics_index.namespaces import NAMESPACE_PARTITIONS
 from metrics_index.settings import resources_from_env
 from metrics_index_tests.project import Project
-from metrics_index_tests.servers import LOOPBACK, ManagedProcess, free_port, http_get, system_binary, wait_until
+from metrics_index_tests.servers import (
+    LOOPBACK,
+    CannedResponse,
+    LoopbackHTTPServer,
+    ManagedProcess,
+    free_port,
+    http_get,
+    system_binary,
+    wait_until,
+)
 
 
 def run_namespace(
@@ -36,56 +43,34 @@ def run_namespace(
     )
 
 
-class SlackReceiver:
+class SlackReceiver(LoopbackHTTPServer):
     """A local stand-in for a Slack incoming webhook: records each JSON body posted to `path`; answers HTTP 500 to
     the next `failures` posts, then 200 "ok" as Slack does."""
 
     def __init__(self, path: str = "/services/T000/B000/secret-token") -> None:
+        super().__init__()
         self.path = path
         self.messages: list[dict] = []
         self.failures = 0
         self.attempts = 0
-        receiver = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                receiver.attempts += 1
-                if self.path != receiver.path:
-                    status, answer = 404, b"no_service"
-                elif receiver.failures > 0:
-                    receiver.failures -= 1
-                    status, answer = 500, b"rollup_error"
-                else:
-                    receiver.messages.append(json.loads(body))
-                    status, answer = 200, b"ok"
-                self.send_response(status)
-                self.send_header("Content-Length", str(len(answer)))
-                self.end_headers()
-                self.wfile.write(answer)
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer((LOOPBACK, 0), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
+    def respond(self, method: str, path: str, body: bytes) -> CannedResponse:
+        self.attempts += 1
+        if method != "POST" or path != self.path:
+            return CannedResponse(404, b"no_service", "text/plain")
+        if self.failures > 0:
+            self.failures -= 1
+            return CannedResponse(500, b"rollup_error", "text/plain")
+        self.messages.append(json.loads(body))
+        return CannedResponse(200, b"ok", "text/plain")
 
     @property
     def url(self) -> str:
-        return f"http://{LOOPBACK}:{self._server.server_address[1]}{self.path}"
+        return f"{self.base_url}{self.path}"
 
     def texts(self) -> list[str]:
         """Every message as one string (all its blocks), to search in."""
         return [json.dumps(message) for message in self.messages]
-
-    def __enter__(self) -> SlackReceiver:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()
 
 
 @dataclass

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Self
 
 import redis
 
@@ -271,19 +272,22 @@ class CannedResponse:
     content_type: str = "application/json"
 
 
-class ScriptedHTTPServer:
-    """A stdlib HTTP server answering each path with a canned response (404 otherwise) and recording the requests,
-    to play a broken Prometheus: HTTP 500, a body that is not JSON, JSON of the wrong shape."""
+class LoopbackHTTPServer:
+    """A stdlib HTTP server on 127.0.0.1 and a free port, in a thread; subclasses say how to answer a request."""
 
     def __init__(self) -> None:
-        self.routes: dict[str, CannedResponse] = {}
-        self.requests: list[str] = []
         server = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
-                server.requests.append(self.path)
-                answer = server.routes.get(urllib.parse.urlsplit(self.path).path, CannedResponse(404, b"not found"))
+                self._reply(server.respond("GET", self.path, b""))
+
+            def do_POST(self) -> None:
+                self._reply(
+                    server.respond("POST", self.path, self.rfile.read(int(self.headers.get("Content-Length", 0))))
+                )
+
+            def _reply(self, answer: CannedResponse) -> None:
                 self.send_response(answer.status)
                 self.send_header("Content-Type", answer.content_type)
                 self.send_header("Content-Length", str(len(answer.body)))
@@ -296,9 +300,39 @@ class ScriptedHTTPServer:
         self._server = ThreadingHTTPServer((LOOPBACK, 0), Handler)
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
 
+    def respond(self, method: str, path: str, body: bytes) -> CannedResponse:
+        raise NotImplementedError
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{LOOPBACK}:{self._server.server_address[1]}"
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()
+
+
+class ScriptedHTTPServer(LoopbackHTTPServer):
+    """Answers each path with a canned response (404 otherwise) and records the requests, to play a broken
+    Prometheus: HTTP 500, a body that is not JSON, JSON of the wrong shape."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.routes: dict[str, CannedResponse] = {}
+        self.requests: list[str] = []
+
+    def respond(self, method: str, path: str, body: bytes) -> CannedResponse:
+        self.requests.append(path)
+        return self.routes.get(urllib.parse.urlsplit(path).path, CannedResponse(404, b"not found"))
+
     @property
     def url(self) -> str:
-        return f"http://{LOOPBACK}:{self._server.server_address[1]}"
+        return self.base_url
 
     def answer(self, path: str, status: int = 200, body: bytes | str | dict | list = b"", **kwargs: str) -> None:
         """Serve `body` (JSON-encoded unless bytes or str) with `status` at `path`."""
@@ -313,12 +347,3 @@ class ScriptedHTTPServer:
         self.answer("/-/healthy", body="Prometheus Server is Healthy.\n", content_type="text/plain")
         self.answer("/-/ready", body="Prometheus Server is Ready.\n", content_type="text/plain")
         self.answer("/api/v1/status/buildinfo", body={"status": "success", "data": {"version": "2.42.0"}})
-
-    def __enter__(self) -> ScriptedHTTPServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()
