@@ -31,7 +31,7 @@ import numpy as np
 
 from metrics_index.enrichment.rules import unit_of
 from metrics_index.stores.semantic_index import SemanticIndex
-from metrics_index.text import search_terms
+from metrics_index.text import search_terms, term_words
 
 # Reciprocal-rank fusion: score = sum(weight / (RRF_K + rank)) over the rankers that saw the metric.
 # Dense similarity over the enriched documents is the strongest single ranker (bench/RESULTS.md), so it
@@ -214,13 +214,14 @@ def rank(
     order = sorted(scores, key=lambda doc: (-scores[doc], doc))[:k]
 
     dense_rank = {doc: i for i, doc in enumerate(rankings["dense"][:SEMANTIC_EXPLAIN_RANK])}
+    labels = term_words(question) if explain else {}
     pinned_reason = {
         doc: reason for reason, docs in zip(("exact name", "name prefix"), pinned, strict=True) for doc in docs
     }
     results = []
     for doc in order:
         row = corpus.rows[doc]
-        matched = _reasons(corpus, doc, set(terms), doc in dense_rank, pinned_reason.get(doc)) if explain else []
+        matched = _reasons(corpus, doc, labels, doc in dense_rank, pinned_reason.get(doc)) if explain else []
         results.append(
             SearchResult(
                 metric_name=corpus.names[doc],
@@ -261,18 +262,17 @@ def _name_matches(corpus: NamespaceCorpus, question: str) -> tuple[list[int], li
     return exact, prefix
 
 
-def _reasons(corpus: NamespaceCorpus, doc: int, terms: set[str], semantic: bool, pinned: str | None) -> list[str]:
-    """Which fields share words with the question (and the words), plus name and meaning matches."""
+def _reasons(
+    corpus: NamespaceCorpus, doc: int, labels: Mapping[str, str], semantic: bool, pinned: str | None
+) -> list[str]:
+    """Which fields share words with the question (and the question's words), plus name and meaning matches."""
     reasons = [pinned] if pinned else []
-    name_hits = sorted(terms & set(search_terms(corpus.names[doc])))
-    if name_hits:
-        reasons.append(f"name: {' '.join(name_hits)}")
-    row = corpus.rows[doc]
+    fields = {"name": corpus.names[doc]} | {column: corpus.rows[doc].get(column, "") for column in EXPLAIN_FIELDS}
     by_field: dict[str, set[str]] = {}
-    for column, label in EXPLAIN_FIELDS.items():
-        hits = terms & set(search_terms(row.get(column, "")))
+    for column, text in fields.items():
+        hits = labels.keys() & set(search_terms(text))
         if hits:
-            by_field.setdefault(label, set()).update(hits)
+            by_field.setdefault(EXPLAIN_FIELDS.get(column, column), set()).update(labels[h] for h in hits)
     reasons += [f"{label}: {' '.join(sorted(hits))}" for label, hits in by_field.items()]
     if semantic:
         reasons.append("semantic: close in meaning")

@@ -213,6 +213,12 @@ def search_terms(text: str) -> list[str]:
     return [term for part in _SEPARATORS.split(text) if part for term in _part_terms(part)]
 
 
+def term_words(text: str) -> dict[str, str]:
+    """Each search term of `text` mapped back to the word it came from, to show people matches they wrote."""
+    words = (w for word in split_name(_IO.sub("io", text)) for w in (word, *ABBREVIATIONS.get(word, "").split()))
+    return {stem(w): w for w in words if w not in STOPWORDS}
+
+
 @lru_cache(maxsize=65536)
 def _part_terms(part: str) -> tuple[str, ...]:
     return tuple(
