@@ -40,7 +40,6 @@ RRF_K = 20
 RANKER_WEIGHTS = {"name": 0.5, "text": 0.5, "dense": 1.5}
 DEPTH = 100  # how deep each ranker's list is read for fusion
 SEMANTIC_EXPLAIN_RANK = 10  # "semantic" is given as a reason when the dense ranker put the metric this high
-PAGE_SIZE = 1000  # documents per read from Chroma: one unbounded read fails above ~32k, big pages cost memory
 REMOTE_REVALIDATE_SECONDS = 300.0  # a Chroma server has no cheap change stamp: re-read at most this often
 JSON_DESCRIPTION_CHARS = 160
 MAX_CACHED_NAMESPACES = 16  # a 50k-metric namespace holds about 150 MB of vectors and indexes
@@ -114,25 +113,20 @@ def _bm25(corpus: list[list[str]]) -> bm25s.BM25:
 def load_corpus(index: SemanticIndex, namespace: str) -> NamespaceCorpus | None:
     """Read every document of the namespace, with metadata and embeddings (None when it has none).
 
-    The ids come first in one read; the documents follow by id in pages, which is faster than
-    offset paging (each offset page re-scans the filter) and keeps Chroma's read buffers small.
+    Read in pages by id (SemanticIndex.pages), which keeps Chroma's read buffers small.
     """
-    ids = index.collection.get(where={"namespace": namespace}, include=[])["ids"]
-    if not ids:
-        return None
     names: list[str] = []
     documents: list[str] = []
     rows: list[dict] = []
     vectors: list[np.ndarray] = []
-    for start in range(0, len(ids), PAGE_SIZE):
-        page = index.collection.get(
-            ids=ids[start : start + PAGE_SIZE], include=["documents", "metadatas", "embeddings"]
-        )
+    for page in index.pages(namespace, ["documents", "metadatas", "embeddings"]):
         for metadata, document in zip(page["metadatas"], page["documents"], strict=True):
             names.append(metadata["metric_name"])
             documents.append(document or "")
             rows.append(metadata)
         vectors.append(np.asarray(page["embeddings"], dtype=np.float32))
+    if not names:
+        return None
     return NamespaceCorpus.build(names, documents, rows, np.concatenate(vectors))
 
 

@@ -126,6 +126,15 @@ def test_small_batches_index_everything(index: SemanticIndex) -> None:
     assert sum(steps) == len(METRICS)
 
 
+def test_pages_read_every_document_of_the_namespace_once(index: SemanticIndex) -> None:
+    index.sync(NODE, enriched(METRICS))
+    index.sync(OTHER, enriched(METRICS[:2]))
+    pages = list(index.pages(NODE, ["metadatas"], page_size=4))
+    assert [len(page["ids"]) for page in pages] == [4, 2]
+    names = [metadata["metric_name"] for page in pages for metadata in page["metadatas"]]
+    assert sorted(names) == sorted(m.metric_name for m in METRICS)
+
+
 @pytest.mark.parametrize(
     ("question", "expected"),
     [

@@ -8,18 +8,20 @@ embeds only what changed and deletes what vanished from the namespace.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
 from chromadb.api import ClientAPI
+from chromadb.api.types import GetResult
 
 from metrics_index.embeddings import Embedder
 from metrics_index.enrichment.vocabulary import ENRICHED_COLUMNS
 from metrics_index.text import document_text
 
 DEFAULT_COLLECTION = "metrics_index"
+PAGE_SIZE = 1000
 METADATA_COLUMNS = (*ENRICHED_COLUMNS, "enricher")
 
 
@@ -61,9 +63,10 @@ class SemanticIndex:
         """Make the namespace's documents exactly the enriched rows: upsert new or changed ones in batches,
         delete those whose metric is gone."""
         batch_size = min(batch_size, self.client.get_max_batch_size())
-        existing = self.collection.get(where={"namespace": namespace}, include=["metadatas"])
         stored_hashes = {
-            i: (m or {}).get("doc_hash") for i, m in zip(existing["ids"], existing["metadatas"], strict=True)
+            doc_id: (metadata or {}).get("doc_hash")
+            for page in self.pages(namespace, ["metadatas"])
+            for doc_id, metadata in zip(page["ids"], page["metadatas"], strict=True)
         }
 
         ids, texts, metadatas = [], [], []
@@ -99,15 +102,25 @@ class SemanticIndex:
         digest = hashlib.sha256(f"{self.embedder.model_id}\x1f{text}\x1f{sorted(metadata.items())}".encode())
         return {**metadata, "namespace": namespace, "doc_hash": digest.hexdigest()[:32]}
 
+    def ids(self, namespace: str) -> list[str]:
+        return self.collection.get(where={"namespace": namespace}, include=[])["ids"]
+
     def count(self, namespace: str) -> int:
-        return len(self.collection.get(where={"namespace": namespace}, include=[])["ids"])
+        return len(self.ids(namespace))
+
+    def pages(self, namespace: str, include: list[str], page_size: int = PAGE_SIZE) -> Iterator[GetResult]:
+        """The namespace's documents in pages, read by id: one unpaged read with metadata fails above about
+        32,000 documents (SQLite's variable limit), and offset paging re-scans the filter for every page."""
+        ids = self.ids(namespace)
+        for start in range(0, len(ids), page_size):
+            yield self.collection.get(ids=ids[start : start + page_size], include=include)
 
     def documents(self, namespace: str) -> pd.DataFrame:
-        """Every document of the namespace with its metadata, one row each (for lexical ranking and checks)."""
-        found = self.collection.get(where={"namespace": namespace}, include=["documents", "metadatas"])
+        """Every document of the namespace with its metadata, one row each (for checks and inspection)."""
         rows = [
             {"id": doc_id, "document": document, **(metadata or {})}
-            for doc_id, document, metadata in zip(found["ids"], found["documents"], found["metadatas"], strict=True)
+            for page in self.pages(namespace, ["documents", "metadatas"])
+            for doc_id, document, metadata in zip(page["ids"], page["documents"], page["metadatas"], strict=True)
         ]
         columns = ["id", "document", *METADATA_COLUMNS, "namespace", "doc_hash"]
         return pd.DataFrame(rows, columns=columns).sort_values("id", ignore_index=True)
