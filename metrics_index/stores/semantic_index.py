@@ -125,19 +125,6 @@ class SemanticIndex:
         columns = ["id", "document", *METADATA_COLUMNS, "namespace", "doc_hash"]
         return pd.DataFrame(rows, columns=columns).sort_values("id", ignore_index=True)
 
-    def dense_query(self, namespace: str, text: str, k: int = 10) -> list[tuple[str, float]]:
-        """The k nearest documents of the namespace to `text`, as (metric name, cosine distance)."""
-        found = self.collection.query(
-            query_embeddings=self.embedder.embed([text]),
-            n_results=k,
-            where={"namespace": namespace},
-            include=["metadatas", "distances"],
-        )
-        return [
-            (metadata["metric_name"], float(distance))
-            for metadata, distance in zip(found["metadatas"][0], found["distances"][0], strict=True)
-        ]
-
 
 def document_id(namespace: str, metric_name: str) -> str:
     return f"{namespace}/{metric_name}"
