@@ -53,11 +53,9 @@ class Validation:
 
 
 def dagster_instance(env: Mapping[str, str] = os.environ) -> DagsterInstance:
-    """The instance the UI reads (DAGSTER_HOME), or one in METRICS_INDEX_HOME/dagster when none is set, so CLI
-    runs are kept and show up in `dagster dev` started with that folder as DAGSTER_HOME."""
-    if env.get("DAGSTER_HOME"):
-        return DagsterInstance.from_config(env["DAGSTER_HOME"])
-    home = Path(env.get("METRICS_INDEX_HOME", ".metrics-index")).absolute() / "dagster"
+    """The instance in DAGSTER_HOME, or in METRICS_INDEX_HOME/dagster when none is set, so CLI runs are kept and
+    show up in `dagster dev` started on that folder (deploy/dagster-home.sh does)."""
+    home = Path(env.get("DAGSTER_HOME") or Path(env.get("METRICS_INDEX_HOME", ".metrics-index")).absolute() / "dagster")
     home.mkdir(parents=True, exist_ok=True)
     settings = home / "dagster.yaml"
     if not settings.exists():

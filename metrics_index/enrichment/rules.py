@@ -20,7 +20,7 @@ from metrics_index.enrichment.vocabulary import GOLDEN_SIGNALS, METER_TYPES, Enr
 from metrics_index.sources import RawMetric
 from metrics_index.text import metric_words, readable_words
 
-VERSION = "1"
+VERSION = "2"
 
 
 @dataclass(frozen=True)
@@ -329,7 +329,7 @@ UNIT_SUFFIXES: tuple[Suffix, ...] = (
     Suffix("_nanoseconds", "nanoseconds"),
     Suffix("_bytes", "bytes"),
     Suffix("_bits", "bits"),
-    Suffix("_ratio", "ratio (0-1)"),
+    Suffix("_ratio", "ratio"),
     Suffix("_percent", "percent"),
     Suffix("_percentage", "percent"),
     Suffix("_hertz", "hertz"),
