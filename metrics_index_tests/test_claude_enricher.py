@@ -48,7 +48,7 @@ from metrics_index_tests.messages_api_server import (
 )
 
 SNAPSHOT = Path(__file__).parents[1] / "metrics_index" / "data" / "demo-targets-metadata.json"
-SECRET = "sk-ant-test-7c1d9e2f-do-not-leak"
+SECRET = "fake-anthropic-key-7c1d9e2f-do-not-leak"
 messages_api = messages_api_server.messages_api
 
 

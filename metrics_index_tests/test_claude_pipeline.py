@@ -11,7 +11,7 @@ from metrics_index_tests.project import Project, materialization_metadata, step_
 
 messages_api = messages_api_server.messages_api
 NAMESPACE = "shop:checkout"
-SECRET = "sk-ant-test-0123456789abcdef"
+SECRET = "fake-anthropic-key-0123456789abcdef"
 METRICS = [
     target_entry("http_server_request_duration_seconds", "histogram", "Duration of HTTP requests.", job="checkout"),
     target_entry("http_server_requests_total", "counter", "HTTP requests served.", job="checkout"),
