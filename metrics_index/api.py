@@ -7,8 +7,9 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from dagster import DagsterInstance, materialize
+from dagster import DagsterInstance, ExecuteInProcessResult, materialize
 
 from metrics_index.assets import METRIC_ASSETS
 from metrics_index.enrichment.incremental import FALLBACK, enrich_catalog
@@ -16,7 +17,7 @@ from metrics_index.enrichment.rules import RulesEnricher
 from metrics_index.namespaces import NAMESPACE_PARTITIONS, Namespace
 from metrics_index.resources import ChromaResource, ProgressResource, RedisResource
 from metrics_index.search import SearchResult, search
-from metrics_index.settings import resources_from_env
+from metrics_index.settings import metrics_home, resources_from_env
 from metrics_index.sources import RawMetric
 from metrics_index.sources.prometheus import select_metrics
 from metrics_index.stores.name_set import all_names, close_matches, known_metrics
@@ -52,10 +53,18 @@ class Validation:
     suggestions: tuple[str, ...] = ()
 
 
+def materialization_metadata(result: ExecuteInProcessResult) -> dict[str, dict[str, Any]]:
+    """The metadata each asset reported in a run, by asset name, as plain values."""
+    return {
+        event.materialization.asset_key.path[-1]: {k: v.value for k, v in event.materialization.metadata.items()}
+        for event in result.get_asset_materialization_events()
+    }
+
+
 def dagster_instance(env: Mapping[str, str] = os.environ) -> DagsterInstance:
     """The instance in DAGSTER_HOME, or in METRICS_INDEX_HOME/dagster when none is set, so CLI runs are kept and
     show up in `dagster dev` started on that folder (deploy/dagster-home.sh does)."""
-    home = Path(env.get("DAGSTER_HOME") or Path(env.get("METRICS_INDEX_HOME", ".metrics-index")).absolute() / "dagster")
+    home = Path(env.get("DAGSTER_HOME") or metrics_home(env) / "dagster")
     home.mkdir(parents=True, exist_ok=True)
     settings = home / "dagster.yaml"
     if not settings.exists():
@@ -95,10 +104,7 @@ def index_namespace(
         tags={"metrics_index/source": "cli"},
         raise_on_error=True,
     )
-    metadata = {
-        event.materialization.asset_key.path[-1]: {k: v.value for k, v in event.materialization.metadata.items()}
-        for event in result.get_asset_materialization_events()
-    }
+    metadata = materialization_metadata(result)
     raw, enriched, index = (
         metadata["raw_metric_metadata"],
         metadata["enriched_metric_metadata"],

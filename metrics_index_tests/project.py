@@ -93,14 +93,6 @@ class Project:
         return pd.read_parquet(self.home / "catalog" / asset / tenant / f"{service}.parquet")
 
 
-def materialization_metadata(result: ExecuteInProcessResult) -> dict[str, dict[str, Any]]:
-    """The metadata each asset reported in this run, by asset name, as plain values."""
-    return {
-        event.materialization.asset_key.path[-1]: {k: v.value for k, v in event.materialization.metadata.items()}
-        for event in result.get_asset_materialization_events()
-    }
-
-
 def step_failures(result: ExecuteInProcessResult) -> dict[str, str]:
     """For each failed step, the error message with its causes, as a person reading the run log sees it."""
     failures = {}

@@ -13,6 +13,7 @@ import pytest
 import redis
 from dagster import ConfigurableResource, Definitions
 
+from metrics_index.api import materialization_metadata
 from metrics_index.enrichment.vocabulary import (
     CATEGORIES,
     ENRICHED_COLUMNS,
@@ -23,7 +24,7 @@ from metrics_index.enrichment.vocabulary import (
 from metrics_index.namespaces import NAMESPACE_PARTITIONS, NAMESPACE_RULE
 from metrics_index.resources import PrometheusResource
 from metrics_index.stores.name_set import names_key, promql_names
-from metrics_index_tests.project import Project, materialization_metadata, step_failures, target_entry
+from metrics_index_tests.project import Project, step_failures, target_entry
 from metrics_index_tests.servers import (
     ManagedProcess,
     PrometheusStack,
