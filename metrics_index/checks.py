@@ -401,7 +401,7 @@ def semantic_index_checks(
 
     namespace, index = context.partition_key, chroma.index()
     expected = {document_id(namespace, name) for name in enriched["metric_name"]}
-    stored = set(index.documents(namespace)["id"])
+    stored = set(index.ids(namespace))
     yield index_consistency(expected, stored).result(INDEX_MATCHES, ERROR)
     queries = prometheus.source(namespace).golden_queries
     ranked = [[r.metric_name for r in search(index, namespace, q.question, k=GOLDEN_K)] for q in queries]
