@@ -29,6 +29,7 @@ from metrics_index.resources import (
 )
 from metrics_index.sources import RawMetric
 from metrics_index.sources.prometheus import select_metrics
+from metrics_index.stores import revision
 from metrics_index.stores.name_set import promql_names, replace_names
 
 GROUP = "metrics_index"
@@ -142,21 +143,32 @@ def metric_semantic_index(
     context: AssetExecutionContext,
     enriched_metric_metadata: pd.DataFrame,
     chroma: ChromaResource,
+    redis: RedisResource,
     progress: ProgressResource,
 ) -> MaterializeResult:
     """The enriched metrics embedded into Chroma; unchanged documents are skipped, vanished ones deleted.
-    Runs after the name set, so a failed Redis update leaves the index as it was too."""
+    Runs after the name set, so a failed Redis update leaves the index as it was too. Each completed sync
+    bumps the namespace's revision (stores/revision.py), which tells readers to reload."""
     started = perf_counter()
+    namespace = context.partition_key
     with progress.bar("index", len(enriched_metric_metadata)) as advance:
         report = chroma.index().sync(
-            context.partition_key, enriched_metric_metadata, batch_size=chroma.batch_size, progress=advance
+            namespace, enriched_metric_metadata, batch_size=chroma.batch_size, progress=advance
         )
+    try:
+        current = revision.bump(redis.client(), namespace)
+    except RedisError as error:
+        raise Failure(
+            f"the index of {namespace} is synced but Redis failed while recording its revision: "
+            f"{str(error).rstrip('.')}. Readers keep the previous version until a rerun records it."
+        ) from error
     return MaterializeResult(
         metadata={
             "metrics": report.total,
             "indexed": report.indexed,
             "unchanged": report.unchanged,
             "removed": report.removed,
+            "revision": current,
             "duration_seconds": round(perf_counter() - started, 3),
         }
     )

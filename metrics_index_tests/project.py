@@ -18,6 +18,7 @@ from metrics_index.assets import METRIC_ASSETS
 from metrics_index.namespaces import NAMESPACE_PARTITIONS
 from metrics_index.resources import ChromaResource
 from metrics_index.settings import resources_from_env
+from metrics_index.stores import revision
 from metrics_index.stores.name_set import all_names
 from metrics_index.stores.semantic_index import SemanticIndex
 
@@ -83,6 +84,10 @@ class Project:
     def names(self, namespace: str) -> set[str]:
         with redis.Redis.from_url(self.redis_url, decode_responses=True) as client:
             return all_names(client, namespace)
+
+    def revisions(self, *namespaces: str) -> dict[str, int]:
+        with redis.Redis.from_url(self.redis_url) as client:
+            return revision.read_many(client, namespaces)
 
     def index(self) -> SemanticIndex:
         chroma: ChromaResource = resources_from_env(self.env)["chroma"]

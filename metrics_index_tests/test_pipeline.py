@@ -24,6 +24,7 @@ from metrics_index.enrichment.vocabulary import (
 from metrics_index.namespaces import NAMESPACE_PARTITIONS, NAMESPACE_RULE
 from metrics_index.resources import PrometheusResource
 from metrics_index.stores.name_set import names_key, promql_names
+from metrics_index.stores.revision import revision_key
 from metrics_index_tests.project import Project, step_failures, target_entry
 from metrics_index_tests.servers import (
     ManagedProcess,
@@ -180,6 +181,9 @@ def test_metric_that_vanished_is_removed_from_redis_and_chroma(project: Project)
     metadata = materialization_metadata(result)
     assert (metadata["metric_semantic_index"]["removed"], metadata["metric_semantic_index"]["indexed"]) == (1, 0)
     assert metadata["enriched_metric_metadata"]["reused"] == 2
+    # Each completed sync bumped its own namespace's revision, which readers watch.
+    assert metadata["metric_semantic_index"]["revision"] == 2
+    assert project.revisions("acme:app", "acme:web", "acme:never") == {"acme:app": 2, "acme:web": 1, "acme:never": 0}
     # The other namespace still has it.
     assert histogram in project.names("acme:web")
     assert project.index().count("acme:web") == 3
@@ -264,7 +268,7 @@ def test_redis_going_away_mid_run_gives_a_clear_error_and_loses_nothing(
     redis_process.start()
     assert project.names("acme:app") == first_names, "the live set must be the old one, whole"
     with redis.Redis.from_url(redis_process.url) as client:
-        assert client.keys("*") == [names_key("acme:app").encode()]
+        assert sorted(client.keys("*")) == [names_key("acme:app").encode(), revision_key("acme:app").encode()]
 
     rerun = project.materialize("acme:app")
     assert rerun.success, step_failures(rerun)
