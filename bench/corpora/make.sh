@@ -1,0 +1,630 @@
+#!/usr/bin/env bash
+# Re-make the search development corpus: real services from Debian packages, started on 127.0.0.1 on free ports
+# with a little traffic, scraped by a real Prometheus, and the Prometheus metadata API saved per service as
+# bench/corpora/<service>.json ({"status": "success", "data": [...]}, the shape of /api/v1/targets/metadata).
+#
+# Usage: bash bench/corpora/make.sh [service ...]     (default: every service below; needs root for apt-get)
+#
+# Everything runs in a temporary directory and is stopped at the end; the packages' own system services are kept
+# from starting (policy-rc.d), so nothing is left running. PostgreSQL, nginx, etcd and HAProxy (and their
+# exporters) are NOT used on purpose: they are reserved for an independent check of search quality.
+set -euo pipefail
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+
+SERVICES=(mysqld rabbitmq bind pdns_recursor dnsdist apache squid varnish process postfix caddy bird)
+PACKAGES=(
+  prometheus curl dnsutils amqp-tools
+  mariadb-server prometheus-mysqld-exporter
+  rabbitmq-server
+  bind9 prometheus-bind-exporter
+  pdns-recursor
+  dnsdist
+  apache2 prometheus-apache-exporter
+  squid prometheus-squid-exporter
+  varnish prometheus-varnish-exporter
+  prometheus-process-exporter
+  postfix prometheus-postfix-exporter
+  caddy
+  bird2 prometheus-bird-exporter
+)
+# Seconds Prometheus scrapes (every 2 seconds) before the metadata is read; traffic runs again in between.
+SCRAPE_SECONDS=${SCRAPE_SECONDS:-12}
+
+log() { echo "corpora: $*" >&2; }
+
+# --- packages -----------------------------------------------------------------------------------------------------
+
+install_packages() {
+  local missing=() package
+  for package in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" || missing+=("$package")
+  done
+  [ "${#missing[@]}" -eq 0 ] && return
+  log "installing: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  echo "postfix postfix/main_mailer_type select Local only" | debconf-set-selections
+  echo "postfix postfix/mailname string corpus.localdomain" | debconf-set-selections
+  local policy=/usr/sbin/policy-rc.d added_policy=""
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy"
+    added_policy=1
+  fi
+  local status=0 try
+  for try in 1 2 3 4 5 6 7 8 9 10; do
+    status=0
+    apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null || status=$?
+    [ "$status" -eq 0 ] && break
+    log "apt-get failed (dpkg lock held by someone else?), retrying in 30 s"
+    sleep 30
+  done
+  [ -n "$added_policy" ] && rm -f "$policy"
+  return "$status"
+}
+
+# --- processes ----------------------------------------------------------------------------------------------------
+
+WORK=""
+PIDS=()
+declare -A TARGET PARAMS METRICS_PATH INSTANCE
+
+# Start a command in its own session (so stop_all can end it and its children), output to WORK/logs/<name>.log.
+spawn() {
+  local name=$1
+  shift
+  setsid "$@" >>"$WORK/logs/$name.log" 2>&1 </dev/null &
+  PIDS+=($!)
+}
+
+stop_all() {
+  local pid
+  for pid in "${PIDS[@]}"; do kill -TERM -- "-$pid" 2>/dev/null || true; done
+  for _ in $(seq 50); do
+    local alive=""
+    for pid in "${PIDS[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+    [ -z "$alive" ] && break
+    sleep 0.2
+  done
+  for pid in "${PIDS[@]}"; do kill -KILL -- "-$pid" 2>/dev/null || true; done
+  [ -n "$WORK" ] && [ -z "${KEEP_WORK:-}" ] && rm -rf "$WORK"
+  return 0
+}
+
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# Wait until a command succeeds (a port answers, a socket exists), at most $1 seconds.
+wait_for() {
+  local seconds=$1
+  shift
+  local deadline=$((SECONDS + seconds))
+  until "$@" >/dev/null 2>&1; do
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      log "timed out waiting for: $*"
+      return 1
+    fi
+    sleep 0.3
+  done
+}
+
+http_ok() { curl -fsS -o /dev/null --max-time 2 "$1"; }
+
+# Register what Prometheus scrapes for a service; the instance label is fixed so that re-made snapshots diff cleanly.
+scrape() {
+  local service=$1 target=$2 instance=$3 path=${4:-/metrics} params=${5:-}
+  TARGET[$service]=$target
+  INSTANCE[$service]=$instance
+  METRICS_PATH[$service]=$path
+  PARAMS[$service]=$params
+}
+
+# --- services: each starts the real server (and its exporter) and sends it a little traffic ------------------------
+
+start_mysqld() {
+  local dir=$WORK/mysqld port exporter
+  port=$(free_port)
+  exporter=$(free_port)
+  mkdir -p "$dir/data" && chown -R mysql:mysql "$dir"
+  mariadb-install-db --user=mysql --datadir="$dir/data" --auth-root-authentication-method=socket >/dev/null || return 1
+  spawn mysqld mariadbd --no-defaults --user=mysql --datadir="$dir/data" --socket="$dir/mysqld.sock" \
+    --pid-file="$dir/mysqld.pid" --port="$port" --bind-address=127.0.0.1 --performance-schema=ON \
+    --userstat=ON --log-bin="$dir/data/binlog"
+  wait_for 60 mariadb --socket="$dir/mysqld.sock" -e "SELECT 1" || return 1
+  mariadb --socket="$dir/mysqld.sock" >/dev/null <<'SQL' || return 1
+CREATE USER 'exporter'@'localhost' IDENTIFIED BY 'exporter' WITH MAX_USER_CONNECTIONS 3;
+GRANT PROCESS, REPLICATION CLIENT, SELECT, SLAVE MONITOR ON *.* TO 'exporter'@'localhost';
+CREATE DATABASE shop;
+CREATE TABLE shop.orders (id INT AUTO_INCREMENT PRIMARY KEY, item VARCHAR(40), qty INT, KEY (item)) ENGINE=InnoDB;
+INSERT INTO shop.orders (item, qty) VALUES ('apple', 1), ('pear', 2), ('plum', 3);
+INSERT INTO shop.orders (item, qty) SELECT item, qty + 1 FROM shop.orders;
+UPDATE shop.orders SET qty = qty + 1 WHERE item = 'apple';
+SELECT COUNT(*) FROM shop.orders WHERE qty > 1;
+DELETE FROM shop.orders WHERE item = 'plum';
+SQL
+  printf '[client]\nuser=exporter\npassword=exporter\nsocket=%s\n' "$dir/mysqld.sock" >"$dir/exporter.cnf"
+  spawn mysqld-exporter prometheus-mysqld-exporter --config.my-cnf="$dir/exporter.cnf" \
+    --web.listen-address="127.0.0.1:$exporter" \
+    --collect.global_status --collect.global_variables --collect.info_schema.innodb_metrics \
+    --collect.info_schema.processlist --collect.info_schema.tables --collect.info_schema.tablestats \
+    --collect.info_schema.schemastats --collect.info_schema.userstats --collect.info_schema.clientstats \
+    --collect.info_schema.innodb_tablespaces --collect.info_schema.innodb_cmp --collect.info_schema.innodb_cmpmem \
+    --collect.info_schema.query_response_time --collect.engine_innodb_status --collect.binlog_size \
+    --collect.auto_increment.columns --collect.perf_schema.tableiowaits --collect.perf_schema.indexiowaits \
+    --collect.perf_schema.tablelocks --collect.perf_schema.eventsstatements \
+    --collect.perf_schema.eventsstatementssum --collect.perf_schema.eventswaits \
+    --collect.perf_schema.file_events --collect.perf_schema.file_instances --collect.perf_schema.memory_events \
+    --collect.slave_status --collect.mysql.user
+  wait_for 30 http_ok "http://127.0.0.1:$exporter/metrics" || return 1
+  scrape mysqld "127.0.0.1:$exporter" mysqld:9104
+}
+
+traffic_mysqld() {
+  mariadb --socket="$WORK/mysqld/mysqld.sock" -e \
+    "SELECT * FROM shop.orders WHERE item = 'pear'; INSERT INTO shop.orders (item, qty) VALUES ('fig', 9);
+     SELECT SLEEP(0.2); SELECT nosuchcolumn FROM shop.orders;" >/dev/null 2>&1 || true
+}
+
+start_rabbitmq() {
+  local dir=$WORK/rabbitmq epmd amqp dist metrics
+  epmd=$(free_port)
+  amqp=$(free_port)
+  dist=$(free_port)
+  metrics=$(free_port)
+  mkdir -p "$dir"
+  cat >"$dir/rabbitmq.conf" <<EOF
+listeners.tcp.1 = 127.0.0.1:$amqp
+prometheus.tcp.port = $metrics
+prometheus.tcp.ip = 127.0.0.1
+loopback_users = none
+EOF
+  echo "[rabbitmq_prometheus]." >"$dir/enabled_plugins"
+  spawn epmd epmd -port "$epmd" -address 127.0.0.1
+  spawn rabbitmq env ERL_EPMD_PORT="$epmd" HOME="$dir" RABBITMQ_NODENAME=corpus@localhost \
+    RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 RABBITMQ_DIST_PORT="$dist" RABBITMQ_CONFIG_FILE="$dir/rabbitmq" \
+    RABBITMQ_ENABLED_PLUGINS_FILE="$dir/enabled_plugins" RABBITMQ_MNESIA_BASE="$dir/mnesia" \
+    RABBITMQ_LOG_BASE="$dir/log" RABBITMQ_PID_FILE="$dir/rabbit.pid" RABBITMQ_PLUGINS_EXPAND_DIR="$dir/plugins-expand" \
+    /usr/lib/rabbitmq/bin/rabbitmq-server
+  wait_for 120 http_ok "http://127.0.0.1:$metrics/metrics" || return 1
+  RABBITMQ_URL="amqp://guest:guest@127.0.0.1:$amqp"
+  amqp-declare-queue --url="$RABBITMQ_URL" -q orders -d >/dev/null
+  traffic_rabbitmq
+  scrape rabbitmq "127.0.0.1:$metrics" rabbitmq:15692
+}
+
+traffic_rabbitmq() {
+  local i
+  for i in 1 2 3 4 5; do amqp-publish --url="$RABBITMQ_URL" -r orders -b "order $i"; done
+  amqp-get --url="$RABBITMQ_URL" -q orders >/dev/null || true
+  timeout 2 amqp-consume --url="$RABBITMQ_URL" -q orders -c 2 cat >/dev/null || true
+}
+
+start_bind() {
+  local dir=$WORK/bind stats exporter
+  BIND_PORT=$(free_port)
+  stats=$(free_port)
+  exporter=$(free_port)
+  mkdir -p "$dir"
+  cat >"$dir/named.conf" <<EOF
+options {
+  directory "$dir";
+  pid-file "$dir/named.pid";
+  listen-on port $BIND_PORT { 127.0.0.1; };
+  listen-on-v6 { none; };
+  recursion no;
+  allow-query { 127.0.0.1; };
+};
+statistics-channels { inet 127.0.0.1 port $stats allow { 127.0.0.1; }; };
+controls { };
+zone "corpus.test" { type primary; file "$dir/corpus.test.zone"; };
+EOF
+  cat >"$dir/corpus.test.zone" <<'EOF'
+$TTL 300
+@    IN SOA ns.corpus.test. admin.corpus.test. 1 3600 600 86400 300
+@    IN NS  ns.corpus.test.
+ns   IN A   127.0.0.1
+www  IN A   127.0.0.2
+mail IN A   127.0.0.3
+@    IN MX  10 mail.corpus.test.
+EOF
+  spawn bind named -g -c "$dir/named.conf"
+  wait_for 30 dig +short +time=1 +tries=1 -p "$BIND_PORT" @127.0.0.1 ns.corpus.test || return 1
+  traffic_bind
+  spawn bind-exporter prometheus-bind-exporter --bind.stats-url="http://127.0.0.1:$stats/" \
+    --web.listen-address="127.0.0.1:$exporter" --bind.stats-groups=server,view,tasks
+  wait_for 30 http_ok "http://127.0.0.1:$exporter/metrics" || return 1
+  scrape bind "127.0.0.1:$exporter" bind:9119
+}
+
+# A few answered, unanswered and refused queries against a DNS server on 127.0.0.1.
+dns_queries() {
+  local port=$1 name
+  for name in www.corpus.test mail.corpus.test nosuch.corpus.test corpus.test example.org; do
+    dig +time=1 +tries=1 -p "$port" @127.0.0.1 "$name" A >/dev/null || true
+  done
+  dig +time=1 +tries=1 -p "$port" @127.0.0.1 corpus.test MX >/dev/null || true
+  dig +tcp +time=1 +tries=1 -p "$port" @127.0.0.1 www.corpus.test AAAA >/dev/null || true
+}
+
+traffic_bind() { dns_queries "$BIND_PORT"; }
+
+start_pdns_recursor() {
+  local dir=$WORK/pdns-recursor web
+  PDNS_PORT=$(free_port)
+  web=$(free_port)
+  mkdir -p "$dir"
+  : >"$dir/recursor.conf"
+  spawn pdns-recursor pdns_recursor --config-dir="$dir" --socket-dir="$dir" --daemon=no --write-pid=no \
+    --local-address=127.0.0.1 --local-port="$PDNS_PORT" --forward-zones="corpus.test=127.0.0.1:$BIND_PORT" \
+    --webserver=yes --webserver-address=127.0.0.1 --webserver-port="$web" --webserver-allow-from=127.0.0.1 \
+    --api-key=corpus --setuid=root --setgid=root
+  wait_for 30 http_ok "http://127.0.0.1:$web/metrics" || return 1
+  traffic_pdns_recursor
+  scrape pdns_recursor "127.0.0.1:$web" pdns_recursor:8082
+}
+
+traffic_pdns_recursor() { dns_queries "$PDNS_PORT"; }
+
+start_dnsdist() {
+  local dir=$WORK/dnsdist web
+  DNSDIST_PORT=$(free_port)
+  web=$(free_port)
+  mkdir -p "$dir"
+  cat >"$dir/dnsdist.conf" <<EOF
+setLocal("127.0.0.1:$DNSDIST_PORT")
+newServer({address="127.0.0.1:$BIND_PORT", name="bind"})
+newServer({address="127.0.0.1:$PDNS_PORT", name="recursor"})
+setServerPolicy(leastOutstanding)
+pc = newPacketCache(1000)
+getPool(""):setCache(pc)
+webserver("127.0.0.1:$web")
+setWebserverConfig({password="corpus", apiKey="corpus", acl="127.0.0.0/8", statsRequireAuthentication=false})
+addAction(QNameRule("blocked.corpus.test"), RCodeAction(DNSRCode.REFUSED))
+EOF
+  spawn dnsdist dnsdist --supervised --disable-syslog -C "$dir/dnsdist.conf"
+  wait_for 30 http_ok "http://127.0.0.1:$web/metrics" || return 1
+  traffic_dnsdist
+  scrape dnsdist "127.0.0.1:$web" dnsdist:8083
+}
+
+traffic_dnsdist() {
+  dns_queries "$DNSDIST_PORT"
+  dns_queries "$DNSDIST_PORT"
+  dig +time=1 +tries=1 -p "$DNSDIST_PORT" @127.0.0.1 blocked.corpus.test >/dev/null || true
+}
+
+start_apache() {
+  local dir=$WORK/apache exporter module
+  APACHE_PORT=$(free_port)
+  exporter=$(free_port)
+  mkdir -p "$dir/www" "$dir/logs"
+  echo "hello from the corpus" >"$dir/www/index.html"
+  {
+    for module in mpm_event authz_core authz_host status dir mime; do
+      echo "LoadModule ${module}_module /usr/lib/apache2/modules/mod_${module}.so"
+    done
+    cat <<EOF
+ServerRoot "$dir"
+ServerName localhost
+Listen 127.0.0.1:$APACHE_PORT
+PidFile "$dir/apache2.pid"
+User www-data
+Group www-data
+ErrorLog "$dir/logs/error.log"
+LogFormat "%h %l %u %t \"%r\" %>s %b" common
+CustomLog "$dir/logs/access.log" common
+DocumentRoot "$dir/www"
+DirectoryIndex index.html
+TypesConfig /etc/mime.types
+ExtendedStatus On
+<Directory "$dir/www">
+  Require all granted
+</Directory>
+<Location "/server-status">
+  SetHandler server-status
+  Require ip 127.0.0.1
+</Location>
+EOF
+  } >"$dir/apache2.conf"
+  chmod -R a+rX "$dir"
+  spawn apache apache2 -f "$dir/apache2.conf" -DFOREGROUND
+  wait_for 30 http_ok "http://127.0.0.1:$APACHE_PORT/" || return 1
+  traffic_apache
+  spawn apache-exporter prometheus-apache-exporter --telemetry.address="127.0.0.1:$exporter" \
+    --scrape_uri="http://127.0.0.1:$APACHE_PORT/server-status?auto"
+  wait_for 30 http_ok "http://127.0.0.1:$exporter/metrics" || return 1
+  scrape apache "127.0.0.1:$exporter" apache:9117
+}
+
+traffic_apache() {
+  local i
+  for i in 1 2 3 4 5; do curl -s -o /dev/null "http://127.0.0.1:$APACHE_PORT/" || true; done
+  curl -s -o /dev/null "http://127.0.0.1:$APACHE_PORT/missing" || true
+}
+
+start_squid() {
+  local dir=$WORK/squid exporter
+  SQUID_PORT=$(free_port)
+  exporter=$(free_port)
+  mkdir -p "$dir"
+  cat >"$dir/squid.conf" <<EOF
+http_port 127.0.0.1:$SQUID_PORT
+pid_filename $dir/squid.pid
+access_log stdio:$dir/access.log
+cache_log $dir/cache.log
+cache_store_log none
+coredump_dir $dir
+cache_mem 16 MB
+acl localnet src 127.0.0.0/8
+http_access allow manager localnet
+http_access allow localnet
+http_access deny all
+refresh_pattern . 1 100% 60
+EOF
+  chown -R proxy:proxy "$dir"
+  spawn squid squid -N -f "$dir/squid.conf"
+  wait_for 30 curl -fsS -o /dev/null "http://127.0.0.1:$SQUID_PORT/squid-internal-mgr/info" || return 1
+  traffic_squid
+  spawn squid-exporter prometheus-squid-exporter -squid-hostname 127.0.0.1 -squid-port "$SQUID_PORT" \
+    -listen "127.0.0.1:$exporter" -extractservicetimes
+  wait_for 30 http_ok "http://127.0.0.1:$exporter/metrics" || return 1
+  scrape squid "127.0.0.1:$exporter" squid:9301
+}
+
+traffic_squid() {
+  local i
+  for i in 1 2 3; do curl -s -o /dev/null -x "127.0.0.1:$SQUID_PORT" "http://127.0.0.1:$APACHE_PORT/" || true; done
+  curl -s -o /dev/null -x "127.0.0.1:$SQUID_PORT" "http://127.0.0.1:$APACHE_PORT/missing" || true
+  curl -s -o /dev/null -x "127.0.0.1:$SQUID_PORT" "http://127.0.0.1:1/unreachable" || true
+}
+
+start_varnish() {
+  local dir=$WORK/varnish exporter
+  VARNISH_PORT=$(free_port)
+  exporter=$(free_port)
+  mkdir -p "$dir"
+  spawn varnish varnishd -F -a "127.0.0.1:$VARNISH_PORT" -b "127.0.0.1:$APACHE_PORT" -n "$dir/instance" \
+    -s malloc,32m -T none
+  wait_for 60 http_ok "http://127.0.0.1:$VARNISH_PORT/" || return 1
+  traffic_varnish
+  spawn varnish-exporter prometheus-varnish-exporter -n "$dir/instance" -web.listen-address "127.0.0.1:$exporter"
+  wait_for 30 http_ok "http://127.0.0.1:$exporter/metrics" || return 1
+  scrape varnish "127.0.0.1:$exporter" varnish:9131
+}
+
+traffic_varnish() {
+  local i
+  for i in 1 2 3 4; do curl -s -o /dev/null "http://127.0.0.1:$VARNISH_PORT/" || true; done
+  curl -s -o /dev/null "http://127.0.0.1:$VARNISH_PORT/missing" || true
+  curl -s -o /dev/null -X PURGE "http://127.0.0.1:$VARNISH_PORT/" || true
+}
+
+start_process() {
+  local dir=$WORK/process exporter
+  exporter=$(free_port)
+  mkdir -p "$dir"
+  cat >"$dir/process.yml" <<'EOF'
+process_names:
+  - name: "{{.Comm}}"
+    cmdline:
+      - '.+'
+EOF
+  spawn process-exporter prometheus-process-exporter -config.path "$dir/process.yml" -threads=true \
+    -gather-smaps=true -web.listen-address "127.0.0.1:$exporter"
+  wait_for 30 http_ok "http://127.0.0.1:$exporter/metrics" || return 1
+  scrape process "127.0.0.1:$exporter" process:9256
+}
+
+start_postfix() {
+  local dir=$WORK/postfix exporter
+  POSTFIX_PORT=$(free_port)
+  exporter=$(free_port)
+  mkdir -p "$dir/etc" "$dir/spool" "$dir/data"
+  cp /etc/postfix/master.cf "$dir/etc/master.cf"
+  sed -i "s/^smtp      inet/$POSTFIX_PORT      inet/" "$dir/etc/master.cf"
+  cat >"$dir/etc/main.cf" <<EOF
+compatibility_level = 3.6
+myhostname = corpus.localdomain
+mydestination = corpus.localdomain, localhost
+inet_interfaces = loopback-only
+inet_protocols = ipv4
+mynetworks = 127.0.0.0/8
+smtpd_peername_lookup = no
+queue_directory = $dir/spool
+data_directory = $dir/data
+maillog_file = $dir/maillog
+maillog_file_prefixes = $dir
+alias_maps =
+local_recipient_maps =
+default_transport = error:no outbound mail from the corpus
+relay_transport = error:no outbound mail from the corpus
+smtpd_recipient_restrictions = permit_mynetworks, reject_unauth_destination
+EOF
+  chown postfix "$dir/data"
+  touch "$dir/maillog"
+  postfix -c "$dir/etc" check || return 1
+  spawn postfix postfix -c "$dir/etc" start-fg
+  wait_for 30 bash -c "exec 3<>/dev/tcp/127.0.0.1/$POSTFIX_PORT" || return 1
+  spawn postfix-exporter prometheus-postfix-exporter --web.listen-address="127.0.0.1:$exporter" \
+    --postfix.showq_path="$dir/spool/public/showq" --postfix.logfile_path="$dir/maillog"
+  wait_for 30 http_ok "http://127.0.0.1:$exporter/metrics" || return 1
+  traffic_postfix
+  scrape postfix "127.0.0.1:$exporter" postfix:9154
+}
+
+traffic_postfix() {
+  python3 - "$POSTFIX_PORT" <<'EOF' || true
+import smtplib, sys
+
+port = int(sys.argv[1])
+for sender, recipient in [("ops@corpus.localdomain", "root@localhost"), ("a@b.example", "someone@elsewhere.example"),
+                          ("ops@corpus.localdomain", "nobody@corpus.localdomain")]:
+    try:
+        with smtplib.SMTP("127.0.0.1", port, timeout=5) as smtp:
+            smtp.sendmail(sender, [recipient], f"Subject: corpus\n\nhello {recipient}\n")
+    except smtplib.SMTPException:
+        pass
+with smtplib.SMTP("127.0.0.1", port, timeout=5) as smtp:
+    smtp.docmd("NOSUCHCOMMAND")
+EOF
+}
+
+start_caddy() {
+  local dir=$WORK/caddy admin
+  CADDY_PORT=$(free_port)
+  admin=$(free_port)
+  mkdir -p "$dir"
+  cat >"$dir/Caddyfile" <<EOF
+{
+  admin 127.0.0.1:$admin
+  servers {
+    metrics
+  }
+  auto_https off
+  storage file_system $dir/storage
+}
+http://127.0.0.1:$CADDY_PORT {
+  respond /missing "not here" 404
+  respond "hello from the corpus"
+}
+EOF
+  spawn caddy env XDG_DATA_HOME="$dir" XDG_CONFIG_HOME="$dir" caddy run --adapter caddyfile --config "$dir/Caddyfile"
+  wait_for 30 http_ok "http://127.0.0.1:$CADDY_PORT/" || return 1
+  traffic_caddy
+  scrape caddy "127.0.0.1:$admin" caddy:2019
+}
+
+traffic_caddy() {
+  local i
+  for i in 1 2 3 4; do curl -s -o /dev/null "http://127.0.0.1:$CADDY_PORT/" || true; done
+  curl -s -o /dev/null "http://127.0.0.1:$CADDY_PORT/missing" || true
+  curl -s -o /dev/null -X POST -d 'x=1' "http://127.0.0.1:$CADDY_PORT/" || true
+}
+
+start_bird() {
+  local dir=$WORK/bird exporter
+  exporter=$(free_port)
+  mkdir -p "$dir"
+  cat >"$dir/bird.conf" <<'EOF'
+router id 192.0.2.1;
+protocol device { }
+protocol static static_v4 {
+  ipv4;
+  route 198.51.100.0/24 blackhole;
+  route 203.0.113.0/24 unreachable;
+}
+protocol static static_v6 {
+  ipv6;
+  route 2001:db8::/48 blackhole;
+}
+protocol bgp peer_down {
+  local 127.0.0.1 as 64512;
+  neighbor 127.0.0.2 as 64513;
+  ipv4 { import all; export none; };
+}
+EOF
+  spawn bird bird -f -c "$dir/bird.conf" -s "$dir/bird.ctl"
+  wait_for 30 test -S "$dir/bird.ctl" || return 1
+  spawn bird-exporter prometheus-bird-exporter -bird.v2 -bird.socket "$dir/bird.ctl" -format.new \
+    -web.listen-address "127.0.0.1:$exporter"
+  wait_for 30 http_ok "http://127.0.0.1:$exporter/metrics" || return 1
+  scrape bird "127.0.0.1:$exporter" bird:9324
+}
+
+# --- Prometheus -----------------------------------------------------------------------------------------------------
+
+prometheus_config() {
+  local service
+  cat <<EOF
+global:
+  scrape_interval: 2s
+  scrape_timeout: 1900ms
+scrape_configs:
+EOF
+  for service in "$@"; do
+    cat <<EOF
+  - job_name: $service
+    metrics_path: ${METRICS_PATH[$service]}
+    static_configs:
+      - targets: ["${TARGET[$service]}"]
+    relabel_configs:
+      - target_label: instance
+        replacement: ${INSTANCE[$service]}
+EOF
+  done
+}
+
+save_metadata() {
+  local url=$1 service=$2
+  curl -fsS --get "$url/api/v1/targets/metadata" --data-urlencode "match_target={job=\"$service\"}" |
+    python3 -c '
+import json, sys
+
+body = json.load(sys.stdin)
+assert body["status"] == "success", body
+data = sorted(body["data"], key=lambda row: row["metric"])
+if not data:
+    sys.exit("no metadata")
+json.dump({"status": "success", "data": data}, sys.stdout, indent=1, sort_keys=True)
+print()
+print(len(data), file=sys.stderr)
+' >"$HERE/$service.json.tmp" 2>"$WORK/count" || {
+      log "$service: $(cat "$WORK/count")"
+      rm -f "$HERE/$service.json.tmp"
+      return 1
+    }
+  mv "$HERE/$service.json.tmp" "$HERE/$service.json"
+  log "$service: $(cat "$WORK/count") metrics -> bench/corpora/$service.json"
+}
+
+main() {
+  local wanted=("$@") service started=() failed=()
+  [ "${#wanted[@]}" -eq 0 ] && wanted=("${SERVICES[@]}")
+  [ "$(id -u)" -eq 0 ] || { log "run as root (installs packages, starts daemons as their users)"; exit 1; }
+  install_packages
+  WORK=$(mktemp -d /tmp/corpora.XXXXXX)
+  chmod 755 "$WORK"
+  mkdir -p "$WORK/logs"
+  trap stop_all EXIT
+  log "work directory $WORK"
+  # DNS forwarders and proxies need their upstreams: bind before pdns_recursor/dnsdist, apache before squid/varnish.
+  local order=() dep
+  for service in "${wanted[@]}"; do
+    case $service in
+      pdns_recursor) dep=(bind) ;;
+      dnsdist) dep=(bind pdns_recursor) ;;
+      squid | varnish) dep=(apache) ;;
+      *) dep=() ;;
+    esac
+    for d in "${dep[@]}" "$service"; do [[ " ${order[*]} " == *" $d "* ]] || order+=("$d"); done
+  done
+  for service in "${order[@]}"; do
+    log "starting $service"
+    if "start_$service"; then
+      started+=("$service")
+    else
+      failed+=("$service")
+      log "$service did not start; see $WORK/logs (KEEP_WORK=1 keeps them)"
+    fi
+  done
+  local port config=$WORK/prometheus.yml
+  port=$(free_port)
+  prometheus_config "${started[@]}" >"$config"
+  spawn prometheus prometheus --config.file="$config" --storage.tsdb.path="$WORK/prometheus" \
+    --web.listen-address="127.0.0.1:$port"
+  wait_for 60 http_ok "http://127.0.0.1:$port/-/ready" || return 1
+  sleep "$((SCRAPE_SECONDS / 2))"
+  for service in "${started[@]}"; do
+    if declare -F "traffic_$service" >/dev/null; then "traffic_$service"; fi
+  done
+  sleep "$((SCRAPE_SECONDS - SCRAPE_SECONDS / 2))"
+  for service in "${started[@]}"; do
+    [[ " ${wanted[*]} " == *" $service "* ]] || continue
+    save_metadata "http://127.0.0.1:$port" "$service" || failed+=("$service")
+  done
+  if [ "${#failed[@]}" -gt 0 ]; then
+    log "FAILED: ${failed[*]}"
+    return 1
+  fi
+}
+
+main "$@"
