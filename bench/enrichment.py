@@ -2,7 +2,7 @@
 
     python bench/enrichment.py [--metrics 1000] [--latency 0.4] [--output-tokens-per-second 0]
 
-Runs against the local fake Messages API (metrics_index_tests/messages_api_server.py) with a fixed latency
+Runs against the local fake Messages API (metrics_index/testing/messages_api.py) with a fixed latency
 per request, so no key and no network are needed and the figures show the request pattern, not a model:
 (a) one request per metric, one after the other, no prompt caching (the original job's way);
 (b) this enricher: batches, concurrent requests, cached system prompt;
@@ -29,7 +29,7 @@ from metrics_index.enrichment.incremental import enrich_catalog
 from metrics_index.enrichment.rules import RulesEnricher
 from metrics_index.sources import RawMetric
 from metrics_index.sources.prometheus import merge_entries, read_snapshot
-from metrics_index_tests.messages_api_server import MessagesAPIServer
+from metrics_index.testing.messages_api import MessagesAPIServer
 
 SNAPSHOT = Path(__file__).parents[1] / "metrics_index" / "data" / "demo-targets-metadata.json"
 RESULTS = Path(__file__).parent / "ENRICHMENT_RESULTS.md"

@@ -10,6 +10,7 @@ import pytest
 import redis
 from dagster import DagsterInstance, instance_for_test
 
+from metrics_index.testing.messages_api import MessagesAPIServer
 from metrics_index_tests.project import Project
 from metrics_index_tests.servers import PrometheusStack, RedisServer, ScriptedHTTPServer
 
@@ -91,3 +92,10 @@ def project(tmp_path: Path, redis_client: redis.Redis, redis_server: str, dagste
     home = tmp_path / "home"
     home.mkdir()
     return Project(home=home, redis_url=redis_server, instance=dagster_instance)
+
+
+@pytest.fixture
+def messages_api() -> Iterator[MessagesAPIServer]:
+    """A running fake Messages API, stopped after the test."""
+    with MessagesAPIServer() as server:
+        yield server

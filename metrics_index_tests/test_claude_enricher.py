@@ -15,24 +15,15 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from metrics_index.enrichment.claude import (
-    DEFAULT_PRICES,
-    PROMPT_VERSION,
-    SYSTEM_PROMPT,
-    TOOL_NAME,
-    ClaudeEnricher,
-    ClaudeOptions,
-    ModelPrice,
-    looks_like_instructions,
-)
+from metrics_index.enrichment.claude import DEFAULT_PRICES, ClaudeEnricher, ClaudeOptions, ModelPrice
+from metrics_index.enrichment.claude.prompt import PROMPT_VERSION, SYSTEM_PROMPT, TOOL_NAME, looks_like_instructions
 from metrics_index.enrichment.incremental import FALLBACK, enrich_catalog
 from metrics_index.enrichment.rules import RulesEnricher
 from metrics_index.enrichment.select import make_enricher
 from metrics_index.enrichment.vocabulary import CATEGORIES, GOLDEN_SIGNALS, METER_TYPES, EnrichedFields
 from metrics_index.sources import RawMetric
 from metrics_index.sources.prometheus import merge_entries, read_snapshot
-from metrics_index_tests import messages_api_server
-from metrics_index_tests.messages_api_server import (
+from metrics_index.testing.messages_api import (
     Fault,
     MessagesAPIServer,
     add_metric,
@@ -49,7 +40,6 @@ from metrics_index_tests.messages_api_server import (
 
 SNAPSHOT = Path(__file__).parents[1] / "metrics_index" / "data" / "demo-targets-metadata.json"
 SECRET = "fake-anthropic-key-7c1d9e2f-do-not-leak"
-messages_api = messages_api_server.messages_api
 
 
 @pytest.fixture(scope="module")

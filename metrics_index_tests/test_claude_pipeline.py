@@ -6,11 +6,9 @@ from __future__ import annotations
 import pytest
 
 from metrics_index.api import materialization_metadata
-from metrics_index_tests import messages_api_server
-from metrics_index_tests.messages_api_server import MessagesAPIServer, replace_fields
+from metrics_index.testing.messages_api import MessagesAPIServer, replace_fields
 from metrics_index_tests.project import Project, step_failures, target_entry
 
-messages_api = messages_api_server.messages_api
 NAMESPACE = "shop:checkout"
 SECRET = "fake-anthropic-key-0123456789abcdef"
 METRICS = [

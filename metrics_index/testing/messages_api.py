@@ -7,7 +7,7 @@ scripted per request (429 with retry-after, 529, 500, slow replies, broken or in
 request is recorded, and a configurable marker in help text makes it answer like a model that obeyed an
 injected instruction.
 
-Use the `messages_api` fixture, or `MessagesAPIServer` as a context manager (the benchmark does).
+Tests use the `messages_api` fixture (conftest.py); the benchmark uses `MessagesAPIServer` as a context manager.
 """
 
 from __future__ import annotations
@@ -18,12 +18,10 @@ import math
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-
-import pytest
 
 from metrics_index.enrichment.vocabulary import GOLDEN_SIGNALS, METER_TYPES
 
@@ -342,10 +340,3 @@ class MessagesAPIServer:
                 """Quiet: tests assert on `requests`, not on an access log."""
 
         return Handler
-
-
-@pytest.fixture
-def messages_api() -> Iterator[MessagesAPIServer]:
-    """A running fake Messages API, stopped after the test."""
-    with MessagesAPIServer() as server:
-        yield server

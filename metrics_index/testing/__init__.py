@@ -1,0 +1,1 @@
+"""Stand-ins for external systems that tests and benches share (no pytest here: benches import it too)."""
