@@ -11,7 +11,7 @@
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
-SERVICES=(mysqld rabbitmq bind pdns_recursor dnsdist apache squid varnish process postfix caddy bird)
+SERVICES=(mysqld rabbitmq bind pdns_recursor dnsdist apache squid varnish process postfix caddy bird trafficserver libvirt)
 PACKAGES=(
   prometheus curl dnsutils amqp-tools
   mariadb-server prometheus-mysqld-exporter
@@ -26,6 +26,8 @@ PACKAGES=(
   postfix prometheus-postfix-exporter
   caddy
   bird2 prometheus-bird-exporter
+  trafficserver prometheus-trafficserver-exporter
+  prometheus-libvirt-exporter
 )
 # Seconds Prometheus scrapes (every 2 seconds) before the metadata is read; traffic runs again in between.
 SCRAPE_SECONDS=${SCRAPE_SECONDS:-12}
@@ -530,6 +532,62 @@ EOF
   scrape bird "127.0.0.1:$exporter" bird:9324
 }
 
+start_trafficserver() {
+  local dir=$WORK/trafficserver exporter
+  TRAFFICSERVER_PORT=$(free_port)
+  exporter=$(free_port)
+  mkdir -p "$dir/cache" "$dir/run" "$dir/log"
+  cp -r /etc/trafficserver "$dir/etc"
+  # A runroot moves configuration, cache, logs and the runtime directory into the work directory.
+  cat >"$dir/runroot.yaml" <<EOF
+prefix: /usr
+exec_prefix: /usr
+bindir: /usr/bin
+sbindir: /usr/sbin
+sysconfdir: $dir/etc
+datadir: $dir/cache
+includedir: /usr/include
+libdir: /usr/lib/trafficserver
+libexecdir: /usr/lib/trafficserver/modules
+localstatedir: $dir
+runtimedir: $dir/run
+logdir: $dir/log
+cachedir: $dir/cache
+EOF
+  sed -i -e "s/^CONFIG proxy.config.http.server_ports STRING .*/CONFIG proxy.config.http.server_ports STRING $TRAFFICSERVER_PORT/" \
+    -e "s/^CONFIG proxy.config.admin.user_id STRING .*/CONFIG proxy.config.admin.user_id STRING #-1/" "$dir/etc/records.config"
+  # No crash-log helper: it writes a report under /var/log/trafficserver when the server is stopped.
+  echo "CONFIG proxy.config.crash_log_helper STRING /bin/true" >>"$dir/etc/records.config"
+  echo "stats_over_http.so" >"$dir/etc/plugin.config"
+  echo "map / http://127.0.0.1:$APACHE_PORT/" >"$dir/etc/remap.config"
+  echo "$dir/cache 64M" >"$dir/etc/storage.config"
+  spawn trafficserver traffic_server --run-root="$dir/runroot.yaml"
+  wait_for 60 http_ok "http://127.0.0.1:$TRAFFICSERVER_PORT/_stats" || return 1
+  traffic_trafficserver
+  spawn trafficserver-exporter prometheus-trafficserver-exporter --no-procstats --addr 127.0.0.1 \
+    --port "$exporter" --endpoint "http://127.0.0.1:$TRAFFICSERVER_PORT/_stats"
+  wait_for 30 http_ok "http://127.0.0.1:$exporter/metrics" || return 1
+  scrape trafficserver "127.0.0.1:$exporter" trafficserver:9122
+}
+
+traffic_trafficserver() {
+  local i
+  for i in 1 2 3 4; do curl -s -o /dev/null "http://127.0.0.1:$TRAFFICSERVER_PORT/" || true; done
+  curl -s -o /dev/null "http://127.0.0.1:$TRAFFICSERVER_PORT/missing" || true
+  curl -s -o /dev/null -H "Host:" "http://127.0.0.1:$TRAFFICSERVER_PORT/" || true
+}
+
+# libvirt's built-in "test" hypervisor driver: a real libvirt connection with one running example domain (no
+# libvirtd or KVM needed here); the exporter reads it as it reads a qemu host.
+start_libvirt() {
+  local exporter
+  exporter=$(free_port)
+  spawn libvirt-exporter prometheus-libvirt-exporter --libvirt.uri=test:///default \
+    --web.listen-address="127.0.0.1:$exporter"
+  wait_for 30 http_ok "http://127.0.0.1:$exporter/metrics" || return 1
+  scrape libvirt "127.0.0.1:$exporter" libvirt:9177
+}
+
 # --- Prometheus -----------------------------------------------------------------------------------------------------
 
 prometheus_config() {
@@ -592,7 +650,7 @@ main() {
     case $service in
       pdns_recursor) dep=(bind) ;;
       dnsdist) dep=(bind pdns_recursor) ;;
-      squid | varnish) dep=(apache) ;;
+      squid | varnish | trafficserver) dep=(apache) ;;
       *) dep=() ;;
     esac
     for d in "${dep[@]}" "$service"; do [[ " ${order[*]} " == *" $d "* ]] || order+=("$d"); done
