@@ -29,8 +29,8 @@ PACKAGES=(
   trafficserver prometheus-trafficserver-exporter
   prometheus-libvirt-exporter
 )
-# Seconds Prometheus scrapes (every 2 seconds) before the metadata is read; traffic runs again in between.
-SCRAPE_SECONDS=${SCRAPE_SECONDS:-12}
+# Seconds Prometheus scrapes (every 5 seconds; reading all of /proc can take seconds) before the metadata is read; traffic runs again in between.
+SCRAPE_SECONDS=${SCRAPE_SECONDS:-20}
 
 log() { echo "corpora: $*" >&2; }
 
@@ -67,6 +67,7 @@ install_packages() {
 
 WORK=""
 PIDS=()
+STOPS=() # commands for daemons that leave their session (postfix's master), run before the sessions are ended
 declare -A TARGET PARAMS METRICS_PATH INSTANCE
 
 # Start a command in its own session (so stop_all can end it and its children), output to WORK/logs/<name>.log.
@@ -78,7 +79,8 @@ spawn() {
 }
 
 stop_all() {
-  local pid
+  local pid stop
+  for stop in "${STOPS[@]}"; do $stop >/dev/null 2>&1 || true; done
   for pid in "${PIDS[@]}"; do kill -TERM -- "-$pid" 2>/dev/null || true; done
   for _ in $(seq 50); do
     local alive=""
@@ -109,7 +111,7 @@ wait_for() {
   done
 }
 
-http_ok() { curl -fsS -o /dev/null --max-time 2 "$1"; }
+http_ok() { curl -fsS -o /dev/null --max-time 10 "$1"; }
 
 # Register what Prometheus scrapes for a service; the instance label is fixed so that re-made snapshots diff cleanly.
 scrape() {
@@ -161,6 +163,8 @@ SQL
 }
 
 traffic_mysqld() {
+  # A statement still running while Prometheus scrapes, so that the processlist metrics exist.
+  spawn mysqld-client mariadb --socket="$WORK/mysqld/mysqld.sock" -e "SELECT SLEEP($SCRAPE_SECONDS)"
   mariadb --socket="$WORK/mysqld/mysqld.sock" -e \
     "SELECT * FROM shop.orders WHERE item = 'pear'; INSERT INTO shop.orders (item, qty) VALUES ('fig', 9);
      SELECT SLEEP(0.2); SELECT nosuchcolumn FROM shop.orders;" >/dev/null 2>&1 || true
@@ -411,8 +415,8 @@ process_names:
       - '.+'
 EOF
   spawn process-exporter prometheus-process-exporter -config.path "$dir/process.yml" -threads=true \
-    -gather-smaps=true -web.listen-address "127.0.0.1:$exporter"
-  wait_for 30 http_ok "http://127.0.0.1:$exporter/metrics" || return 1
+    -web.listen-address "127.0.0.1:$exporter"
+  wait_for 60 http_ok "http://127.0.0.1:$exporter/metrics" || return 1
   scrape process "127.0.0.1:$exporter" process:9256
 }
 
@@ -444,7 +448,8 @@ EOF
   chown postfix "$dir/data"
   touch "$dir/maillog"
   postfix -c "$dir/etc" check || return 1
-  spawn postfix postfix -c "$dir/etc" start-fg
+  postfix -c "$dir/etc" start >/dev/null || return 1
+  STOPS+=("postfix -c $dir/etc stop")
   wait_for 30 bash -c "exec 3<>/dev/tcp/127.0.0.1/$POSTFIX_PORT" || return 1
   spawn postfix-exporter prometheus-postfix-exporter --web.listen-address="127.0.0.1:$exporter" \
     --postfix.showq_path="$dir/spool/public/showq" --postfix.logfile_path="$dir/maillog"
@@ -455,7 +460,7 @@ EOF
 
 traffic_postfix() {
   python3 - "$POSTFIX_PORT" <<'EOF' || true
-import smtplib, sys
+import smtplib, socket, sys
 
 port = int(sys.argv[1])
 for sender, recipient in [("ops@corpus.localdomain", "root@localhost"), ("a@b.example", "someone@elsewhere.example"),
@@ -467,6 +472,7 @@ for sender, recipient in [("ops@corpus.localdomain", "root@localhost"), ("a@b.ex
         pass
 with smtplib.SMTP("127.0.0.1", port, timeout=5) as smtp:
     smtp.docmd("NOSUCHCOMMAND")
+socket.create_connection(("127.0.0.1", port), timeout=5).close()  # a lost connection
 EOF
 }
 
@@ -594,8 +600,8 @@ prometheus_config() {
   local service
   cat <<EOF
 global:
-  scrape_interval: 2s
-  scrape_timeout: 1900ms
+  scrape_interval: 5s
+  scrape_timeout: 5s
 scrape_configs:
 EOF
   for service in "$@"; do
@@ -632,6 +638,22 @@ print(len(data), file=sys.stderr)
     }
   mv "$HERE/$service.json.tmp" "$HERE/$service.json"
   log "$service: $(cat "$WORK/count") metrics -> bench/corpora/$service.json"
+}
+
+# Exporters show some metrics only after the event behind them: say which questions' metrics a re-made snapshot lost.
+check_questions() {
+  python3 - "$HERE" <<'EOF'
+import json, pathlib, sys
+
+here = pathlib.Path(sys.argv[1])
+for line in (here / "questions.jsonl").read_text().splitlines():
+    question = json.loads(line)
+    snapshot = here / (question["namespace"].split(":", 1)[1] + ".json")
+    names = {row["metric"] for row in json.loads(snapshot.read_text())["data"]} if snapshot.exists() else set()
+    for metric in question["relevant"]:
+        if metric not in names:
+            print(f"corpora: WARNING {snapshot.name} lacks {metric}, relevant to {question['query']!r}", file=sys.stderr)
+EOF
 }
 
 main() {
@@ -679,6 +701,7 @@ main() {
     [[ " ${wanted[*]} " == *" $service "* ]] || continue
     save_metadata "http://127.0.0.1:$port" "$service" || failed+=("$service")
   done
+  check_questions
   if [ "${#failed[@]}" -gt 0 ]; then
     log "FAILED: ${failed[*]}"
     return 1
