@@ -137,8 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--metrics", type=int, default=1000, help="number of metrics (default 1000)")
     parser.add_argument("--latency", type=float, default=0.4, help="seconds per request (default 0.4)")
     parser.add_argument("--output-tokens-per-second", type=float, default=0.0, help="0: replies take no time")
-    parser.add_argument("--batch-size", type=int, default=ClaudeOptions.batch_size)
-    parser.add_argument("--concurrency", type=int, default=ClaudeOptions.concurrency)
+    parser.add_argument("--batch-size", type=int, default=ClaudeOptions().batch_size)
+    parser.add_argument("--concurrency", type=int, default=ClaudeOptions().concurrency)
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"markdown table (default {RESULTS})")
     args = parser.parse_args(argv)
 

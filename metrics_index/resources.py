@@ -21,8 +21,6 @@ from metrics_index.namespaces import NamespaceSource, Registry, load_registry
 from metrics_index.sources.prometheus import fetch_raw_metadata
 from metrics_index.stores.semantic_index import DEFAULT_COLLECTION, SemanticIndex
 
-_CLAUDE_DEFAULTS = ClaudeOptions()
-
 
 class PrometheusResource(ConfigurableResource):
     """The namespace registry and the Prometheus server(s) it points at."""
@@ -88,36 +86,16 @@ class ChromaResource(ConfigurableResource):
 
 
 class EnricherResource(ConfigurableResource):
-    """Which enricher runs: `auto` (Claude when ANTHROPIC_API_KEY is set, rules otherwise), `claude`, `rules`.
+    """Which enricher runs: `auto` (Claude when ANTHROPIC_API_KEY is set, rules otherwise), `claude`, `rules`,
+    and the Claude enricher's options, as one object.
 
     The API key is read from the environment by the Claude enricher itself and never stored here."""
 
     mode: str = "auto"
-    model: str = _CLAUDE_DEFAULTS.model
-    base_url: str = ""
-    batch_size: int = _CLAUDE_DEFAULTS.batch_size
-    concurrency: int = _CLAUDE_DEFAULTS.concurrency
-    max_retries: int = _CLAUDE_DEFAULTS.max_retries
-    timeout_seconds: float = _CLAUDE_DEFAULTS.timeout_seconds
-    max_requests: int | None = _CLAUDE_DEFAULTS.max_requests
-    max_cost_usd: float | None = _CLAUDE_DEFAULTS.max_cost_usd
-    deadline_seconds: float | None = _CLAUDE_DEFAULTS.deadline_seconds
-    prices: dict[str, dict[str, float]] | None = None
+    claude: ClaudeOptions = ClaudeOptions()
 
     def build(self) -> Enricher:
-        return make_enricher(
-            self.mode,
-            model=self.model,
-            base_url=self.base_url or None,
-            batch_size=self.batch_size,
-            concurrency=self.concurrency,
-            max_retries=self.max_retries,
-            timeout_seconds=self.timeout_seconds,
-            max_requests=self.max_requests,
-            max_cost_usd=self.max_cost_usd,
-            deadline_seconds=self.deadline_seconds,
-            prices=self.prices,
-        )
+        return make_enricher(self.mode, self.claude)
 
 
 class ProgressResource(ConfigurableResource):

@@ -30,7 +30,6 @@ def metrics_home(env: Mapping[str, str] = os.environ) -> Path:
 
 
 def resources_from_env(env: Mapping[str, str] = os.environ) -> dict[str, ConfigurableResource]:
-    claude = ClaudeOptions()
     home = metrics_home(env)
     return {
         "prometheus": PrometheusResource(
@@ -50,13 +49,7 @@ def resources_from_env(env: Mapping[str, str] = os.environ) -> dict[str, Configu
             batch_size=int(env.get("METRICS_INDEX_UPSERT_BATCH_SIZE", "1000")),
         ),
         "enricher": EnricherResource(
-            mode=env.get("METRICS_INDEX_ENRICHER", "auto"),
-            model=env.get("METRICS_INDEX_CLAUDE_MODEL", claude.model),
-            base_url=env.get("ANTHROPIC_BASE_URL", ""),
-            batch_size=int(env.get("METRICS_INDEX_LLM_BATCH_SIZE", claude.batch_size)),
-            concurrency=int(env.get("METRICS_INDEX_LLM_CONCURRENCY", claude.concurrency)),
-            max_requests=_optional_int(env.get("METRICS_INDEX_LLM_MAX_REQUESTS")),
-            max_cost_usd=_optional_float(env.get("METRICS_INDEX_LLM_MAX_COST_USD")),
+            mode=env.get("METRICS_INDEX_ENRICHER", "auto"), claude=claude_options_from_env(env)
         ),
         "progress": ProgressResource(),
         PARQUET_IO: ParquetIOManager(base_dir=str(home / "catalog")),
@@ -66,6 +59,23 @@ def resources_from_env(env: Mapping[str, str] = os.environ) -> dict[str, Configu
             ui_base_url=env.get("METRICS_INDEX_UI_BASE_URL", "http://localhost:3000"),
         ),
     }
+
+
+CLAUDE_SETTINGS = {
+    "model": "METRICS_INDEX_CLAUDE_MODEL",
+    "base_url": "ANTHROPIC_BASE_URL",
+    "batch_size": "METRICS_INDEX_LLM_BATCH_SIZE",
+    "concurrency": "METRICS_INDEX_LLM_CONCURRENCY",
+    "max_requests": "METRICS_INDEX_LLM_MAX_REQUESTS",
+    "max_cost_usd": "METRICS_INDEX_LLM_MAX_COST_USD",
+    "message_batch_threshold": "METRICS_INDEX_LLM_BATCH_API_THRESHOLD",
+}
+"""The environment variable of each ClaudeOptions field that can be set from the environment."""
+
+
+def claude_options_from_env(env: Mapping[str, str]) -> ClaudeOptions:
+    """The Claude enricher's options: ClaudeOptions' defaults, with whatever the environment sets laid over them."""
+    return ClaudeOptions(**{field: env[variable] for field, variable in CLAUDE_SETTINGS.items() if env.get(variable)})
 
 
 def _thresholds_from_env(env: Mapping[str, str]) -> dict[str, float]:
@@ -103,11 +113,3 @@ def platform_settings_from_env(env: Mapping[str, str] = os.environ) -> PlatformS
             env.get("METRICS_INDEX_ALERT_INTERVAL_SECONDS", default.alert_sensor_interval_seconds)
         ),
     )
-
-
-def _optional_int(value: str | None) -> int | None:
-    return int(value) if value else None
-
-
-def _optional_float(value: str | None) -> float | None:
-    return float(value) if value else None

@@ -44,7 +44,7 @@ def test_claude_enrichment_is_accounted_validated_and_reused(
     enriched = materialization_metadata(first)["enriched_metric_metadata"]
     assert enriched["enricher"] == "claude"
     assert (enriched["metrics"], enriched["enriched"], enriched["failed"]) == (4, 3, 1)
-    assert enriched["llm_requests"] == len(messages_api.requests) >= 2
+    assert enriched["llm_requests"] == len(messages_api.message_requests()) >= 2
     assert enriched["llm_input_tokens"] > 0 and enriched["llm_output_tokens"] > 0
     assert enriched["llm_cost_usd"] > 0
     assert "checkout_cart_items" in enriched["failures"]
@@ -57,18 +57,18 @@ def test_claude_enrichment_is_accounted_validated_and_reused(
     assert index.count(NAMESPACE) == 4, "a failed metric is still indexed"
 
     # Nothing changed: only the earlier fallback is asked again, and now it succeeds.
-    asked_before = len(messages_api.requests)
+    asked_before = len(messages_api.message_requests())
     second = claude_project.materialize(NAMESPACE)
     assert second.success, step_failures(second)
     again = materialization_metadata(second)["enriched_metric_metadata"]
     assert (again["reused"], again["enriched"], again["failed"]) == (3, 1, 0)
-    assert [r.metric_names for r in messages_api.requests[asked_before:]] == [["checkout_cart_items"]]
+    assert [r.metric_names for r in messages_api.message_requests()[asked_before:]] == [["checkout_cart_items"]]
 
     # And a third run over an unchanged namespace makes no call at all.
-    asked_before = len(messages_api.requests)
+    asked_before = len(messages_api.message_requests())
     third = claude_project.materialize(NAMESPACE)
     assert materialization_metadata(third)["enriched_metric_metadata"]["llm_requests"] == 0
-    assert len(messages_api.requests) == asked_before
+    assert len(messages_api.message_requests()) == asked_before
 
 
 def test_the_api_key_reaches_neither_metadata_nor_logs(claude_project: Project) -> None:

@@ -24,8 +24,16 @@ class EnrichmentUsage:
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
     cost_usd: float = 0.0
+    rate_limited: int = 0
+    """Answers that were 429: each paused every request of the process until its retry-after."""
+    answers_without_cache: int = 0
+    """Answers, with prompt caching on, that reported neither a cache write nor a cache read."""
+    cache_prefix_tokens: int = 0
+    """The cacheable prefix (tools + system prompt) as counted by the API, 0 when not counted."""
+    caching: str = ""
+    """Whether prompt caching engaged, in words ("engaged", "not engaged: ...", "off"); empty for the rules."""
 
-    def as_dict(self) -> dict[str, float]:
+    def as_dict(self) -> dict[str, float | str]:
         return asdict(self)
 
 

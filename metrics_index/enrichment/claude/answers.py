@@ -11,6 +11,7 @@ import anthropic
 from pydantic import ValidationError
 
 from metrics_index.enrichment.claude.prompt import TOOL_NAME
+from metrics_index.enrichment.rules import meter_type
 from metrics_index.enrichment.vocabulary import METER_TYPES, EnrichedFields
 from metrics_index.sources import RawMetric
 
@@ -22,6 +23,8 @@ class BatchAnswers:
     enriched: dict[str, EnrichedFields] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)
     dropped: int = 0
+    stop_reason: str | None = None
+    """`max_tokens` (the answer was cut) and `refusal` (the model declined) call for a smaller request."""
 
 
 def read_answers(message: anthropic.types.Message, batch: Sequence[RawMetric]) -> BatchAnswers:
@@ -29,15 +32,19 @@ def read_answers(message: anthropic.types.Message, batch: Sequence[RawMetric]) -
 
     The SDK does not validate replies either, so nothing about their shape is taken for granted."""
     expected = {m.metric_name: m for m in batch}
-    result = BatchAnswers()
-    content = getattr(message, "content", None)
     stop_reason = getattr(message, "stop_reason", None)
+    result = BatchAnswers(stop_reason=stop_reason if isinstance(stop_reason, str) else None)
+    content = getattr(message, "content", None)
     blocks = content if isinstance(content, list) else []
     block = next((b for b in blocks if getattr(b, "type", None) == "tool_use" and b.name == TOOL_NAME), None)
     tool_input = getattr(block, "input", None)
     items = tool_input.get("metrics") if isinstance(tool_input, dict) else None
     if not isinstance(items, list):
-        reason = f"the reply held no list of metrics in a {TOOL_NAME} call (stop_reason={stop_reason})"
+        reason = (
+            "Claude declined to answer (stop_reason=refusal)"
+            if stop_reason == "refusal"
+            else f"the reply held no list of metrics in a {TOOL_NAME} call (stop_reason={stop_reason})"
+        )
         result.failures = dict.fromkeys(expected, reason)
         return result
     answers: dict[str, list[Any]] = defaultdict(list)
@@ -69,6 +76,9 @@ def _validated_answer(metric: RawMetric, answers: list[Any], stop_reason: str | 
         details = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'answer'}: {e['msg']}" for e in error.errors())
         return f"invalid answer: {details}"[:400]
     declared = metric.type
-    if declared in METER_TYPES and declared != "unknown" and fields.meter_type != declared:
+    conventional = meter_type(metric.metric_name, declared)
+    if declared in METER_TYPES and declared != "unknown" and fields.meter_type not in (declared, conventional):
         return f"invalid answer: meter_type {fields.meter_type!r} contradicts the declared type {declared!r}"
+    if fields.meter_type == declared and conventional != declared:
+        fields = fields.model_copy(update={"meter_type": conventional})  # a gauge named *_info is an info metric
     return fields

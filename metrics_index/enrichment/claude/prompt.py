@@ -113,7 +113,67 @@ _EXAMPLES: tuple[tuple[dict[str, str], dict[str, str]], ...] = tuple(
             "prometheus was built, and the goos and goarch for the build.",
             "Always 1; its labels give the Prometheus version, revision, branch and Go version.",
             "service", "build_info", "none",
-            "Identity information, not a golden signal.", "gauge",
+            "Identity information, not a golden signal.", "info",
+        ),
+        (
+            "node_cpu_seconds_total", "counter", "Seconds the CPUs spent in each mode.",
+            "CPU time of the host per core and mode (user, system, idle, iowait...), cumulative, in seconds.",
+            "compute", "cpu", "saturation",
+            "The rate of non-idle modes is how busy the host's processors are.", "counter",
+        ),
+        (
+            "node_memory_MemAvailable_bytes", "gauge", "Memory information field MemAvailable_bytes.",
+            "Memory the host can still give to programs without swapping, in bytes (MemAvailable, /proc/meminfo).",
+            "memory", "usage", "saturation",
+            "Low available memory comes before swapping and out-of-memory kills.", "gauge",
+        ),
+        (
+            "redis_pubsub_channels", "gauge", "pubsub_channels metric",
+            "Number of Redis Pub/Sub channels that currently have at least one subscriber.",
+            "messaging", "pubsub", "none",
+            "A count of active channels that describes usage, not one of the four signals.", "gauge",
+        ),
+        (
+            "node_boot_time_seconds", "gauge", "Node boot time, in unixtime.",
+            "Unix time at which the host last booted; time() minus this value is the host's uptime.",
+            "system", "time", "none",
+            "A timestamp, useful to spot reboots, not a golden signal.", "gauge",
+        ),
+        (
+            "go_memstats_heap_alloc_bytes", "gauge", "Number of heap bytes allocated and still in use.",
+            "Bytes of Go heap memory currently allocated to live objects of the process.",
+            "runtime", "memory_allocator", "saturation",
+            "Heap in use; steady growth suggests a memory leak in the program.", "gauge",
+        ),
+        (
+            "go_info", "gauge", "Information about the Go environment.",
+            "Always 1; its version label gives the Go version the program was built with.",
+            "runtime", "build", "none",
+            "Identity information about the runtime, not a golden signal.", "info",
+        ),
+        (
+            "node_scrape_collector_success", "gauge", "node_exporter: Whether a collector succeeded.",
+            "1 when a node_exporter collector produced its metrics in the last scrape, 0 when it failed.",
+            "monitoring", "exporter", "errors",
+            "A failing collector leaves part of the host unmonitored.", "gauge",
+        ),
+        (
+            "prometheus_http_requests_total", "counter", "Counter of HTTP requests.",
+            "HTTP requests served by Prometheus's API and web UI, by handler and status code.",
+            "http", "server", "traffic",
+            "Request rate of the HTTP API; the 5xx share is its error rate.", "counter",
+        ),
+        (
+            "redis_mem_fragmentation_ratio", "gauge", "mem_fragmentation_ratio metric",
+            "Memory the operating system gave Redis divided by the memory Redis uses for data; 1 is ideal.",
+            "database", "memory", "saturation",
+            "Well above 1.5 means fragmentation wastes memory; below 1 means Redis is swapping.", "gauge",
+        ),
+        (
+            "app_feature_flag_enabled", "gauge", "Whether a feature flag is enabled (1) or not (0).",
+            "1 when the application's feature flag named in the labels is switched on, 0 when it is off.",
+            "other", "general", "none",
+            "Configuration state of the application, not a golden signal.", "gauge",
         ),
         (
             "push_time_seconds", "gauge", "Last Unix time when changing this group in the Pushgateway succeeded.",
@@ -154,8 +214,34 @@ Call the {TOOL_NAME} tool once, with exactly one entry per metric of the block, 
 - golden_signal_type: one of the golden signals below; "none" when the metric is not one of the four.
 - golden_signal_description: one short sentence on how this metric shows that signal, or why none.
 - meter_type: the declared type, unchanged, unless it is "unknown" or missing; then infer it from the
-  name and help (a name ending in _total, or a cumulative kernel statistic, is a counter).
+  name and help (a name ending in _total, or a cumulative kernel statistic, is a counter). A gauge or
+  untyped metric whose name ends in _info is "info".
 Use only the values listed below, spelled exactly as written.
+
+## Choosing between subcategories that overlap
+- Whose resource: a single process's CPU or memory (process_*) is process; the whole host's is compute or
+  memory; a language runtime's heap, garbage collector or goroutines (go_*, jvm_*) is runtime; the memory a
+  database or cache reports about its own data is database/memory.
+- Time: a host's clock, boot time and time synchronisation are system/time; a process's start time and
+  restarts are process/lifecycle; a service's readiness and uptime are service/health.
+- Build and version: the language runtime's version (go_info) is runtime/build; a service's own version
+  (*_build_info) is service/build_info.
+- Data on disk: a database's snapshots and append-only files are database/persistence; Prometheus's blocks,
+  head, WAL and compactions are monitoring/tsdb; any other service's on-disk data is storage/persistence;
+  disks and filesystems themselves are storage/filesystem or storage/disk_io.
+- Network: sockets and connection tracking of the host are network/sockets; clients connected to a
+  database are database/connections; DNS probes (probe_dns_*) are probing/dns, a resolver's own lookups are
+  network/dns; HTTP probes are probing/http, an HTTP server's requests are http/server.
+- Monitoring stack: requests to Prometheus's HTTP API are http/server, its query engine is
+  monitoring/query; notifications Prometheus sends to Alertmanager are monitoring/notifications, those
+  Alertmanager sends to receivers are alerting/notifications; an exporter's own collectors are
+  monitoring/exporter, Prometheus scraping its targets is monitoring/scrape.
+- Pub/sub inside a database (Redis channels) is messaging/pubsub; queues and streams are messaging/queue.
+- Pressure stall information (node_pressure_*) is compute/pressure, whichever resource it is about.
+- Golden signals: a count of failures, rejections, timeouts or a 0/1 success flag is errors; how full or
+  busy a resource is (utilisation, free space, queue depth, connections in use) is saturation; a duration
+  of work is latency; an amount of work done or data moved is traffic; timestamps, versions,
+  configuration and other state are none.
 
 {_vocabulary_text()}
 

@@ -1,9 +1,18 @@
-"""What each model's tokens cost, so a run can account for and budget its spending."""
+"""What is known per model: its price, its minimum cacheable prompt prefix, and the family that shares its limits.
+
+Prices are USD per million tokens from Anthropic's pricing page (5-minute cache writes); the Message Batches API
+bills half of them. Minimum cacheable prefixes are from Anthropic's prompt-caching page: below the minimum the API
+silently caches nothing.
+"""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+
+BATCH_PRICE_FACTOR = 0.5
+"""Message Batches API requests cost half the standard price."""
 
 
 @dataclass(frozen=True)
@@ -39,6 +48,34 @@ DEFAULT_PRICES: dict[str, ModelPrice] = {
     "claude-opus-4-6": _OPUS_4_5,
 }
 """Prices checked for these models; any other model needs its price passed in `prices`."""
+
+CACHE_MINIMUM_TOKENS: dict[str, int] = {
+    "claude-haiku-4-5": 4096,
+    "claude-opus-4-5": 4096,
+    "claude-opus-4-6": 4096,
+    "claude-sonnet-4-5": 1024,
+    "claude-sonnet-4-6": 2048,
+}
+"""Shortest prefix each model caches. Sonnet 4.6: the page says 1,024 but caching is reported to start at 2,048
+(anthropic-sdk-python issue 1194), so the higher figure is used."""
+UNKNOWN_MODEL_CACHE_MINIMUM = 4096
+"""Assumed for a model not in the table: the largest published minimum, so the prefix is never too short."""
+
+_DATE_SUFFIX = re.compile(r"-\d{8}$")
+
+
+def model_alias(model: str) -> str:
+    """The model name without its snapshot date (claude-haiku-4-5-20251001 -> claude-haiku-4-5)."""
+    return _DATE_SUFFIX.sub("", model)
+
+
+def model_family(model: str) -> str:
+    """Models that draw from one set of rate limits (all Haiku, all Sonnet, all Opus models share theirs)."""
+    return next((family for family in ("haiku", "sonnet", "opus") if family in model), model_alias(model))
+
+
+def cache_minimum_tokens(model: str) -> int:
+    return CACHE_MINIMUM_TOKENS.get(model_alias(model), UNKNOWN_MODEL_CACHE_MINIMUM)
 
 
 def merge_prices(overrides: Mapping[str, Mapping[str, float] | ModelPrice] | None) -> dict[str, ModelPrice]:
