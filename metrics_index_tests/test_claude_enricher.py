@@ -328,7 +328,8 @@ def test_the_cost_budget_stops_the_run_before_a_request_could_overshoot_it(
 
     assert 0 < outcome.usage.cost_usd <= 0.03
     assert len(messages_api.message_requests()) == outcome.usage.requests < 4
-    assert outcome.failures and all(reason.startswith("not sent: run budget spent: $") for reason in outcome.failures.values())
+    reasons = set(outcome.failures.values())
+    assert reasons and all(reason.startswith("not sent: run budget spent: $") for reason in reasons)
 
 
 def test_a_retry_after_past_the_deadline_is_not_slept_through(
