@@ -1,45 +1,84 @@
-"""Search quality: recall@1/5/10 and MRR of this project's search against three baselines, side by side.
+"""Search quality, leave-one-service-out, with plain references side by side in the same run.
 
-    python bench/search_quality.py ../shared/eval/dev_queries.jsonl bench/queries/heldout.jsonl
+    python bench/search_quality.py                       # the corpus in bench/corpora, plus the demo dev sets
+    python bench/search_quality.py --quick               # CI: two services, a small grid; correctness only
+    python bench/search_quality.py --enricher claude --enrichments claude-enrichments.json
 
-Indexes the bundled snapshot's demo namespaces (the registry in metrics_index/data/namespaces.yaml) with
-rule-based enrichment into an embedded Chroma in a temporary directory, then ranks every query with:
+Every service (a namespace with its own snapshot and questions) is indexed the way the assets do it:
+enrichment (rules by default), documents embedded into an embedded Chroma in a temporary directory, then
+read back by `metrics_index.search.load_corpus`. Each question is ranked by:
 - bm25: BM25 (bm25s, its own tokenizer and English stop words) over the name's words and the help text;
+- dense: MiniLM (the default embedder) over the name's words and the help text;
 - fuzzy: rapidfuzz WRatio of the question against each name (what metric explorers do);
-- dense-help: MiniLM embeddings of the raw help text only (the original indexer's documents);
-- ours: metrics_index.search.search (hybrid, on the enriched documents);
-and two ablations of ours (its BM25 rankers only, its dense ranker only). MRR counts the first relevant
-metric in the top 10. Nothing here knows the queries' answers except the scoring.
+- ours: metrics_index.search (the same functions `rank` calls), with RankingParams chosen leave-one-service-out:
+  for each service, every setting in the grid is scored on the OTHER services' questions, the best one (mean
+  MRR over those services, then recall@5) is used on the service left out. Ablations restrict the grid, so
+  each row says what a part of the ranker is worth: fixed defaults of the previous release, fusion weights
+  only, plus question cues, plus metric-kind weighting.
+Word tables (metrics_index.text.ABBREVIATIONS) are not tuned here: none was added from the corpus.
+
+The corpus is bench/corpora/<service>.json (a /api/v1/targets/metadata response per service) with questions
+in bench/corpora/questions.jsonl (namespace "corpus:<service>"). Until it exists, the six demo jobs of the
+bundled snapshot are the services. The demo dev set (../shared/eval/dev_queries.jsonl) and the old held-out set
+(bench/queries/heldout.jsonl) are extra rows: both were written after reading the demo snapshot, so they are
+development sets, not independent checks.
+
+`--enricher claude --enrichments FILE` ranks Claude's labels instead of the rules': FILE holds, per
+namespace, the records the Claude enricher stores (metric_name, description, category, subcategory,
+golden_signal_type, golden_signal_description, meter_type); metrics missing from it fall back to rules and
+are counted. When FILE does not exist and ANTHROPIC_API_KEY is set, the Claude enricher labels the corpus
+first and FILE is written, so one command with a key makes the comparison.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import bm25s
 import chromadb
 import numpy as np
+import pandas as pd
 from rapidfuzz import fuzz, process
 
-from metrics_index.embeddings import Embedder, get_embedder
+from metrics_index.embeddings import DEFAULT_MODEL, Embedder, get_embedder
+from metrics_index.enrichment.base import Enricher, EnrichmentOutcome, ProgressCallback
 from metrics_index.enrichment.incremental import enrich_catalog
 from metrics_index.enrichment.rules import RulesEnricher
-from metrics_index.namespaces import load_registry
-from metrics_index.search import NamespaceCorpus, load_corpus, rank, search
+from metrics_index.enrichment.vocabulary import EnrichedFields
+from metrics_index.namespaces import Namespace, NamespaceSource, load_registry
+from metrics_index.search import (
+    DEFAULT_PARAMS,
+    NamespaceCorpus,
+    RankingParams,
+    Signals,
+    load_corpus,
+    rank,
+    ranked_documents,
+    signals,
+)
 from metrics_index.sources import RawMetric
 from metrics_index.sources.prometheus import fetch_raw_metadata
 from metrics_index.stores.semantic_index import SemanticIndex
 from metrics_index.text import split_name
 
-CUTOFFS = (1, 5, 10)
-Ranker = Callable[[str, str], list[str]]
+ROOT = Path(__file__).resolve().parents[1]
+CORPUS_DIR = ROOT / "bench" / "corpora"
+# shared/ sits beside the project (CI, /work/main) or beside the folder of worktrees.
+SHARED = next((p / "shared" for p in ROOT.parents[:2] if (p / "shared").is_dir()), ROOT.parent / "shared")
+DEV_SETS = (SHARED / "eval" / "dev_queries.jsonl", ROOT / "bench" / "queries" / "heldout.jsonl")
+DEPTH = 10  # MRR and recall count the first relevant metric within the top 10
+REFERENCES = ("bm25 (name+help)", "dense (name+help)", "fuzzy name")
+# The ranker before leave-one-service-out tuning: fixed weighted RRF, no cues, no kind weighting.
+PREVIOUS_PARAMS = RankingParams(weights=(("name", 0.5), ("text", 0.5), ("dense", 1.5)), fusion="rrf", rrf_k=20)
 
 
 @dataclass(frozen=True)
@@ -49,78 +88,139 @@ class Query:
     relevant: frozenset[str]
 
 
-@dataclass
-class Scores:
-    """Per-query reciprocal ranks and hits, summarised on demand."""
-
-    reciprocal_ranks: list[float] = field(default_factory=list)
-    hits: dict[int, list[bool]] = field(default_factory=lambda: {k: [] for k in CUTOFFS})
-
-    def add(self, ranked: Sequence[str], relevant: frozenset[str]) -> None:
-        first = next((i for i, name in enumerate(ranked[: max(CUTOFFS)], 1) if name in relevant), None)
-        self.reciprocal_ranks.append(1.0 / first if first else 0.0)
-        for k in CUTOFFS:
-            self.hits[k].append(first is not None and first <= k)
-
-    def summary(self) -> dict[str, float]:
-        count = max(len(self.reciprocal_ranks), 1)
-        figures = {f"recall@{k}": sum(self.hits[k]) / count for k in CUTOFFS}
-        figures["mrr"] = sum(self.reciprocal_ranks) / count
-        return figures
-
-
 def read_queries(path: str | Path) -> list[Query]:
     queries = []
-    for line in Path(path).read_text().splitlines():
+    for number, line in enumerate(Path(path).read_text().splitlines(), 1):
         if line.strip():
-            item = json.loads(line)
-            queries.append(Query(item["namespace"], item["query"], frozenset(item["relevant"])))
+            try:
+                item = json.loads(line)
+                queries.append(Query(item["namespace"], item["query"], frozenset(item["relevant"])))
+            except (ValueError, KeyError, TypeError) as error:
+                raise SystemExit(f"{path}:{number}: not a question line ({error})") from None
     return queries
 
 
-def index_demo_namespaces(index: SemanticIndex, namespaces: Sequence[str], registry_path: str | None = None) -> dict:
-    """Fetch each namespace from the bundled snapshot, enrich with rules, sync into the index.
-    Returns the raw frames by namespace (the baselines rank the raw help text)."""
-    registry = load_registry(registry_path)
-    raw_frames = {}
-    for namespace in namespaces:
-        raw = fetch_raw_metadata(registry.sources[namespace])
-        enriched, _report = enrich_catalog(RawMetric.from_frame(raw), RulesEnricher(), RulesEnricher())
-        index.sync(namespace, enriched)
-        raw_frames[namespace] = raw
-    return raw_frames
+def reciprocal_rank(ranked: Sequence[str], relevant: frozenset[str]) -> float:
+    first = next((i for i, name in enumerate(ranked[:DEPTH], 1) if name in relevant), None)
+    return 1.0 / first if first else 0.0
 
 
-class Baselines:
-    """The three baseline rankers, each over one namespace's raw metadata."""
+def figures(reciprocal_ranks: Sequence[float]) -> dict[str, float]:
+    """recall@1/5/10 and MRR from reciprocal ranks (0 for a miss within the top 10)."""
+    values = np.asarray(reciprocal_ranks, dtype=float)
+    if not len(values):
+        return {"recall@1": 0.0, "recall@5": 0.0, "recall@10": 0.0, "mrr": 0.0}
+    return {
+        "recall@1": float((values >= 1.0).mean()),
+        "recall@5": float((values >= 0.2).mean()),
+        "recall@10": float((values > 0).mean()),
+        "mrr": float(values.mean()),
+    }
 
-    def __init__(self, raw_frames: dict, embedder: Embedder) -> None:
+
+# -- the services: snapshots, enrichment, index ------------------------------------------------------------
+
+
+def corpus_sources(corpus_dir: Path) -> dict[str, NamespaceSource]:
+    """One namespace `corpus:<service>` per snapshot file in the corpus folder."""
+    sources = {}
+    for path in sorted(corpus_dir.glob("*.json")):
+        namespace = Namespace.parse(f"corpus:{path.stem}")
+        sources[str(namespace)] = NamespaceSource(namespace, selector="{}", snapshot=path)
+    return sources
+
+
+class FileEnricher(Enricher):
+    """Enrichments read from a file (e.g. stored by the Claude enricher); a metric it lacks is a failure,
+    so enrich_catalog gives it to the fallback and counts it."""
+
+    name = "file"
+
+    def __init__(self, records: Mapping[str, Mapping[str, object]], label: str) -> None:
+        self.records = records
+        self.label = label
+
+    @property
+    def fingerprint(self) -> str:
+        return f"file:{self.label}"
+
+    def enrich(self, metrics: Sequence[RawMetric], progress: ProgressCallback | None = None) -> EnrichmentOutcome:
+        outcome = EnrichmentOutcome()
+        for metric in metrics:
+            record = self.records.get(metric.metric_name)
+            if record is None:
+                outcome.failures[metric.metric_name] = "not in the enrichments file"
+                continue
+            fields = {key: record.get(key) for key in EnrichedFields.model_fields}
+            try:
+                outcome.enriched[metric.metric_name] = EnrichedFields.model_validate(fields)
+            except ValueError as error:
+                outcome.failures[metric.metric_name] = f"invalid record: {error}"
+        return outcome
+
+
+def read_enrichments(path: Path) -> dict[str, dict[str, dict]]:
+    """{namespace: {metric_name: record}} from a file {namespace: [record, ...]}."""
+    body = json.loads(path.read_text())
+    if not isinstance(body, dict) or not all(isinstance(v, list) for v in body.values()):
+        raise SystemExit(f"{path}: expected an object mapping each namespace to a list of enrichment records")
+    return {ns: {str(r["metric_name"]): r for r in records} for ns, records in body.items()}
+
+
+def write_claude_enrichments(path: Path, raw_frames: Mapping[str, pd.DataFrame]) -> None:
+    """Label every service with the Claude enricher (ANTHROPIC_API_KEY) and store its records in `path`."""
+    from metrics_index.enrichment.claude import ClaudeEnricher  # only with a key
+
+    enricher = ClaudeEnricher()
+    stored = {}
+    for namespace, raw in raw_frames.items():
+        frame, report = enrich_catalog(RawMetric.from_frame(raw), enricher, RulesEnricher())
+        print(f"{namespace}: {report.enriched} enriched by Claude, {report.failed} fell back to rules", flush=True)
+        stored[namespace] = frame[frame["enricher"] == "claude"][list(EnrichedFields.model_fields)].to_dict("records")
+    path.write_text(json.dumps(stored, indent=1))
+
+
+def enrich(raw: pd.DataFrame, enrichments: Mapping[str, dict] | None, label: str) -> tuple[pd.DataFrame, int]:
+    """The enriched frame (rules, or the file's records with rules for what they lack) and the fallback count."""
+    primary: Enricher = RulesEnricher() if enrichments is None else FileEnricher(enrichments, label)
+    frame, report = enrich_catalog(RawMetric.from_frame(raw), primary, RulesEnricher())
+    return frame, report.failed if enrichments is not None else 0
+
+
+# -- rankers -------------------------------------------------------------------------------------------------
+
+
+class References:
+    """The plain rankers, each over one namespace's raw metadata (name words + help text)."""
+
+    def __init__(self, raw_frames: Mapping[str, pd.DataFrame], embedder: Embedder) -> None:
         self.embedder = embedder
         self.names = {ns: list(frame["metric_name"]) for ns, frame in raw_frames.items()}
         self.bm25 = {}
-        self.help_vectors = {}
+        self.vectors = {}
         for ns, frame in raw_frames.items():
-            texts = [f"{' '.join(split_name(n))} {h}" for n, h in zip(frame["metric_name"], frame["help"], strict=True)]
+            texts = [
+                f"{' '.join(split_name(n))}. {h}" for n, h in zip(frame["metric_name"], frame["help"], strict=True)
+            ]
             retriever = bm25s.BM25()
             retriever.index(_bm25_tokens(texts), show_progress=False)
             self.bm25[ns] = retriever
-            self.help_vectors[ns] = embedder.embed(
-                [h or n for n, h in zip(frame["metric_name"], frame["help"], strict=True)]
-            )
+            self.vectors[ns] = embedder.embed(texts)
 
-    def bm25_ranker(self, namespace: str, question: str) -> list[str]:
-        scores = self.bm25[namespace].get_scores(_bm25_tokens([question])[0])
-        return _top_names(self.names[namespace], scores)
+    def rankers(self) -> dict[str, Callable[[str, str, np.ndarray], list[str]]]:
+        return dict(zip(REFERENCES, (self.bm25_ranker, self.dense_ranker, self.fuzzy_ranker), strict=True))
 
-    def fuzzy_ranker(self, namespace: str, question: str) -> list[str]:
+    def bm25_ranker(self, namespace: str, question: str, _vector: np.ndarray) -> list[str]:
+        return _top_names(self.names[namespace], self.bm25[namespace].get_scores(_bm25_tokens([question])[0]))
+
+    def dense_ranker(self, namespace: str, _question: str, vector: np.ndarray) -> list[str]:
+        return _top_names(self.names[namespace], self.vectors[namespace] @ vector)
+
+    def fuzzy_ranker(self, namespace: str, question: str, _vector: np.ndarray) -> list[str]:
         found = process.extract(
-            question, self.names[namespace], scorer=fuzz.WRatio, processor=_fuzzy_processor, limit=max(CUTOFFS)
+            question, self.names[namespace], scorer=fuzz.WRatio, processor=_fuzzy_processor, limit=DEPTH
         )
         return [name for name, _score, _index in found]
-
-    def dense_help_ranker(self, namespace: str, question: str) -> list[str]:
-        scores = self.help_vectors[namespace] @ self.embedder.embed([question])[0]
-        return _top_names(self.names[namespace], scores)
 
 
 def _bm25_tokens(texts: list[str]) -> list[list[str]]:
@@ -132,106 +232,289 @@ def _fuzzy_processor(text: str) -> str:
 
 
 def _top_names(names: list[str], scores: np.ndarray) -> list[str]:
-    order = sorted(range(len(names)), key=lambda i: (-float(scores[i]), i))[: max(CUTOFFS)]
+    order = sorted(range(len(names)), key=lambda i: (-float(scores[i]), i))[:DEPTH]
     return [names[i] for i in order]
 
 
-def our_rankers(index: SemanticIndex, namespaces: Sequence[str]) -> dict[str, Ranker]:
-    corpora: dict[str, NamespaceCorpus] = {ns: load_corpus(index, ns) for ns in namespaces}
-
-    def ablation(weights: dict[str, float]) -> Ranker:
-        def ranker(namespace: str, question: str) -> list[str]:
-            vector = index.embedder.embed([question])[0]
-            found = rank(corpora[namespace], question, vector, k=max(CUTOFFS), weights=weights)
-            return [r.metric_name for r in found]
-
-        return ranker
-
-    return {
-        "ours": lambda ns, q: [r.metric_name for r in search(index, ns, q, k=max(CUTOFFS))],
-        "ours: bm25 only": ablation({"name": 1.0, "text": 1.0, "dense": 0.0}),
-        "ours: dense only": ablation({"name": 0.0, "text": 0.0, "dense": 1.0}),
-    }
+# -- the grid of settings and leave-one-service-out -------------------------------------------------------
 
 
-def evaluate(queries: Sequence[Query], rankers: dict[str, Ranker]) -> dict[str, dict[str, dict[str, float]]]:
-    """figures[ranker][namespace or 'overall'] = {recall@k..., mrr}."""
-    figures = {}
-    for name, ranker in rankers.items():
-        per_namespace: dict[str, Scores] = {}
-        overall = Scores()
-        for query in queries:
-            ranked = ranker(query.namespace, query.query)
-            per_namespace.setdefault(query.namespace, Scores()).add(ranked, query.relevant)
-            overall.add(ranked, query.relevant)
-        figures[name] = {ns: s.summary() for ns, s in sorted(per_namespace.items())} | {"overall": overall.summary()}
-    return figures
+def weight_grid(quick: bool) -> list[tuple[tuple[str, float], ...]]:
+    """Ranker weights, each ratio once (1:1:2 and 0.5:0.5:1 are the same fusion)."""
+    levels = {"name": (0, 0.5, 1), "text": (0, 0.5, 1), "dense": (0, 0.5, 1, 1.5, 2, 3)}
+    if quick:
+        levels = {"name": (0, 0.5), "text": (0.5,), "dense": (1.5,)}
+    seen, grid = set(), []
+    for name, text, dense in itertools.product(*levels.values()):
+        total = name + text + dense
+        if not total:
+            continue
+        ratio = tuple(round(w / total, 4) for w in (name, text, dense))
+        if ratio not in seen:
+            seen.add(ratio)
+            grid.append((("name", float(name)), ("text", float(text)), ("dense", float(dense))))
+    return grid
 
 
-def misses(queries: Sequence[Query], ranker: Ranker, cutoff: int = 1) -> list[str]:
-    """Queries whose first relevant metric is not within the cutoff, with what came first instead."""
-    lines = []
-    for query in queries:
-        ranked = ranker(query.namespace, query.query)
-        position = next((i for i, name in enumerate(ranked, 1) if name in query.relevant), None)
-        if position is None or position > cutoff:
-            lines.append(f"{query.namespace} {query.query!r}: rank {position or '>10'}, first {ranked[:1]}")
-    return lines
+VARIANTS: dict[str, dict[str, Sequence]] = {
+    # name: which RankingParams fields the grid may vary (the rest stay at PREVIOUS_PARAMS)
+    "ours: fusion weights": {"fusion": ("rrf", "score"), "rrf_k": (10, 20, 60)},
+    "ours: + question cues": {"fusion": ("rrf", "score"), "rrf_k": (10, 20, 60), "cue_boost": (0, 0.1, 0.2, 0.4)},
+    "ours": {
+        "fusion": ("rrf", "score"),
+        "rrf_k": (10, 20, 60),
+        "cue_boost": (0, 0.1, 0.2, 0.4),
+        "kind_penalty": (0, 0.1, 0.2, 0.4),
+    },
+}
+QUICK_VARIANTS: dict[str, dict[str, Sequence]] = {
+    "ours: fusion weights": {"fusion": ("rrf",)},
+    "ours: + question cues": {"fusion": ("rrf",), "cue_boost": (0, 0.2)},
+    "ours": {"fusion": ("rrf",), "cue_boost": (0, 0.2), "kind_penalty": (0, 0.2)},
+}
 
 
-def markdown(title: str, figures: dict[str, dict[str, dict[str, float]]], count: int) -> str:
-    columns = [*(f"recall@{k}" for k in CUTOFFS), "mrr"]
-    lines = [f"#### {title} ({count} queries)", "", "| ranker | " + " | ".join(columns) + " |"]
-    lines.append("|---|" + "---:|" * len(columns))
-    for ranker, by_ns in figures.items():
-        lines.append(f"| {ranker} | " + " | ".join(f"{by_ns['overall'][c]:.3f}" for c in columns) + " |")
-    namespaces = [ns for ns in next(iter(figures.values())) if ns != "overall"]
-    lines += ["", "Per namespace, recall@5 / MRR:", ""]
-    lines.append("| namespace | " + " | ".join(figures) + " |")
-    lines.append("|---|" + "---:|" * len(figures))
-    for ns in namespaces:
-        cells = [f"{figures[r][ns]['recall@5']:.2f} / {figures[r][ns]['mrr']:.2f}" for r in figures]
-        lines.append(f"| {ns} | " + " | ".join(cells) + " |")
+def param_grid(fields: Mapping[str, Sequence], weights: Sequence[tuple[tuple[str, float], ...]]) -> list[RankingParams]:
+    """Every combination, simplest first (so a tie keeps the simpler setting); rrf_k only varies for RRF."""
+    grid: dict[RankingParams, None] = {}
+    names = list(fields)
+    for values in itertools.product(*(fields[n] for n in names)):
+        for w in weights:
+            params = replace(PREVIOUS_PARAMS, weights=w, **dict(zip(names, values, strict=True)))
+            if params.fusion == "score":
+                params = replace(params, rrf_k=PREVIOUS_PARAMS.rrf_k)
+            grid.setdefault(params, None)
+    return [PREVIOUS_PARAMS, *(p for p in grid if p != PREVIOUS_PARAMS)]
+
+
+@dataclass
+class Prepared:
+    """One question, ready to be ranked under any RankingParams."""
+
+    query: Query
+    vector: np.ndarray
+    signals: Signals
+
+
+def our_reciprocal_ranks(
+    corpora: Mapping[str, NamespaceCorpus], prepared: Sequence[Prepared], grid: Sequence[RankingParams]
+) -> np.ndarray:
+    """rr[setting, question] for every setting of the grid."""
+    rr = np.zeros((len(grid), len(prepared)))
+    for j, item in enumerate(prepared):
+        corpus = corpora[item.query.namespace]
+        for i, params in enumerate(grid):
+            order, _scores, _pinned = ranked_documents(corpus, item.query.query, item.signals, params, DEPTH)
+            rr[i, j] = reciprocal_rank([corpus.names[d] for d in order], item.query.relevant)
+    return rr
+
+
+def choose(rr: np.ndarray, services: Sequence[str], by_question: Sequence[str], training: Iterable[str]) -> int:
+    """The grid row with the best mean over the training services of their MRR, then of their recall@5."""
+    columns = {s: [j for j, ns in enumerate(by_question) if ns == s] for s in training}
+    columns = {s: c for s, c in columns.items() if c}
+    mrr = np.mean([rr[:, c].mean(axis=1) for c in columns.values()], axis=0)
+    recall5 = np.mean([(rr[:, c] >= 0.2).mean(axis=1) for c in columns.values()], axis=0)
+    return int(np.lexsort((np.arange(len(rr)), -recall5, -mrr))[0])
+
+
+def leave_one_service_out(
+    rr: np.ndarray, services: Sequence[str], by_question: Sequence[str]
+) -> tuple[np.ndarray, dict[str, int]]:
+    """Each question's reciprocal rank under the setting chosen without its service, and those choices."""
+    chosen = {s: choose(rr, services, by_question, [t for t in services if t != s]) for s in services}
+    held_out = np.array([rr[chosen[ns], j] if ns in chosen else np.nan for j, ns in enumerate(by_question)])
+    return held_out, chosen
+
+
+# -- report ---------------------------------------------------------------------------------------------------
+
+
+def per_service(values: Mapping[str, Sequence[float]], by_question: Sequence[str]) -> dict[str, dict]:
+    """figures[ranker][service], plus the macro mean over services as 'mean'."""
+    report = {}
+    services = sorted(set(by_question))
+    for ranker, rr in values.items():
+        table = {s: figures([r for r, ns in zip(rr, by_question, strict=True) if ns == s]) for s in services}
+        table["mean"] = {key: float(np.mean([table[s][key] for s in services])) for key in table[services[0]]}
+        report[ranker] = table
+    return report
+
+
+def markdown(title: str, report: Mapping[str, Mapping[str, Mapping[str, float]]], counts: Mapping[str, int]) -> str:
+    rankers = list(report)
+    lines = [f"#### {title}", "", "recall@5 / MRR per service (questions); mean = mean over services", ""]
+    lines.append("| service | " + " | ".join(rankers) + " | ours ≥ best reference (MRR) |")
+    lines.append("|---|" + "---:|" * len(rankers) + ":---:|")
+    for service in [*sorted(counts), "mean"]:
+        cells = [f"{report[r][service]['recall@5']:.3f} / {report[r][service]['mrr']:.3f}" for r in rankers]
+        best = max(report[r][service]["mrr"] for r in REFERENCES if r in report)
+        ok = "yes" if report["ours"][service]["mrr"] >= best - 1e-9 else "**no**"
+        label = f"{service} ({counts[service]})" if service in counts else "**mean**"
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {ok} |")
     return "\n".join(lines)
+
+
+def describe(params: RankingParams) -> str:
+    weights = "/".join(f"{w:g}" for _r, w in params.weights)
+    fusion = f"rrf k={params.rrf_k}" if params.fusion == "rrf" else "score"
+    return f"{fusion} w(name/text/dense)={weights} cue={params.cue_boost:g} kind={params.kind_penalty:g}"
+
+
+# -- main -----------------------------------------------------------------------------------------------------
+
+
+def load_services(args: argparse.Namespace) -> tuple[dict[str, NamespaceSource], list[Query], dict[str, list[Query]]]:
+    """The LOSO services with their questions, and the extra (dev) question sets."""
+    dev_sets = {Path(p).name: read_queries(p) for p in args.extra if Path(p).exists()}
+    questions_file = args.corpus / "questions.jsonl"
+    registry = load_registry()
+    if questions_file.exists():
+        sources = corpus_sources(args.corpus)
+        questions = read_queries(questions_file)
+    else:  # until the broad corpus lands: the demo jobs are the services, their dev sets the questions
+        questions = [q for queries in dev_sets.values() for q in queries]
+        sources = {}
+    unknown = {q.namespace for q in questions} - sources.keys() - registry.sources.keys()
+    if unknown:
+        raise SystemExit(f"questions name namespaces with no snapshot: {sorted(unknown)}")
+    for q in [*questions, *(q for queries in dev_sets.values() for q in queries)]:
+        sources.setdefault(q.namespace, registry.sources.get(q.namespace))
+    if args.quick:
+        keep = sorted({q.namespace for q in questions})[: args.quick_services]
+        questions = [q for ns in keep for q in [q for q in questions if q.namespace == ns][: args.quick_questions]]
+        dev_sets = {name: [q for q in qs if q.namespace in keep][:4] for name, qs in dev_sets.items()}
+    used = {q.namespace for q in questions} | {q.namespace for qs in dev_sets.values() for q in qs}
+    return {ns: s for ns, s in sources.items() if ns in used and s is not None}, questions, dev_sets
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("queries", nargs="+", help="query files (JSON lines: namespace, query, relevant)")
-    parser.add_argument("--registry", help="namespace registry (default: the bundled demo registry)")
-    parser.add_argument("--json-out", help="also write the figures as JSON to this file")
-    parser.add_argument("--show-misses", action="store_true", help="list queries ours did not rank first")
+    parser.add_argument("--corpus", type=Path, default=CORPUS_DIR, help="snapshots and questions.jsonl")
+    parser.add_argument("--extra", nargs="*", default=[str(p) for p in DEV_SETS], help="dev question sets")
+    parser.add_argument("--enricher", choices=("rules", "claude"), default="rules")
+    parser.add_argument("--enrichments", type=Path, help="with --enricher claude: the stored enrichments (JSON)")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="embedding model (default: the packaged MiniLM)")
+    parser.add_argument("--quick", action="store_true", help="a few services and questions, a small grid (CI)")
+    parser.add_argument("--quick-services", type=int, default=2, help=argparse.SUPPRESS)
+    parser.add_argument("--quick-questions", type=int, default=4, help=argparse.SUPPRESS)
+    parser.add_argument("--json-out", type=Path, help="also write the figures and choices as JSON")
+    parser.add_argument("--show-misses", action="store_true", help="questions ours did not rank first, per service")
     args = parser.parse_args(argv)
+    if args.enricher == "claude" and not args.enrichments:
+        parser.error("--enricher claude needs --enrichments FILE (read, or written first when a key is set)")
 
-    query_sets = {path: read_queries(path) for path in args.queries}
-    namespaces = sorted({q.namespace for queries in query_sets.values() for q in queries})
     started = time.perf_counter()
+    sources, questions, dev_sets = load_services(args)
+    raw_frames = {ns: fetch_raw_metadata(source) for ns, source in sorted(sources.items())}
+    enrichments: dict[str, dict[str, dict]] | None = None
+    if args.enricher == "claude":
+        if not args.enrichments.exists():
+            if not os.environ.get("ANTHROPIC_API_KEY"):
+                raise SystemExit(f"{args.enrichments} does not exist and ANTHROPIC_API_KEY is not set to make it")
+            write_claude_enrichments(args.enrichments, raw_frames)
+        enrichments = read_enrichments(args.enrichments)
+
+    embedder = get_embedder(args.model)
+    corpora: dict[str, NamespaceCorpus] = {}
+    fallbacks = {}
     with tempfile.TemporaryDirectory(prefix="metrics-index-bench-") as chroma_dir:
-        embedder = get_embedder()
         index = SemanticIndex(chromadb.PersistentClient(path=chroma_dir), embedder, "search-quality")
-        raw_frames = index_demo_namespaces(index, namespaces, args.registry)
-        baselines = Baselines(raw_frames, embedder)
-        rankers: dict[str, Ranker] = {
-            "bm25 (name+help)": baselines.bm25_ranker,
-            "fuzzy name": baselines.fuzzy_ranker,
-            "dense (help only)": baselines.dense_help_ranker,
-            **our_rankers(index, namespaces),
-        }
-        print(
-            f"indexed {sum(len(f) for f in raw_frames.values())} metrics in {len(namespaces)} namespaces "
-            f"({time.perf_counter() - started:.1f} s)\n"
-        )
-        report = {}
-        for path, queries in query_sets.items():
-            figures = evaluate(queries, rankers)
-            report[path] = figures
-            print(markdown(Path(path).name, figures, len(queries)) + "\n")
-            if args.show_misses:
-                print("\n".join(misses(queries, rankers["ours"])) + "\n")
+        for namespace, raw in raw_frames.items():
+            records = None if enrichments is None else enrichments.get(namespace, {})
+            frame, fallbacks[namespace] = enrich(raw, records, str(args.enrichments))
+            index.sync(namespace, frame)
+            corpora[namespace] = load_corpus(index, namespace)
         del index
+    indexed_s = time.perf_counter() - started
+    print(
+        f"{sum(len(f) for f in raw_frames.values())} metrics in {len(raw_frames)} namespaces, enricher "
+        f"{args.enricher}, embeddings {embedder.model_id}: indexed in {indexed_s:.1f} s"
+    )
+    if enrichments is not None:
+        print(f"metrics missing from {args.enrichments} (ranked with rules enrichment): {fallbacks}")
+
+    all_queries = [*questions, *(q for qs in dev_sets.values() for q in qs)]
+    vectors = embedder.embed([q.query for q in all_queries])
+    prepared = [
+        Prepared(q, v, signals(corpora[q.namespace], q.query, v)) for q, v in zip(all_queries, vectors, strict=True)
+    ]
+    references = References(raw_frames, embedder).rankers()
+    reference_rr = {
+        name: [reciprocal_rank(ranker(p.query.namespace, p.query.query, p.vector), p.query.relevant) for p in prepared]
+        for name, ranker in references.items()
+    }
+    # The product's own entry point ranks like the bench (same params, same order): checked on every question.
+    for p in prepared[:: max(1, len(prepared) // 20)]:
+        direct = [r.metric_name for r in rank(corpora[p.query.namespace], p.query.query, p.vector, k=DEPTH)]
+        order, _scores, _pinned = ranked_documents(
+            corpora[p.query.namespace], p.query.query, p.signals, DEFAULT_PARAMS, DEPTH
+        )
+        assert direct == [corpora[p.query.namespace].names[d] for d in order], p.query
+
+    services = sorted({q.namespace for q in questions})
+    loso_questions = len(questions)
+    by_question = [p.query.namespace for p in prepared]
+    weights = weight_grid(args.quick)
+    variants = QUICK_VARIANTS if args.quick else VARIANTS
+    ours_rr: dict[str, np.ndarray] = {}
+    choices: dict[str, dict[str, RankingParams]] = {}
+    previous = our_reciprocal_ranks(corpora, prepared, [PREVIOUS_PARAMS])[0]
+    ours_rr["ours: before (fixed RRF)"] = previous
+    for variant, fields in variants.items():
+        grid = param_grid(fields, weights)
+        rr = our_reciprocal_ranks(corpora, prepared, grid)
+        held_out, chosen = leave_one_service_out(rr[:, :loso_questions], services, by_question[:loso_questions])
+        # Dev-set questions of services outside the LOSO set use the setting chosen on all LOSO services.
+        on_all = choose(rr[:, :loso_questions], services, by_question[:loso_questions], services)
+        extra = [rr[chosen.get(ns, on_all), j] for j, ns in enumerate(by_question) if j >= loso_questions]
+        ours_rr[variant] = np.concatenate([held_out, np.asarray(extra)])
+        choices[variant] = {s: grid[i] for s, i in chosen.items()} | {"(all services)": grid[on_all]}
+        print(f"{variant}: {len(grid)} settings", flush=True)
+
+    values = {**{name: reference_rr[name] for name in REFERENCES}, **ours_rr}
+    loso = per_service({r: v[:loso_questions] for r, v in values.items()}, by_question[:loso_questions])
+    counts = {s: by_question[:loso_questions].count(s) for s in services}
+    kind = "the broad corpus" if (args.corpus / "questions.jsonl").exists() else "the demo jobs (dev sets)"
+    print("\n" + markdown(f"Leave-one-service-out over {kind}, {loso_questions} questions", loso, counts) + "\n")
+    report = {"loso": loso, "dev_sets": {}, "fallbacks": fallbacks}
+    start = loso_questions
+    for name, queries in dev_sets.items():
+        span = slice(start, start + len(queries))
+        start += len(queries)
+        dev = per_service({r: v[span] for r, v in values.items()}, by_question[span])
+        report["dev_sets"][name] = dev
+        dev_counts = {s: by_question[span].count(s) for s in sorted(set(by_question[span]))}
+        print(markdown(f"{name} (a dev set: written after reading the snapshot)", dev, dev_counts) + "\n")
+
+    print("Settings chosen without each service (ours):")
+    for service, params in choices["ours"].items():
+        print(f"  {service}: {describe(params)}")
+    print(f"Shipped default (metrics_index.search.DEFAULT_PARAMS): {describe(DEFAULT_PARAMS)}")
+    if args.show_misses:
+        print("\n" + "\n".join(misses(prepared, corpora, choices["ours"])))
+    print(f"\n{time.perf_counter() - started:.1f} s in all")
     if args.json_out:
-        Path(args.json_out).write_text(json.dumps(report, indent=1))
+        report["choices"] = {v: {s: asdict(p) for s, p in c.items()} for v, c in choices.items()}
+        args.json_out.write_text(json.dumps(report, indent=1))
     return 0
+
+
+def misses(
+    prepared: Sequence[Prepared], corpora: Mapping[str, NamespaceCorpus], chosen: Mapping[str, RankingParams]
+) -> list[str]:
+    """Questions whose first relevant metric is not first under the setting chosen without their service."""
+    lines = []
+    for p in prepared:
+        corpus = corpora[p.query.namespace]
+        params = chosen.get(p.query.namespace, chosen["(all services)"])
+        order, _scores, _pinned = ranked_documents(corpus, p.query.query, p.signals, params, DEPTH)
+        ranked = [corpus.names[d] for d in order]
+        rr = reciprocal_rank(ranked, p.query.relevant)
+        if rr < 1:
+            where = f"rank {round(1 / rr)}" if rr else "rank >10"
+            lines.append(f"{p.query.namespace} {p.query.query!r}: {where}, first {ranked[:2]}")
+    return lines
 
 
 if __name__ == "__main__":

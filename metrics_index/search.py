@@ -29,15 +29,10 @@ from typing import Any
 import bm25s
 import numpy as np
 
-from metrics_index.enrichment.rules import unit_of
+from metrics_index.enrichment.rules import metric_kind, unit_of
 from metrics_index.stores.semantic_index import SemanticIndex
 from metrics_index.text import search_terms, term_words
 
-# Reciprocal-rank fusion: score = sum(weight / (RRF_K + rank)) over the rankers that saw the metric.
-# Dense similarity over the enriched documents is the strongest single ranker (bench/RESULTS.md), so it
-# weighs more than the two lexical rankers together; they decide between close semantic candidates.
-RRF_K = 20
-RANKER_WEIGHTS = {"name": 0.5, "text": 0.5, "dense": 1.5}
 DEPTH = 100  # how deep each ranker's list is read for fusion
 SEMANTIC_EXPLAIN_RANK = 10  # "semantic" is given as a reason when the dense ranker put the metric this high
 REMOTE_REVALIDATE_SECONDS = 300.0  # a Chroma server has no cheap change stamp: re-read at most this often
@@ -45,7 +40,9 @@ JSON_DESCRIPTION_CHARS = 160
 MAX_CACHED_NAMESPACES = 16  # a 50k-metric namespace holds about 150 MB of vectors and indexes
 
 # The metadata a result or an explanation needs; the rest of a document's metadata is not kept in memory.
-KEPT_FIELDS = ("type", "unit", "description", "category", "subcategory", "golden_signal_type", "meter_type")
+KEPT_FIELDS = (
+    "type", "unit", "description", "category", "subcategory", "golden_signal_type", "meter_type", "metric_kind",
+)  # fmt: skip
 EXPLAIN_FIELDS = {
     "description": "description",
     "category": "category",
@@ -55,6 +52,95 @@ EXPLAIN_FIELDS = {
     "unit": "unit",
 }
 _NAME_TOKEN = re.compile(r"[A-Za-z_:][A-Za-z0-9_:]*")
+
+
+@dataclass(frozen=True)
+class RankingParams:
+    """Everything the ranking's quality depends on. The defaults are what bench/search_quality.py chooses
+    on its whole development corpus; its leave-one-service-out scores choose them without each service.
+
+    fusion "rrf": sum of weight / (rrf_k + rank) over the rankers; "score": sum of weight x the ranker's
+    score scaled to [0, 1] over its top DEPTH. A metric of a trait the question asks for (question_cues)
+    is multiplied by 1 + cue_boost; a configuration value or build information the question does not ask
+    for is multiplied by 1 - kind_penalty.
+    """
+
+    weights: tuple[tuple[str, float], ...] = (("name", 0.5), ("text", 0.5), ("dense", 1.5))
+    fusion: str = "rrf"
+    rrf_k: int = 20
+    cue_boost: float = 0.0
+    kind_penalty: float = 0.0
+
+    def weight(self, ranker: str) -> float:
+        return dict(self.weights).get(ranker, 0.0)
+
+
+DEFAULT_PARAMS = RankingParams()
+RANKERS = ("name", "text", "dense")
+
+# What a question asks for, by its wording: each cue names a metric trait (see metric_traits).
+QUESTION_CUES: dict[str, re.Pattern[str]] = {
+    "counter": re.compile(
+        r"\b(per (second|minute|hour|sec|s)|rate|throughput|/s|qps|rps|how (many|much) .*\b(handl|serv|process)\w*"
+        r"|how fast)\b",
+        re.IGNORECASE,
+    ),
+    "duration": re.compile(
+        r"\b(how long|latency|latencies|duration|durations|slow|slowest|response times?|p\d\d|percentiles?|quantiles?"
+        r"|time (taken|spent) (to|on|by|in))\b",
+        re.IGNORECASE,
+    ),
+    "availability": re.compile(
+        r"\b(is (it|the \w+|\w+) (up|down|alive|running|reachable|healthy)|up or down|reachable|can (it )?reach"
+        r"|marked (down|up)|alive|liveness|readiness|healthy|health)\b",
+        re.IGNORECASE,
+    ),
+    "start": re.compile(
+        r"\b(restart\w*|uptime|started|start time|boot(ed)?|since when|running since)\b", re.IGNORECASE
+    ),
+    "configuration": re.compile(
+        r"\b(limits?|settings?|configured|configuration|config|maximum allowed|max allowed|allowed|threshold"
+        r"|capacity|set to)\b",
+        re.IGNORECASE,
+    ),
+}
+# Kinds a question must ask for before they rank fully (otherwise kind_penalty applies).
+PENALISED_KINDS = frozenset({"configuration", "info", "self_monitoring"})
+_SELF_MONITORING_WORDS = re.compile(r"\b(exporter|scrape\w*|collector\w*)\b", re.IGNORECASE)
+_INFO_WORDS = re.compile(r"\b(version|build|revision|info|information|release)\b", re.IGNORECASE)
+_AVAILABILITY_WORDS = re.compile(r"(^|_)(up|status|health|healthy|ready|alive|reachable|success)(_|$)")
+_START_WORDS = re.compile(r"(^|_)(start|started|boot|uptime)(_|$)")
+_DURATION_UNITS = {"seconds", "milliseconds", "microseconds", "nanoseconds"}
+
+
+def question_cues(question: str) -> frozenset[str]:
+    """The traits a question asks for by its wording ("per second" -> counter, "how long" -> duration...),
+    plus the metric kinds it names (configuration, info, self_monitoring)."""
+    cues = {cue for cue, pattern in QUESTION_CUES.items() if pattern.search(question)}
+    if _SELF_MONITORING_WORDS.search(question):
+        cues.add("self_monitoring")
+    if _INFO_WORDS.search(question):
+        cues.add("info")
+    return frozenset(cues)
+
+
+def metric_traits(name: str, row: Mapping[str, Any]) -> set[str]:
+    """The traits of one metric that question cues can ask for, and its kind."""
+    meter = str(row.get("meter_type") or row.get("type") or "unknown")
+    unit = str(row.get("unit") or unit_of(name))
+    kind = str(row.get("metric_kind") or metric_kind(name, meter, str(row.get("description") or "")))
+    traits = {kind}
+    if meter == "counter" or name.endswith("_total"):
+        traits.add("counter")
+    timestamp = "epoch" in unit or name.endswith("_timestamp_seconds")
+    if not timestamp and (meter in ("histogram", "summary") or unit in _DURATION_UNITS):
+        traits.add("duration")
+    base = name.lower()
+    if meter not in ("counter", "histogram", "summary") and _AVAILABILITY_WORDS.search(base):
+        traits.add("availability")
+    if _START_WORDS.search(base):
+        traits.add("start")
+    return traits
 
 
 @dataclass
@@ -78,6 +164,7 @@ class NamespaceCorpus:
     text_index: bm25s.BM25
     position: dict[str, int]
     by_lower_name: list[tuple[str, int]]
+    traits: dict[str, np.ndarray]  # trait -> boolean mask over the documents (metric_traits)
 
     @classmethod
     def build(
@@ -89,6 +176,8 @@ class NamespaceCorpus:
         documents = [documents[i] for i in order]
         matrix = np.asarray(vectors, dtype=np.float32)[order]
         norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+        per_doc = [metric_traits(names[j], rows[i]) for j, i in enumerate(order)]
+        masks = {t: np.array([t in doc for doc in per_doc], dtype=bool) for t in set().union(*per_doc)}
         return cls(
             names=names,
             rows=[{k: str(rows[i].get(k) or "") for k in KEPT_FIELDS} for i in order],
@@ -97,6 +186,7 @@ class NamespaceCorpus:
             text_index=_bm25([search_terms(doc) for doc in documents]),
             position={name: i for i, name in enumerate(names)},
             by_lower_name=sorted((name.lower(), i) for i, name in enumerate(names)),
+            traits=masks,
         )
 
 
@@ -179,31 +269,14 @@ def rank(
     query_vector: np.ndarray,
     k: int = 10,
     explain: bool = False,
-    weights: Mapping[str, float] = RANKER_WEIGHTS,
+    params: RankingParams = DEFAULT_PARAMS,
 ) -> list[SearchResult]:
-    """Fuse the three rankings (a ranker of weight 0 is left out), then put exact and prefix name
+    """Fuse the three rankings, weigh by what the question asks for, then put exact and prefix name
     matches first."""
-    terms = search_terms(question)
-    rankings = {
-        "name": _top(corpus.name_index.get_scores(terms) if terms else None),
-        "text": _top(corpus.text_index.get_scores(terms) if terms else None),
-        "dense": _top(corpus.vectors @ np.asarray(query_vector, dtype=np.float32)),
-    }
-    fused: dict[int, float] = {}
-    for ranker, order in rankings.items():
-        weight = weights.get(ranker, 0.0)
-        for rank_position, doc in enumerate(order):
-            fused[doc] = fused.get(doc, 0.0) + weight / (RRF_K + rank_position + 1)
-    best_possible = sum(weights.values()) / (RRF_K + 1)
-    scores = {doc: score / best_possible for doc, score in fused.items()}
+    found = signals(corpus, question, query_vector)
+    order, scores, pinned = ranked_documents(corpus, question, found, params, k)
 
-    pinned = _name_matches(corpus, question)
-    for boost, docs in enumerate(reversed(pinned), start=1):
-        for doc in docs:
-            scores[doc] = float(boost) + scores.get(doc, 0.0)
-    order = sorted(scores, key=lambda doc: (-scores[doc], doc))[:k]
-
-    dense_rank = {doc: i for i, doc in enumerate(rankings["dense"][:SEMANTIC_EXPLAIN_RANK])}
+    dense_rank = set(found.order["dense"][:SEMANTIC_EXPLAIN_RANK])
     labels = term_words(question) if explain else {}
     pinned_reason = {
         doc: reason for reason, docs in zip(("exact name", "name prefix"), pinned, strict=True) for doc in docs
@@ -215,7 +288,7 @@ def rank(
         results.append(
             SearchResult(
                 metric_name=corpus.names[doc],
-                score=round(min(scores[doc], 1.0), 4),
+                score=round(min(float(scores[doc]), 1.0), 4),
                 type=row.get("type", ""),
                 unit=row.get("unit") or unit_of(corpus.names[doc]),
                 description=row.get("description", ""),
@@ -223,6 +296,84 @@ def rank(
             )
         )
     return results
+
+
+@dataclass
+class Signals:
+    """What each ranker says about one question: its best DEPTH documents in order, every document's rank
+    among them (infinite beyond), and its scores scaled to [0, 1] over them (0 beyond)."""
+
+    order: dict[str, list[int]]
+    ranks: dict[str, np.ndarray]
+    scaled: dict[str, np.ndarray]
+
+
+def signals(corpus: NamespaceCorpus, question: str, query_vector: np.ndarray) -> Signals:
+    """Score the question with the three rankers (the part of a search that does not depend on RankingParams)."""
+    terms = search_terms(question)
+    raw = {
+        "name": corpus.name_index.get_scores(terms) if terms else None,
+        "text": corpus.text_index.get_scores(terms) if terms else None,
+        "dense": corpus.vectors @ np.asarray(query_vector, dtype=np.float32),
+    }
+    size = len(corpus.names)
+    found = Signals({}, {}, {})
+    for ranker, scores in raw.items():
+        order = _top(scores)
+        ranks = np.full(size, np.inf)
+        scaled = np.zeros(size)
+        if order:
+            ranks[order] = np.arange(len(order))
+            top, bottom = float(scores[order[0]]), float(scores[order[-1]])
+            scaled[order] = (scores[order] - bottom) / (top - bottom) if top > bottom else 1.0
+        found.order[ranker], found.ranks[ranker], found.scaled[ranker] = order, ranks, scaled
+    return found
+
+
+def fuse(corpus: NamespaceCorpus, found: Signals, cues: frozenset[str], params: RankingParams) -> np.ndarray:
+    """Every document's fused score in [0, 1] (before name matches are pinned first)."""
+    total = sum(params.weight(r) for r in RANKERS) or 1.0
+    fused = np.zeros(len(corpus.names))
+    for ranker in RANKERS:
+        weight = params.weight(ranker)
+        if not weight:
+            continue
+        if params.fusion == "rrf":
+            fused += weight * (params.rrf_k + 1) / (params.rrf_k + 1 + found.ranks[ranker])
+        else:
+            fused += weight * found.scaled[ranker]
+    fused /= total
+    if params.cue_boost:
+        for cue in cues & corpus.traits.keys():
+            if cue not in PENALISED_KINDS:
+                fused[corpus.traits[cue]] *= 1.0 + params.cue_boost
+    if params.kind_penalty:
+        for kind in PENALISED_KINDS - cues:
+            if kind in corpus.traits:
+                fused[corpus.traits[kind]] *= 1.0 - params.kind_penalty
+    return fused
+
+
+def ranked_documents(
+    corpus: NamespaceCorpus, question: str, found: Signals, params: RankingParams, k: int
+) -> tuple[list[int], np.ndarray, tuple[list[int], list[int]]]:
+    """The k best documents, their scores, and the name matches that were put first."""
+    scores = fuse(corpus, found, question_cues(question), params)
+    pinned = _name_matches(corpus, question)
+    for boost, docs in enumerate(reversed(pinned), start=1):
+        scores[docs] += float(boost)
+    return top_documents(scores, k), scores, pinned
+
+
+def top_documents(scores: np.ndarray, k: int) -> list[int]:
+    """The k best documents with a positive score, best first; equal scores in name order."""
+    k = min(k, len(scores))
+    if k <= 0:
+        return []
+    candidates = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
+    # Ties at the cut: take every positive document scoring as well as the k-th, then sort.
+    candidates = np.flatnonzero((scores >= scores[candidates].min()) & (scores > 0))
+    return sorted(candidates.tolist(), key=lambda i: (-float(scores[i]), i))[:k]
 
 
 def _top(scores: np.ndarray | None) -> list[int]:

@@ -7,39 +7,84 @@ import subprocess
 import sys
 from pathlib import Path
 
+from metrics_index.enrichment.incremental import enrich_catalog
+from metrics_index.enrichment.rules import RulesEnricher
+from metrics_index.enrichment.vocabulary import EnrichedFields
+from metrics_index.namespaces import Namespace, NamespaceSource
+from metrics_index.sources import RawMetric
+from metrics_index.sources.prometheus import fetch_raw_metadata
+
 ROOT = Path(__file__).resolve().parents[1]
-RANKERS = {"bm25 (name+help)", "fuzzy name", "dense (help only)", "ours", "ours: bm25 only", "ours: dense only"}
+RANKERS = {
+    "bm25 (name+help)",
+    "dense (name+help)",
+    "fuzzy name",
+    "ours: before (fixed RRF)",
+    "ours: fusion weights",
+    "ours: + question cues",
+    "ours",
+}
+SNAPSHOT = ROOT / "metrics_index" / "data" / "demo-targets-metadata.json"
+SERVICES = ("alertmanager", "pushgateway", "blackbox")
 
 
-def run_bench(script: str, *arguments: str) -> None:
+def run_bench(script: str, *arguments: str) -> str:
     completed = subprocess.run(
         [sys.executable, str(ROOT / "bench" / script), *arguments], cwd=ROOT, capture_output=True, text=True
     )
     assert completed.returncode == 0, completed.stderr[-2000:]
+    return completed.stdout
 
 
-def test_search_quality_bench_scores_every_ranker(tmp_path: Path) -> None:
-    names = {"demo:node": ["node_load5", "node_cpu_seconds_total"], "demo:redis": ["redis_connected_clients"]}
-    queries = tmp_path / "queries.jsonl"
-    queries.write_text(
-        "\n".join(
-            json.dumps({"namespace": ns, "query": name, "relevant": [name]})
-            for ns, items in names.items()
-            for name in items
-        )
-    )
-    out = tmp_path / "figures.json"
-    run_bench("search_quality.py", str(queries), "--json-out", str(out))
+def small_corpus(folder: Path) -> Path:
+    """Three services cut from the demo snapshot, each with two questions that are exact metric names."""
+    entries = json.loads(SNAPSHOT.read_text())["data"]
+    questions = []
+    for service in SERVICES:
+        mine = [e for e in entries if e["target"]["job"] == service]
+        (folder / f"{service}.json").write_text(json.dumps({"status": "success", "data": mine}))
+        for entry in mine[:2]:
+            questions.append(
+                {"namespace": f"corpus:{service}", "query": entry["metric"], "relevant": [entry["metric"]]}
+            )
+    (folder / "questions.jsonl").write_text("\n".join(json.dumps(q) for q in questions))
+    return folder
 
-    figures = json.loads(out.read_text())[str(queries)]
-    assert set(figures) == RANKERS
-    for by_namespace in figures.values():
-        assert set(by_namespace) == {"demo:node", "demo:redis", "overall"}
-        for values in by_namespace.values():
+
+def quality(folder: Path, out: Path, *arguments: str) -> dict:
+    run_bench("search_quality.py", "--quick", "--quick-services", "3", "--corpus", str(folder), "--extra",
+              "--json-out", str(out), *arguments)  # fmt: skip
+    return json.loads(out.read_text())
+
+
+def test_search_quality_bench_scores_every_ranker_leaving_each_service_out(tmp_path: Path) -> None:
+    folder = small_corpus(tmp_path)
+    report = quality(folder, tmp_path / "rules.json")
+
+    loso = report["loso"]
+    assert set(loso) == RANKERS
+    for by_service in loso.values():
+        assert set(by_service) == {f"corpus:{s}" for s in SERVICES} | {"mean"}
+        for values in by_service.values():
             assert 0 <= values["recall@1"] <= values["recall@5"] <= values["recall@10"] <= 1
             assert values["recall@1"] <= values["mrr"] <= 1
-    # Every query is a metric's exact name: exact names must rank first.
-    assert figures["ours"]["overall"]["recall@1"] == 1.0
+    # Every question is a metric's exact name: exact names rank first whatever the setting.
+    assert all(loso[r]["mean"]["recall@1"] == 1.0 for r in RANKERS if r.startswith("ours"))
+    # One setting chosen per left-out service, and one on all of them.
+    assert set(report["choices"]["ours"]) == {f"corpus:{s}" for s in SERVICES} | {"(all services)"}
+
+    # The same labels read from a file (as the Claude enricher would store them) rank the same.
+    records = {}
+    for service in SERVICES:
+        source = NamespaceSource(Namespace.parse(f"corpus:{service}"), "{}", snapshot=folder / f"{service}.json")
+        raw = fetch_raw_metadata(source)
+        frame, _report = enrich_catalog(RawMetric.from_frame(raw), RulesEnricher(), RulesEnricher())
+        records[f"corpus:{service}"] = frame[list(EnrichedFields.model_fields)].to_dict("records")
+    enrichments = tmp_path / "enrichments.json"
+    enrichments.write_text(json.dumps(records))
+    from_file = quality(folder, tmp_path / "file.json", "--enricher", "claude", "--enrichments", str(enrichments))
+    assert from_file["loso"] == loso
+    assert from_file["fallbacks"] == {f"corpus:{s}": 0 for s in SERVICES}
 
 
 def test_scale_bench_indexes_everything_once_then_nothing(tmp_path: Path) -> None:

@@ -12,9 +12,18 @@ import pytest
 
 from metrics_index.embeddings import get_embedder
 from metrics_index.enrichment.incremental import enrich_catalog
-from metrics_index.enrichment.rules import RulesEnricher
+from metrics_index.enrichment.rules import KIND_RULES, RulesEnricher
+from metrics_index.enrichment.vocabulary import METRIC_KINDS
 from metrics_index.namespaces import load_registry
-from metrics_index.search import NamespaceCorpus, rank, results_to_json, search
+from metrics_index.search import (
+    NamespaceCorpus,
+    RankingParams,
+    metric_traits,
+    question_cues,
+    rank,
+    results_to_json,
+    search,
+)
 from metrics_index.sources import RawMetric
 from metrics_index.sources.prometheus import fetch_raw_metadata
 from metrics_index.stores.semantic_index import SemanticIndex
@@ -118,7 +127,8 @@ def test_fusion_prefers_a_metric_both_rankers_like_to_one_only_a_single_ranker_l
     vectors = np.array([[0.0, 1.0], [1.0, 0.0], [0.8, 0.6]], dtype=np.float32)
     docs = ["disk read bytes", "something else", "disk read"]
     built = corpus(["a_metric", "b_metric", "c_metric"], docs, vectors)
-    found = rank(built, "disk read bytes", np.array([1.0, 0.0]), weights={"text": 1.0, "dense": 1.0})
+    equal = RankingParams(weights=(("name", 0.0), ("text", 1.0), ("dense", 1.0)))
+    found = rank(built, "disk read bytes", np.array([1.0, 0.0]), params=equal)
     assert names(found)[0] == "c_metric"
     assert set(names(found)) == {"a_metric", "b_metric", "c_metric"}
 
@@ -128,3 +138,50 @@ def test_ranking_is_deterministic_on_ties() -> None:
     built = corpus(["m_b", "m_a", "m_c"], ["same words"] * 3, vectors)
     first = names(rank(built, "same words", np.array([1.0, 1.0])))
     assert first == names(rank(built, "same words", np.array([1.0, 1.0]))) == ["m_a", "m_b", "m_c"]
+
+
+def test_score_fusion_keeps_the_margin_a_ranker_is_sure_of() -> None:
+    # Dense: z far ahead of b; lexical: b (three words) a little ahead of z (two). Both rankers put the two
+    # first and second, so RRF ties them (name order: b first); score fusion sees the margins.
+    vectors = np.array([[1.0, 0.0], [0.1, 0.995], [0.0, 1.0]], dtype=np.float32)
+    built = corpus(["z_metric", "b_metric", "c_metric"], ["disk read", "disk read bytes", "disk"], vectors)
+    weights = (("name", 0.0), ("text", 1.0), ("dense", 1.0))
+    question, vector = "disk read bytes", np.array([1.0, 0.0])
+    assert names(rank(built, question, vector, params=RankingParams(weights=weights)))[0] == "b_metric"
+    by_score = RankingParams(weights=weights, fusion="score")
+    assert names(rank(built, question, vector, params=by_score))[0] == "z_metric"
+
+
+def test_question_wording_says_what_kind_of_metric_is_wanted() -> None:
+    assert "counter" in question_cues("requests handled per second")
+    assert "duration" in question_cues("how long do queries take")
+    assert "availability" in question_cues("is the database up")
+    assert "start" in question_cues("when was it last restarted")
+    assert "configuration" in question_cues("the configured memory limit")
+    assert question_cues("memory used by keys") == frozenset()
+
+
+def test_metric_traits_come_from_meter_unit_and_name() -> None:
+    assert {kind for kind, _source, _pattern in KIND_RULES} < METRIC_KINDS.keys()
+    assert {"counter", "activity"} <= metric_traits("x_requests_total", {"meter_type": "counter"})
+    assert "duration" in metric_traits("x_request_duration_seconds", {"meter_type": "histogram"})
+    assert "duration" not in metric_traits("x_last_seen_timestamp_seconds", {"meter_type": "gauge"})
+    assert "availability" in metric_traits("x_up", {"meter_type": "gauge"})
+    assert "configuration" in metric_traits("x_config_maxmemory", {"meter_type": "gauge"})
+    assert "configuration" in metric_traits("x_limit", {"meter_type": "gauge", "metric_kind": "configuration"})
+
+
+def test_a_configuration_value_yields_unless_the_question_asks_for_a_limit() -> None:
+    # Same words and vectors; only the kind differs. Without kind weighting the name order decides.
+    vectors = np.ones((2, 2), dtype=np.float32)
+    docs = ["connections", "connections"]
+    built = NamespaceCorpus.build(
+        ["a_max_connections", "b_connections"],
+        docs,
+        [{"meter_type": "gauge", "description": d} for d in docs],
+        vectors,
+    )
+    weighted = RankingParams(cue_boost=0.2, kind_penalty=0.2)
+    assert names(rank(built, "connections", np.ones(2)))[0] == "a_max_connections"
+    assert names(rank(built, "connections", np.ones(2), params=weighted))[0] == "b_connections"
+    assert names(rank(built, "connections limit", np.ones(2), params=weighted))[0] == "a_max_connections"

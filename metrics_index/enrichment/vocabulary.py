@@ -26,6 +26,14 @@ METER_TYPES: dict[str, str] = {
 }
 
 
+METRIC_KINDS: dict[str, str] = {
+    "activity": "Measures what the service does or holds: work, traffic, errors, latency, resource use.",
+    "configuration": "A setting or limit the service was configured with (a maximum, a size, a variable).",
+    "info": "Identity information: version and build labels, usually a constant 1.",
+    "self_monitoring": "The exporter or collector monitoring itself: scrape durations, collector errors.",
+}
+
+
 @dataclass(frozen=True)
 class Category:
     description: str
