@@ -274,21 +274,21 @@ def rank(
     """Fuse the three rankings, weigh by what the question asks for, then put exact and prefix name
     matches first."""
     found = signals(corpus, question, query_vector)
-    order, scores, pinned = ranked_documents(corpus, question, found, params, k)
+    ranked = ranked_documents(found, params, k)
 
     dense_rank = set(found.order["dense"][:SEMANTIC_EXPLAIN_RANK])
     labels = term_words(question) if explain else {}
     pinned_reason = {
-        doc: reason for reason, docs in zip(("exact name", "name prefix"), pinned, strict=True) for doc in docs
+        doc: reason for reason, docs in zip(("exact name", "name prefix"), found.pinned, strict=True) for doc in docs
     }
     results = []
-    for doc in order:
+    for doc, score in ranked:
         row = corpus.rows[doc]
         matched = _reasons(corpus, doc, labels, doc in dense_rank, pinned_reason.get(doc)) if explain else []
         results.append(
             SearchResult(
                 metric_name=corpus.names[doc],
-                score=round(min(float(scores[doc]), 1.0), 4),
+                score=round(min(score, 1.0), 4),
                 type=row.get("type", ""),
                 unit=row.get("unit") or unit_of(corpus.names[doc]),
                 description=row.get("description", ""),
@@ -300,12 +300,17 @@ def rank(
 
 @dataclass
 class Signals:
-    """What each ranker says about one question: its best DEPTH documents in order, every document's rank
-    among them (infinite beyond), and its scores scaled to [0, 1] over them (0 beyond)."""
+    """What the rankers and the question's wording say, before any RankingParams: each ranker's best DEPTH
+    documents in order; the candidates (documents in any of those lists, or named by the question); and per
+    ranker, each candidate's rank (infinite when not in its list) and score scaled to [0, 1] over its list."""
 
     order: dict[str, list[int]]
+    candidates: np.ndarray
     ranks: dict[str, np.ndarray]
     scaled: dict[str, np.ndarray]
+    traits: dict[str, np.ndarray]  # trait -> mask over the candidates
+    cues: frozenset[str]
+    pinned: tuple[list[int], list[int]]  # exact name matches, name-prefix matches
 
 
 def signals(corpus: NamespaceCorpus, question: str, query_vector: np.ndarray) -> Signals:
@@ -316,24 +321,28 @@ def signals(corpus: NamespaceCorpus, question: str, query_vector: np.ndarray) ->
         "text": corpus.text_index.get_scores(terms) if terms else None,
         "dense": corpus.vectors @ np.asarray(query_vector, dtype=np.float32),
     }
-    size = len(corpus.names)
-    found = Signals({}, {}, {})
+    order = {ranker: _top(scores) for ranker, scores in raw.items()}
+    pinned = _name_matches(corpus, question)
+    candidates = np.unique(np.array([d for docs in (*order.values(), *pinned) for d in docs], dtype=np.int64))
+    ranks, scaled = {}, {}
     for ranker, scores in raw.items():
-        order = _top(scores)
-        ranks = np.full(size, np.inf)
-        scaled = np.zeros(size)
-        if order:
-            ranks[order] = np.arange(len(order))
-            top, bottom = float(scores[order[0]]), float(scores[order[-1]])
-            scaled[order] = (scores[order] - bottom) / (top - bottom) if top > bottom else 1.0
-        found.order[ranker], found.ranks[ranker], found.scaled[ranker] = order, ranks, scaled
-    return found
+        top = order[ranker]
+        position = dict(zip(top, range(len(top)), strict=True))
+        ranks[ranker] = np.array([position.get(d, np.inf) for d in candidates.tolist()], dtype=float)
+        scaled[ranker] = np.zeros(len(candidates))
+        if top:
+            best, worst = float(scores[top[0]]), float(scores[top[-1]])
+            seen = np.isfinite(ranks[ranker])
+            values = scores[candidates[seen]]
+            scaled[ranker][seen] = (values - worst) / (best - worst) if best > worst else 1.0
+    traits = {trait: mask[candidates] for trait, mask in corpus.traits.items()}
+    return Signals(order, candidates, ranks, scaled, traits, question_cues(question), pinned)
 
 
-def fuse(corpus: NamespaceCorpus, found: Signals, cues: frozenset[str], params: RankingParams) -> np.ndarray:
-    """Every document's fused score in [0, 1] (before name matches are pinned first)."""
+def fuse(found: Signals, params: RankingParams) -> np.ndarray:
+    """Each candidate's fused score in [0, 1] (before name matches are put first), weighed by the cues."""
     total = sum(params.weight(r) for r in RANKERS) or 1.0
-    fused = np.zeros(len(corpus.names))
+    fused = np.zeros(len(found.candidates))
     for ranker in RANKERS:
         weight = params.weight(ranker)
         if not weight:
@@ -344,36 +353,25 @@ def fuse(corpus: NamespaceCorpus, found: Signals, cues: frozenset[str], params: 
             fused += weight * found.scaled[ranker]
     fused /= total
     if params.cue_boost:
-        for cue in cues & corpus.traits.keys():
-            if cue not in PENALISED_KINDS:
-                fused[corpus.traits[cue]] *= 1.0 + params.cue_boost
+        for cue in found.cues - PENALISED_KINDS:
+            if cue in found.traits:
+                fused[found.traits[cue]] *= 1.0 + params.cue_boost
     if params.kind_penalty:
-        for kind in PENALISED_KINDS - cues:
-            if kind in corpus.traits:
-                fused[corpus.traits[kind]] *= 1.0 - params.kind_penalty
+        for kind in PENALISED_KINDS - found.cues:
+            if kind in found.traits:
+                fused[found.traits[kind]] *= 1.0 - params.kind_penalty
     return fused
 
 
-def ranked_documents(
-    corpus: NamespaceCorpus, question: str, found: Signals, params: RankingParams, k: int
-) -> tuple[list[int], np.ndarray, tuple[list[int], list[int]]]:
-    """The k best documents, their scores, and the name matches that were put first."""
-    scores = fuse(corpus, found, question_cues(question), params)
-    pinned = _name_matches(corpus, question)
-    for boost, docs in enumerate(reversed(pinned), start=1):
-        scores[docs] += float(boost)
-    return top_documents(scores, k), scores, pinned
-
-
-def top_documents(scores: np.ndarray, k: int) -> list[int]:
-    """The k best documents with a positive score, best first; equal scores in name order."""
-    k = min(k, len(scores))
-    if k <= 0:
-        return []
-    candidates = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
-    # Ties at the cut: take every positive document scoring as well as the k-th, then sort.
-    candidates = np.flatnonzero((scores >= scores[candidates].min()) & (scores > 0))
-    return sorted(candidates.tolist(), key=lambda i: (-float(scores[i]), i))[:k]
+def ranked_documents(found: Signals, params: RankingParams, k: int) -> list[tuple[int, float]]:
+    """The k best (document, score) pairs, best first: exact name matches, then name-prefix matches, then
+    the fused ranking. Equal scores rank in name order; a document no ranker saw is left out."""
+    scores = fuse(found, params)
+    position = {d: i for i, d in enumerate(found.candidates.tolist())}
+    for boost, docs in enumerate(reversed(found.pinned), start=1):
+        scores[[position[d] for d in docs]] += float(boost)
+    best = sorted(np.flatnonzero(scores > 0).tolist(), key=lambda i: (-scores[i], found.candidates[i]))[:k]
+    return [(int(found.candidates[i]), float(scores[i])) for i in best]
 
 
 def _top(scores: np.ndarray | None) -> list[int]:
