@@ -16,13 +16,13 @@ import requests
 from dagster import (
     AssetCheckEvaluation,
     AssetCheckSeverity,
-    ConfigurableResource,
     DagsterEventType,
     DagsterInstance,
     EventLogEntry,
 )
 
-SLACK_WEBHOOK_ENV = "METRICS_INDEX_SLACK_WEBHOOK_URL"
+from metrics_index.resources import SLACK_WEBHOOK_ENV, SlackResource
+
 RUN_EVENTS = (DagsterEventType.RUN_SUCCESS, DagsterEventType.RUN_FAILURE)
 RUNS_PER_TICK = 50  # per run event type
 POSTS_PER_TICK = 20
@@ -31,14 +31,6 @@ MAX_PENDING = 200  # beyond this, the oldest pending alerts are dropped (and log
 SENT_REMEMBERED = 200
 _SUMMARY_CHARS = 500
 Logger = logging.Logger | logging.LoggerAdapter
-
-
-class SlackResource(ConfigurableResource):
-    """Where alerts go. Give `webhook_url` as `EnvVar(SLACK_WEBHOOK_ENV)`; left empty, alerts are only logged."""
-
-    webhook_url: str = ""
-    ui_base_url: str = "http://localhost:3000"
-    timeout_seconds: float = 10.0
 
 
 @dataclass

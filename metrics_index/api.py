@@ -11,7 +11,8 @@ from typing import Any
 
 from dagster import DagsterInstance, ExecuteInProcessResult, materialize
 
-from metrics_index.assets import METRIC_ASSETS
+from metrics_index.asset_metadata import EnrichmentFigures, IndexFigures, RawFigures
+from metrics_index.assets import METRIC_ASSETS, enriched_metric_metadata, metric_semantic_index, raw_metric_metadata
 from metrics_index.enrichment.incremental import FALLBACK, enrich_catalog
 from metrics_index.enrichment.rules import RulesEnricher
 from metrics_index.namespaces import NAMESPACE_PARTITIONS, Namespace
@@ -105,25 +106,23 @@ def index_namespace(
         raise_on_error=True,
     )
     metadata = materialization_metadata(result)
-    raw, enriched, index = (
-        metadata["raw_metric_metadata"],
-        metadata["enriched_metric_metadata"],
-        metadata["metric_semantic_index"],
-    )
+    raw = RawFigures.from_metadata(metadata[raw_metric_metadata.key.path[-1]])
+    enriched = EnrichmentFigures.from_metadata(metadata[enriched_metric_metadata.key.path[-1]])
+    index = IndexFigures.from_metadata(metadata[metric_semantic_index.key.path[-1]])
     return IndexSummary(
         namespace=namespace,
-        total=raw["fetched"],
-        processed=raw["metrics"],
-        skipped=raw["fetched"] - raw["metrics"],
-        enriched=enriched["enriched"] + enriched["reused"],
-        reused=enriched["reused"],
-        failed=enriched["failed"],
-        indexed=index["indexed"],
-        unchanged=index["unchanged"],
-        removed=index["removed"],
-        usage={k.removeprefix("llm_"): v for k, v in enriched.items() if k.startswith("llm_")},
+        total=raw.fetched,
+        processed=raw.metrics,
+        skipped=raw.fetched - raw.metrics,
+        enriched=enriched.enriched + enriched.reused,
+        reused=enriched.reused,
+        failed=enriched.failed,
+        indexed=index.indexed,
+        unchanged=index.unchanged,
+        removed=index.removed,
+        usage=enriched.usage,
         durations={asset: values["duration_seconds"] for asset, values in metadata.items()},
-        failures=enriched.get("failures") or {},
+        failures=enriched.failures,
     )
 
 

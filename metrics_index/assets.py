@@ -8,16 +8,16 @@ from dagster import (
     Config,
     Failure,
     MaterializeResult,
-    MetadataValue,
     Output,
     ResourceParam,
     asset,
 )
 from redis import RedisError
 
+from metrics_index.asset_metadata import EnrichmentFigures, IndexFigures, NameSetFigures, RawFigures
 from metrics_index.enrichment.incremental import enrich_catalog
 from metrics_index.enrichment.rules import RulesEnricher
-from metrics_index.io import ParquetIOManager
+from metrics_index.io import PARQUET_IO, ParquetIOManager
 from metrics_index.namespaces import NAMESPACE_PARTITIONS
 from metrics_index.resources import (
     CHROMA_POOL,
@@ -33,7 +33,6 @@ from metrics_index.stores import revision
 from metrics_index.stores.name_set import promql_names, replace_names
 
 GROUP = "metrics_index"
-PARQUET_IO = "parquet_io_manager"
 _FAILURES_LISTED = 50
 
 
@@ -62,16 +61,14 @@ def raw_metric_metadata(
             else f"Prometheus returned no metrics for {context.partition_key}: check its selector in the registry. "
             "Nothing downstream was changed; set allow_empty to empty the namespace on purpose."
         )
-    return Output(
-        frame,
-        metadata={
-            "fetched": len(fetched),
-            "metrics": len(frame),
-            "with_help": int((frame["help"] != "").sum()),
-            "types": MetadataValue.json(frame["type"].value_counts().to_dict()),
-            "duration_seconds": round(perf_counter() - started, 3),
-        },
+    figures = RawFigures(
+        fetched=len(fetched),
+        metrics=len(frame),
+        with_help=int((frame["help"] != "").sum()),
+        types=frame["type"].value_counts().to_dict(),
+        duration_seconds=round(perf_counter() - started, 3),
     )
+    return Output(frame, metadata=figures.metadata())
 
 
 @asset(partitions_def=NAMESPACE_PARTITIONS, group_name=GROUP)
@@ -87,13 +84,10 @@ def metric_name_set(
             f"Redis failed while replacing the name set of {context.partition_key}: {str(error).rstrip('.')}. "
             "The live set is untouched or fully replaced, never partial; rerun when Redis is back."
         ) from error
-    return MaterializeResult(
-        metadata={
-            "metrics": len(raw_metric_metadata),
-            "names": size,
-            "duration_seconds": round(perf_counter() - started, 3),
-        }
+    figures = NameSetFigures(
+        metrics=len(raw_metric_metadata), names=size, duration_seconds=round(perf_counter() - started, 3)
     )
+    return MaterializeResult(metadata=figures.metadata())
 
 
 class EnrichmentConfig(Config):
@@ -122,20 +116,18 @@ def enriched_metric_metadata(
     for name, reason in report.failures.items():
         context.log.warning(f"enrichment of {name} failed, indexed with rules: {reason}")
     listed = dict(sorted(report.failures.items())[:_FAILURES_LISTED])
-    return Output(
-        frame,
-        metadata={
-            "enricher": primary.name,
-            "metrics": report.total,
-            "reused": report.reused,
-            "enriched": report.enriched,
-            "failed": report.failed,
-            "success_rate": round(1 - report.failed / report.total, 4) if report.total else 1.0,
-            "failures": MetadataValue.json(listed),
-            **{f"llm_{key}": value for key, value in report.usage.as_dict().items()},
-            "duration_seconds": round(perf_counter() - started, 3),
-        },
+    figures = EnrichmentFigures(
+        enricher=primary.name,
+        metrics=report.total,
+        reused=report.reused,
+        enriched=report.enriched,
+        failed=report.failed,
+        success_rate=round(1 - report.failed / report.total, 4) if report.total else 1.0,
+        failures=listed,
+        usage=report.usage.as_dict(),
+        duration_seconds=round(perf_counter() - started, 3),
     )
+    return Output(frame, metadata=figures.metadata())
 
 
 @asset(partitions_def=NAMESPACE_PARTITIONS, group_name=GROUP, deps=[metric_name_set], pool=CHROMA_POOL)
@@ -162,16 +154,15 @@ def metric_semantic_index(
             f"the index of {namespace} is synced but Redis failed while recording its revision: "
             f"{str(error).rstrip('.')}. Readers keep the previous version until a rerun records it."
         ) from error
-    return MaterializeResult(
-        metadata={
-            "metrics": report.total,
-            "indexed": report.indexed,
-            "unchanged": report.unchanged,
-            "removed": report.removed,
-            "revision": current,
-            "duration_seconds": round(perf_counter() - started, 3),
-        }
+    figures = IndexFigures(
+        metrics=report.total,
+        indexed=report.indexed,
+        unchanged=report.unchanged,
+        removed=report.removed,
+        revision=current,
+        duration_seconds=round(perf_counter() - started, 3),
     )
+    return MaterializeResult(metadata=figures.metadata())
 
 
 METRIC_ASSETS = [raw_metric_metadata, metric_name_set, enriched_metric_metadata, metric_semantic_index]

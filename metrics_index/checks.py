@@ -6,7 +6,7 @@ downstream. Quality checks (severity WARN) measure how good the catalog is and n
 
 Each measurement is a plain function returning a `Measurement`; the Dagster checks below only load inputs and turn
 measurements into results. Every result carries `measured`, `expected` and `summary` metadata, which the Slack
-alerts quote. All thresholds live in `CheckThresholds`.
+alerts quote. All thresholds live in `CheckThresholds` (resources.py).
 """
 
 import re
@@ -23,23 +23,28 @@ from dagster import (
     AssetCheckSeverity,
     AssetCheckSpec,
     AssetIn,
-    ConfigurableResource,
     MetadataValue,
     PreviewWarning,
     multi_asset_check,
 )
 from dagster._core.event_api import PartitionKeyFilter  # the only way to read one partition's check history
-from pydantic import Field, ValidationError
+from pydantic import ValidationError
 
 from metrics_index.assets import enriched_metric_metadata, metric_name_set, metric_semantic_index, raw_metric_metadata
 from metrics_index.enrichment.incremental import FALLBACK
 from metrics_index.enrichment.vocabulary import EnrichedFields
 from metrics_index.namespaces import NAMESPACE_PARTITIONS, GoldenQuery
-from metrics_index.resources import CHROMA_POOL, ChromaResource, PrometheusResource, RedisResource
+from metrics_index.resources import (
+    CHROMA_POOL,
+    GOLDEN_K,
+    CheckThresholds,
+    ChromaResource,
+    PrometheusResource,
+    RedisResource,
+)
 from metrics_index.stores.name_set import all_names, promql_names
 from metrics_index.stores.semantic_index import document_id
 
-GOLDEN_K = 5
 METRIC_NAME_RE = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 _LISTED = 20  # offending names quoted in metadata and alerts
 # Meter types that agree with each declared Prometheus type. The classic text format has no info or stateset
@@ -53,30 +58,6 @@ COMPATIBLE_METER_TYPES: dict[str, set[str]] = {
     "info": {"info"},
     "stateset": {"stateset"},
 }
-
-
-class CheckThresholds(ConfigurableResource):
-    """Every asset-check threshold, in one place. Set each one with METRICS_INDEX_CHECK_<NAME> (see settings.py)."""
-
-    min_help_share: float = Field(
-        default=0.9, description="Share of a namespace's metrics that have help text (raw metadata, WARN)."
-    )
-    min_enrichment_success_rate: float = Field(
-        default=0.95, description="Share of metrics enriched by the configured enricher, not by the fallback (WARN)."
-    )
-    min_type_agreement: float = Field(
-        default=0.95,
-        description="Share of metrics whose enriched meter type equals the type Prometheus declared (WARN); "
-        "metrics Prometheus calls 'unknown' are left out.",
-    )
-    max_category_drift_points: float = Field(
-        default=10.0,
-        description="Largest move, in percentage points, of one category's share since the previous "
-        "materialization before the drift check warns.",
-    )
-    min_golden_recall: float = Field(
-        default=0.8, description=f"Share of the registry's golden queries answered in the top {GOLDEN_K} (WARN)."
-    )
 
 
 @dataclass(frozen=True)

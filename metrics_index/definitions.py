@@ -1,23 +1,18 @@
 """The one Definitions object: start reading here."""
 
-from dagster import Definitions, define_asset_job
+from dagster import Definitions
 
 from metrics_index.assets import METRIC_ASSETS
 from metrics_index.checks import METRIC_CHECKS
-from metrics_index.namespaces import NAMESPACE_PARTITIONS
-from metrics_index.schedules import build_index_schedule, run_tags
+from metrics_index.jobs import build_index_job
+from metrics_index.schedules import build_index_schedule
 from metrics_index.sensors import build_alert_sensor, build_namespace_sensor
 from metrics_index.settings import platform_settings_from_env, resources_from_env
 
 platform = platform_settings_from_env()
 resources = resources_from_env()
 
-index_namespace_job = define_asset_job(
-    "index_namespace",
-    selection=METRIC_ASSETS,
-    partitions_def=NAMESPACE_PARTITIONS,
-    tags=run_tags(resources["enricher"]),
-)
+index_namespace_job = build_index_job(resources["enricher"])
 
 defs = Definitions(
     assets=METRIC_ASSETS,

@@ -7,6 +7,9 @@ from pathlib import Path
 import pandas as pd
 from dagster import ConfigurableIOManager, InputContext, OutputContext
 
+PARQUET_IO = "parquet_io_manager"
+"""The resource key of the Parquet IO manager, used by the assets that store DataFrames."""
+
 
 class ParquetIOManager(ConfigurableIOManager):
     """Stores each partition of a DataFrame asset as one Parquet file (not a pickle)."""

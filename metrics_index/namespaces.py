@@ -74,17 +74,21 @@ class DiscoveryRule:
 
 @dataclass(frozen=True)
 class Registry:
+    """The registered namespaces and the discovery rule, with every Prometheus URL already resolved: an entry or a
+    rule without its own `prometheus_url` reads from the default one (METRICS_INDEX_PROMETHEUS_URL)."""
+
     sources: dict[str, NamespaceSource]
     discovery: DiscoveryRule | None = None
+    default_prometheus_url: str | None = None
 
-    def source_for(self, namespace: str, default_prometheus_url: str | None = None) -> NamespaceSource:
+    def source_for(self, namespace: str) -> NamespaceSource:
         """The registered source; else, when the registry has a `discover:` rule, the targets whose tenant and
         service labels match; else the default Prometheus with the selector `{job="<service>"}`."""
         ns = Namespace.parse(namespace)
         if namespace in self.sources:
             return self.sources[namespace]
         rule = self.discovery
-        url = (rule.prometheus_url if rule else None) or default_prometheus_url
+        url = rule.prometheus_url if rule else self.default_prometheus_url
         if not url:
             raise NamespaceError(f"namespace {namespace!r} is not in the registry and no Prometheus URL is configured")
         if rule:
@@ -103,8 +107,9 @@ def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"')
 
 
-def load_registry(path: str | Path | None = None) -> Registry:
-    """Read and validate a registry file; relative snapshot paths are resolved against the file's folder."""
+def load_registry(path: str | Path | None = None, default_prometheus_url: str | None = None) -> Registry:
+    """Read and validate a registry file; relative snapshot paths are resolved against the file's folder, and
+    entries without a snapshot or a URL of their own get `default_prometheus_url`."""
     path = Path(path) if path else DEFAULT_REGISTRY_PATH
     if not path.exists():
         raise NamespaceError(f"namespace registry {path} does not exist")
@@ -114,20 +119,20 @@ def load_registry(path: str | Path | None = None) -> Registry:
     entries = document.get("namespaces") or {}
     if not isinstance(entries, dict):
         raise NamespaceError(f"namespace registry {path}: 'namespaces' must be a mapping")
-    sources = {name: _parse_entry(path, name, entry or {}) for name, entry in entries.items()}
+    sources = {name: _parse_entry(path, name, entry or {}, default_prometheus_url) for name, entry in entries.items()}
     discovery = document.get("discover")
     rule = None
     if discovery:
         rule = DiscoveryRule(
-            prometheus_url=discovery.get("prometheus_url"),
+            prometheus_url=discovery.get("prometheus_url") or default_prometheus_url,
             tenant_label=discovery.get("tenant_label", "tenant"),
             service_label=discovery.get("service_label", "service"),
             selector_kind=_selector_kind(path, "discover", discovery.get("selector_kind", "target")),
         )
-    return Registry(sources=sources, discovery=rule)
+    return Registry(sources=sources, discovery=rule, default_prometheus_url=default_prometheus_url)
 
 
-def _parse_entry(path: Path, name: str, entry: dict) -> NamespaceSource:
+def _parse_entry(path: Path, name: str, entry: dict, default_prometheus_url: str | None) -> NamespaceSource:
     try:
         namespace = Namespace.parse(str(name))
     except NamespaceError as error:
@@ -145,7 +150,7 @@ def _parse_entry(path: Path, name: str, entry: dict) -> NamespaceSource:
         namespace=namespace,
         selector=entry.get("selector") or f'{{job="{namespace.service}"}}',
         selector_kind=_selector_kind(path, name, entry.get("selector_kind", "target")),
-        prometheus_url=url,
+        prometheus_url=None if snapshot else url or default_prometheus_url,
         snapshot=(path.parent / snapshot).resolve() if snapshot else None,
         golden_queries=golden,
     )

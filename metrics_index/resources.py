@@ -11,14 +11,14 @@ import chromadb
 import pandas as pd
 import redis
 from dagster import ConfigurableResource
-from pydantic import PrivateAttr
+from pydantic import Field, PrivateAttr
 
 from metrics_index.embeddings import DEFAULT_MODEL, get_embedder
 from metrics_index.enrichment.base import Enricher
 from metrics_index.enrichment.claude import ClaudeOptions
 from metrics_index.enrichment.select import make_enricher
 from metrics_index.namespaces import NamespaceSource, Registry, load_registry
-from metrics_index.sources.prometheus import fetch_raw_metadata
+from metrics_index.sources.prometheus import discover_namespaces, fetch_raw_metadata
 from metrics_index.stores.semantic_index import DEFAULT_COLLECTION, SemanticIndex
 
 
@@ -30,14 +30,20 @@ class PrometheusResource(ConfigurableResource):
     timeout_seconds: float = 10.0
 
     def registry(self) -> Registry:
-        return load_registry(self.registry_path or None)
+        return load_registry(self.registry_path or None, self.url or None)
 
     def source(self, namespace: str, registry: Registry | None = None) -> NamespaceSource:
-        return (registry or self.registry()).source_for(namespace, self.url or None)
+        return (registry or self.registry()).source_for(namespace)
 
     def fetch(self, namespace: str, registry: Registry | None = None) -> pd.DataFrame:
         """The namespace's raw metadata; pass `registry` when fetching many namespaces to read the file once."""
-        return fetch_raw_metadata(self.source(namespace, registry), self.url or None, self.timeout_seconds)
+        return fetch_raw_metadata(self.source(namespace, registry), self.timeout_seconds)
+
+    def discover(self, registry: Registry | None = None) -> dict[str, set[str]]:
+        """`tenant:service` → metric names found on Prometheus targets by the registry's `discover:` rule (none
+        without a rule)."""
+        rule = (registry or self.registry()).discovery
+        return discover_namespaces(rule, self.timeout_seconds) if rule else {}
 
 
 class RedisResource(ConfigurableResource):
@@ -112,3 +118,43 @@ class ProgressResource(ConfigurableResource):
 
         with tqdm(total=total, desc=description, unit="metric", file=sys.stderr, leave=True) as bar:
             yield bar.update
+
+
+SLACK_WEBHOOK_ENV = "METRICS_INDEX_SLACK_WEBHOOK_URL"
+
+
+class SlackResource(ConfigurableResource):
+    """Where alerts go. Give `webhook_url` as `EnvVar(SLACK_WEBHOOK_ENV)`; left empty, alerts are only logged."""
+
+    webhook_url: str = ""
+    ui_base_url: str = "http://localhost:3000"
+    timeout_seconds: float = 10.0
+
+
+GOLDEN_K = 5
+"""How many answers of search a golden query looks at."""
+
+
+class CheckThresholds(ConfigurableResource):
+    """Every asset-check threshold, in one place (checks.py uses them). Set each one with
+    METRICS_INDEX_CHECK_<NAME>; settings.py reads them."""
+
+    min_help_share: float = Field(
+        default=0.9, description="Share of a namespace's metrics that have help text (raw metadata, WARN)."
+    )
+    min_enrichment_success_rate: float = Field(
+        default=0.95, description="Share of metrics enriched by the configured enricher, not by the fallback (WARN)."
+    )
+    min_type_agreement: float = Field(
+        default=0.95,
+        description="Share of metrics whose enriched meter type equals the type Prometheus declared (WARN); "
+        "metrics Prometheus calls 'unknown' are left out.",
+    )
+    max_category_drift_points: float = Field(
+        default=10.0,
+        description="Largest move, in percentage points, of one category's share since the previous "
+        "materialization before the drift check warns.",
+    )
+    min_golden_recall: float = Field(
+        default=0.8, description=f"Share of the registry's golden queries answered in the top {GOLDEN_K} (WARN)."
+    )

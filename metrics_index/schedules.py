@@ -1,4 +1,4 @@
-"""The regular re-index of every registered namespace, and the run tags the run queue limits by.
+"""The regular re-index of every registered namespace.
 
 A schedule cannot add partitions (only the namespace sensor does): it reads the namespaces already registered
 and requests one run per namespace. Unchanged metrics are reused by the enrichment, so a daily run costs little.
@@ -14,23 +14,10 @@ from dagster import (
 )
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
-from metrics_index.enrichment.select import resolve_mode
+from metrics_index.jobs import run_tags
 from metrics_index.namespaces import NAMESPACE_PARTITIONS
 from metrics_index.resources import EnricherResource
 from metrics_index.settings import PlatformSettings
-
-ENRICHER_TAG = "metrics-index/enricher"
-"""Which enricher a run uses; dagster.yaml caps the number of concurrent runs tagged `claude`."""
-
-
-def run_tags(enricher: EnricherResource) -> dict[str, str]:
-    """Tags for the run queue: the enricher the run will use (one run per namespace comes from the
-    `dagster/partition` tag Dagster sets itself)."""
-    try:
-        name = resolve_mode(enricher.mode)
-    except ValueError:  # misconfigured (e.g. mode 'claude' without a key): the run itself fails and says why
-        name = enricher.mode
-    return {ENRICHER_TAG: name}
 
 
 def build_index_schedule(job: UnresolvedAssetJobDefinition, settings: PlatformSettings) -> ScheduleDefinition:

@@ -21,13 +21,12 @@ from dagster import (
 )
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
-from metrics_index.alerts import SlackResource, deliver, new_alerts
-from metrics_index.namespaces import NAMESPACE_PARTITIONS, DiscoveryRule, Namespace, NamespaceError
-from metrics_index.resources import EnricherResource, PrometheusResource
-from metrics_index.schedules import run_tags
+from metrics_index.alerts import deliver, new_alerts
+from metrics_index.jobs import run_tags
+from metrics_index.namespaces import NAMESPACE_PARTITIONS, Namespace, NamespaceError
+from metrics_index.resources import EnricherResource, PrometheusResource, SlackResource
 from metrics_index.settings import PlatformSettings
 from metrics_index.sources import SourceError
-from metrics_index.sources.prometheus import PrometheusApi
 
 
 @dataclass(frozen=True)
@@ -120,7 +119,7 @@ def observe(prometheus: PrometheusResource) -> Observation:
             observation.errors.append(f"namespace {namespace}: {error}")
     if registry.discovery is not None:
         try:
-            found = discover(registry.discovery, prometheus.url or None, prometheus.timeout_seconds)
+            found = prometheus.discover(registry)
         except SourceError as error:
             observation.discovery_failed = True
             observation.errors.append(f"namespace discovery failed, no namespace is treated as removed: {error}")
@@ -133,23 +132,6 @@ def observe(prometheus: PrometheusResource) -> Observation:
                 continue
             observation.fingerprints.setdefault(namespace, fingerprint(names))
     return observation
-
-
-def discover(rule: DiscoveryRule, default_url: str | None, timeout: float) -> dict[str, set[str]]:
-    """`tenant:service` → metric names, from the targets that carry both labels (one targets-metadata request)."""
-    url = rule.prometheus_url or default_url
-    if not url:
-        raise SourceError(
-            "the registry's 'discover' rule has no prometheus_url and METRICS_INDEX_PROMETHEUS_URL is unset"
-        )
-    api = PrometheusApi(url, timeout)
-    api.check_health()
-    tenant, service = rule.tenant_label, rule.service_label
-    found: dict[str, set[str]] = {}
-    for entry in api.targets_metadata(f'{{{tenant}=~".+",{service}=~".+"}}'):
-        labels = entry.get("target") or {}
-        found.setdefault(f"{labels.get(tenant)}:{labels.get(service)}", set()).add(str(entry.get("metric")))
-    return found
 
 
 def build_namespace_sensor(job: UnresolvedAssetJobDefinition, settings: PlatformSettings) -> SensorDefinition:

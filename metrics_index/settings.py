@@ -9,18 +9,18 @@ from pathlib import Path
 
 from dagster import ConfigurableResource, EnvVar
 
-from metrics_index.alerts import SLACK_WEBHOOK_ENV, SlackResource
-from metrics_index.assets import PARQUET_IO
-from metrics_index.checks import CheckThresholds
 from metrics_index.embeddings import DEFAULT_MODEL
 from metrics_index.enrichment.claude import ClaudeOptions
-from metrics_index.io import ParquetIOManager
+from metrics_index.io import PARQUET_IO, ParquetIOManager
 from metrics_index.resources import (
+    SLACK_WEBHOOK_ENV,
+    CheckThresholds,
     ChromaResource,
     EnricherResource,
     ProgressResource,
     PrometheusResource,
     RedisResource,
+    SlackResource,
 )
 
 

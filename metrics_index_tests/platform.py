@@ -11,8 +11,9 @@ from pathlib import Path
 from dagster import AssetSelection, Definitions, ExecuteInProcessResult, define_asset_job
 
 from metrics_index.assets import METRIC_ASSETS
-from metrics_index.checks import METRIC_CHECKS, CheckThresholds
+from metrics_index.checks import METRIC_CHECKS
 from metrics_index.namespaces import NAMESPACE_PARTITIONS
+from metrics_index.resources import CheckThresholds
 from metrics_index.settings import resources_from_env
 from metrics_index_tests.project import Project
 from metrics_index_tests.servers import (

@@ -12,17 +12,16 @@ from dagster import AssetCheckEvaluation, AssetCheckSeverity, AssetKey, EnvVar, 
 
 from metrics_index.alerts import (
     MAX_PENDING,
-    SLACK_WEBHOOK_ENV,
     Alert,
     AlertState,
     SlackError,
-    SlackResource,
     check_alert,
     deliver,
     post_to_slack,
     slack_message,
 )
 from metrics_index.namespaces import DEFAULT_REGISTRY_PATH
+from metrics_index.resources import SLACK_WEBHOOK_ENV, SlackResource
 from metrics_index.sensors import build_alert_sensor
 from metrics_index.settings import PlatformSettings, resources_from_env
 from metrics_index_tests.platform import SlackReceiver, run_namespace

@@ -124,20 +124,33 @@ def test_missing_registry_file_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_unregistered_namespace_defaults_to_its_job_on_the_default_prometheus(tmp_path: Path) -> None:
-    registry = load_registry(write_registry(tmp_path, "namespaces: {}\n"))
-    source = registry.source_for("staging:checkout", "http://prometheus:9090")
+    path = write_registry(tmp_path, "namespaces: {}\n")
+    registry = load_registry(path, "http://prometheus:9090")
+    source = registry.source_for("staging:checkout")
     assert (source.selector, source.selector_kind) == ('{job="checkout"}', "target")
     assert source.prometheus_url == "http://prometheus:9090"
     with pytest.raises(NamespaceError, match="no Prometheus URL"):
-        registry.source_for("staging:checkout")
+        load_registry(path).source_for("staging:checkout")
     with pytest.raises(NamespaceError, match="lower-case"):
-        registry.source_for("Staging:checkout", "http://prometheus:9090")
+        registry.source_for("Staging:checkout")
+
+
+def test_the_default_prometheus_is_resolved_once_when_the_registry_is_read(tmp_path: Path) -> None:
+    text = (
+        "namespaces:\n  acme:own: {prometheus_url: http://own:9090}\n  acme:plain: {}\n"
+        "  acme:snap: {snapshot: s.json}\n"
+    )
+    registry = load_registry(write_registry(tmp_path, text), "http://default:9090")
+    urls = {name: source.prometheus_url for name, source in registry.sources.items()}
+    assert urls == {"acme:own": "http://own:9090", "acme:plain": "http://default:9090", "acme:snap": None}
+    rule = load_registry(write_registry(tmp_path, "discover: {tenant_label: team}\n"), "http://default:9090").discovery
+    assert rule is not None and rule.prometheus_url == "http://default:9090"
 
 
 def test_discovered_namespace_is_read_by_its_tenant_and_service_labels(tmp_path: Path) -> None:
     text = "discover:\n  prometheus_url: http://discovery:9090\n  tenant_label: team\n  service_label: app\n"
-    registry = load_registry(write_registry(tmp_path, text))
-    source = registry.source_for("payments:ledger", "http://default:9090")
+    registry = load_registry(write_registry(tmp_path, text), "http://default:9090")
+    source = registry.source_for("payments:ledger")
     assert (source.selector, source.selector_kind) == ('{app="ledger",team="payments"}', "target")
     assert source.prometheus_url == "http://discovery:9090"
 

@@ -24,9 +24,9 @@ from dagster._core.instance.config import PoolGranularity
 from dagster._core.instance.ref import InstanceRef
 from dagster_postgres import DagsterPostgresStorage
 
-from metrics_index.alerts import SLACK_WEBHOOK_ENV
 from metrics_index.checks import CHROMA_POOL, HELP_SHARE, INDEX_MATCHES
-from metrics_index.schedules import ENRICHER_TAG
+from metrics_index.jobs import ENRICHER_TAG
+from metrics_index.resources import SLACK_WEBHOOK_ENV
 from metrics_index_tests.platform import LabelledPrometheus, SlackReceiver
 from metrics_index_tests.servers import ManagedProcess, PrometheusStack, free_port, http_get, wait_until
 

@@ -15,8 +15,9 @@ from dagster import (
 )
 
 from metrics_index.definitions import defs, index_namespace_job
+from metrics_index.jobs import ENRICHER_TAG, run_tags
 from metrics_index.resources import EnricherResource
-from metrics_index.schedules import ENRICHER_TAG, build_index_schedule, run_tags
+from metrics_index.schedules import build_index_schedule
 from metrics_index.sensors import build_alert_sensor, build_namespace_sensor
 from metrics_index.settings import PlatformSettings, platform_settings_from_env
 

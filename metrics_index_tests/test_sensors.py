@@ -17,14 +17,13 @@ from dagster import (
 )
 
 from metrics_index.definitions import index_namespace_job
+from metrics_index.jobs import ENRICHER_TAG
 from metrics_index.namespaces import DEFAULT_REGISTRY_PATH, DiscoveryRule
 from metrics_index.resources import EnricherResource, PrometheusResource
-from metrics_index.schedules import ENRICHER_TAG
 from metrics_index.sensors import (
     NamespaceState,
     Observation,
     build_namespace_sensor,
-    discover,
     dump_cursor,
     fingerprint,
     load_cursor,
@@ -32,6 +31,7 @@ from metrics_index.sensors import (
 )
 from metrics_index.settings import PlatformSettings
 from metrics_index.sources import SourceError
+from metrics_index.sources.prometheus import discover_namespaces
 from metrics_index_tests.platform import LabelledPrometheus
 from metrics_index_tests.servers import PrometheusStack
 
@@ -105,15 +105,20 @@ def labelled_prometheus(prometheus_stack: PrometheusStack, tmp_path_factory: pyt
         server.stop()
 
 
-def test_discovery_groups_target_metadata_by_tenant_and_service(labelled_prometheus: str) -> None:
-    found = discover(DiscoveryRule(prometheus_url=labelled_prometheus), None, 10)
+def test_discovery_groups_target_metadata_by_tenant_and_service(labelled_prometheus: str, tmp_path: Path) -> None:
+    found = discover_namespaces(DiscoveryRule(prometheus_url=labelled_prometheus))
     assert set(found) == {"acme:node", "acme:prometheus"}
     assert "node_cpu_seconds_total" in found["acme:node"]
     assert "prometheus_http_requests_total" not in found["acme:node"]
+    registry = tmp_path / "registry.yaml"
+    registry.write_text(yaml.safe_dump({"namespaces": {}, "discover": {"tenant_label": "tenant"}}))
+    # A rule without its own URL reads from the resource's default Prometheus.
+    assert PrometheusResource(registry_path=str(registry), url=labelled_prometheus).discover() == found
     with pytest.raises(SourceError, match="unreachable"):
-        discover(DiscoveryRule(prometheus_url=None), "http://127.0.0.1:9", 2)
+        PrometheusResource(registry_path=str(registry), url="http://127.0.0.1:9", timeout_seconds=2).discover()
     with pytest.raises(SourceError, match="no prometheus_url"):
-        discover(DiscoveryRule(prometheus_url=None), None, 2)
+        PrometheusResource(registry_path=str(registry)).discover()
+    assert PrometheusResource(url=labelled_prometheus).discover() == {}  # the bundled registry has no rule
 
 
 class SensorHarness:

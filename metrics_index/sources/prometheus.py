@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 import requests
 
-from metrics_index.namespaces import NamespaceSource
+from metrics_index.namespaces import DiscoveryRule, NamespaceSource
 from metrics_index.sources.base import RAW_COLUMNS, SourceError
 
 # Series that carry no metadata of their own: their family is the name without the suffix.
@@ -48,18 +48,33 @@ SCRAPE_SERIES = {
 _MATCHER_RE = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)"\s*(?:,|$)')
 
 
-def fetch_raw_metadata(source: NamespaceSource, default_url: str | None = None, timeout: float = 10.0) -> pd.DataFrame:
+def fetch_raw_metadata(source: NamespaceSource, timeout: float = 10.0) -> pd.DataFrame:
     """The namespace's metrics as a DataFrame with columns metric_name, type, help, unit, sorted by name."""
     if source.snapshot is not None:
         return merge_entries(read_snapshot(source.snapshot, source.selector))
-    url = source.prometheus_url or default_url
-    if not url:
+    if not source.prometheus_url:
         raise SourceError(f"namespace {source.namespace} has no snapshot and no Prometheus URL is configured")
-    api = PrometheusApi(url, timeout)
+    api = PrometheusApi(source.prometheus_url, timeout)
     api.check_health()
     if source.selector_kind == "series":
         return merge_entries(api.series_metadata(source.selector))
     return merge_entries(api.targets_metadata(source.selector))
+
+
+def discover_namespaces(rule: DiscoveryRule, timeout: float = 10.0) -> dict[str, set[str]]:
+    """`tenant:service` → metric names, from the targets that carry both labels (one targets-metadata request)."""
+    if not rule.prometheus_url:
+        raise SourceError(
+            "the registry's 'discover' rule has no prometheus_url and METRICS_INDEX_PROMETHEUS_URL is unset"
+        )
+    api = PrometheusApi(rule.prometheus_url, timeout)
+    api.check_health()
+    tenant, service = rule.tenant_label, rule.service_label
+    found: dict[str, set[str]] = {}
+    for entry in api.targets_metadata(f'{{{tenant}=~".+",{service}=~".+"}}'):
+        labels = entry.get("target") or {}
+        found.setdefault(f"{labels.get(tenant)}:{labels.get(service)}", set()).add(str(entry.get("metric")))
+    return found
 
 
 class PrometheusApi:

@@ -1,0 +1,76 @@
+"""The figures each asset records as materialization metadata, defined once for the assets that write them and for
+the API that reads them back (the CLI summary): a renamed field breaks both sides loudly, never a summary silently.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, Self
+
+from dagster import MetadataValue
+
+LLM_PREFIX = "llm_"
+"""Language-model usage is recorded as one number per key (`llm_requests`, `llm_cost_usd`...) so the UI plots each."""
+
+
+class AssetFigures:
+    """Conversion of a dataclass of figures to Dagster metadata and back (mappings are stored as JSON)."""
+
+    def metadata(self) -> dict[str, Any]:
+        values = {f.name: getattr(self, f.name) for f in fields(self)}  # type: ignore[arg-type]
+        return {name: MetadataValue.json(v) if isinstance(v, Mapping) else v for name, v in values.items()}
+
+    @classmethod
+    def from_metadata(cls, values: Mapping[str, Any]) -> Self:
+        """From the plain values of a materialization's metadata (other keys, such as the IO manager's, ignored)."""
+        return cls(**{f.name: values[f.name] for f in fields(cls)})  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class RawFigures(AssetFigures):
+    fetched: int
+    metrics: int
+    with_help: int
+    types: dict[str, int]
+    duration_seconds: float
+
+
+@dataclass(frozen=True)
+class NameSetFigures(AssetFigures):
+    metrics: int
+    names: int
+    duration_seconds: float
+
+
+@dataclass(frozen=True)
+class EnrichmentFigures(AssetFigures):
+    enricher: str
+    metrics: int
+    reused: int
+    enriched: int
+    failed: int
+    success_rate: float
+    failures: dict[str, str]
+    duration_seconds: float
+    usage: dict[str, float] = field(default_factory=dict)
+
+    def metadata(self) -> dict[str, Any]:
+        plain = {k: v for k, v in super().metadata().items() if k != "usage"}
+        return {**plain, **{f"{LLM_PREFIX}{key}": value for key, value in self.usage.items()}}
+
+    @classmethod
+    def from_metadata(cls, values: Mapping[str, Any]) -> Self:
+        usage = {k.removeprefix(LLM_PREFIX): v for k, v in values.items() if k.startswith(LLM_PREFIX)}
+        named = {f.name: values[f.name] for f in fields(cls) if f.name != "usage"}
+        return cls(**named, usage=usage)
+
+
+@dataclass(frozen=True)
+class IndexFigures(AssetFigures):
+    metrics: int
+    indexed: int
+    unchanged: int
+    removed: int
+    revision: int
+    duration_seconds: float
