@@ -27,13 +27,28 @@ class AssetFigures:
         return cls(**{f.name: values[f.name] for f in fields(cls)})  # type: ignore[arg-type]
 
 
+@dataclass(frozen=True, kw_only=True)
+class LabelCounts(AssetFigures):
+    """What the label schemas of a catalog frame hold (sources/labels.py label_stats)."""
+
+    metrics_with_labels: int = 0
+    label_names: int = 0
+    labels_per_metric_max: int = 0
+    labels_complete: int = 0
+    labels_count_only: int = 0
+    series: int = 0
+
+
 @dataclass(frozen=True)
-class RawFigures(AssetFigures):
+class RawFigures(LabelCounts):
     fetched: int
     metrics: int
     with_help: int
     types: dict[str, int]
     duration_seconds: float
+    label_requests: int = 0
+    label_seconds: float = 0.0
+    label_errors: str = ""
 
 
 @dataclass(frozen=True)
@@ -41,10 +56,11 @@ class NameSetFigures(AssetFigures):
     metrics: int
     names: int
     duration_seconds: float
+    names_with_labels: int = 0
 
 
 @dataclass(frozen=True)
-class EnrichmentFigures(AssetFigures):
+class EnrichmentFigures(LabelCounts):
     enricher: str
     metrics: int
     reused: int

@@ -27,7 +27,8 @@ from metrics_index.resources import (
     PrometheusResource,
     RedisResource,
 )
-from metrics_index.sources import RawMetric
+from metrics_index.sources import RawMetric, SourceError
+from metrics_index.sources.labels import LabelFetch, label_stats, series_name_schemas, with_labels
 from metrics_index.sources.prometheus import select_metrics
 from metrics_index.stores import revision
 from metrics_index.stores.name_set import promql_names, replace_names
@@ -50,7 +51,9 @@ class SelectionConfig(Config):
 def raw_metric_metadata(
     context: AssetExecutionContext, config: SelectionConfig, prometheus: PrometheusResource
 ) -> Output[pd.DataFrame]:
-    """Name, type, help and unit of every metric in the namespace, from Prometheus (or its snapshot)."""
+    """Name, type, help and unit of every metric in the namespace, from Prometheus (or its snapshot), and its label
+    schema (`labels`, JSON) from the namespace's series. Labels that cannot be read leave `labels` empty and the
+    reason in the metadata: they never fail the run."""
     started = perf_counter()
     fetched = prometheus.fetch(context.partition_key)
     frame = select_metrics(fetched, config.limit, config.exclude)
@@ -61,11 +64,22 @@ def raw_metric_metadata(
             else f"Prometheus returned no metrics for {context.partition_key}: check its selector in the registry. "
             "Nothing downstream was changed; set allow_empty to empty the namespace on purpose."
         )
+    try:
+        labels = prometheus.fetch_labels(context.partition_key, frame)
+    except SourceError as error:
+        labels = LabelFetch({}, errors=[str(error)])
+    for error in labels.errors:
+        context.log.warning(f"labels of {context.partition_key}: {error}")
+    frame = with_labels(frame, labels.schemas)
     figures = RawFigures(
         fetched=len(fetched),
         metrics=len(frame),
         with_help=int((frame["help"] != "").sum()),
         types=frame["type"].value_counts().to_dict(),
+        **label_stats(frame),
+        label_requests=labels.requests,
+        label_seconds=labels.seconds,
+        label_errors="; ".join(labels.errors),
         duration_seconds=round(perf_counter() - started, 3),
     )
     return Output(frame, metadata=figures.metadata())
@@ -75,17 +89,21 @@ def raw_metric_metadata(
 def metric_name_set(
     context: AssetExecutionContext, raw_metric_metadata: pd.DataFrame, redis: RedisResource
 ) -> MaterializeResult:
-    """The namespace's metric names in Redis for exact-match validation, replaced atomically."""
+    """The namespace's metric names and their label schemas in Redis for validation, replaced atomically together."""
     started = perf_counter()
+    labels = {name: schema.to_json() for name, schema in series_name_schemas(raw_metric_metadata).items()}
     try:
-        size = replace_names(redis.client(), context.partition_key, promql_names(raw_metric_metadata))
+        size = replace_names(redis.client(), context.partition_key, promql_names(raw_metric_metadata), labels)
     except RedisError as error:
         raise Failure(
             f"Redis failed while replacing the name set of {context.partition_key}: {str(error).rstrip('.')}. "
             "The live set is untouched or fully replaced, never partial; rerun when Redis is back."
         ) from error
     figures = NameSetFigures(
-        metrics=len(raw_metric_metadata), names=size, duration_seconds=round(perf_counter() - started, 3)
+        metrics=len(raw_metric_metadata),
+        names=size,
+        names_with_labels=len(labels),
+        duration_seconds=round(perf_counter() - started, 3),
     )
     return MaterializeResult(metadata=figures.metadata())
 
@@ -113,6 +131,8 @@ def enriched_metric_metadata(
         frame, report = enrich_catalog(
             RawMetric.from_frame(raw_metric_metadata), primary, RulesEnricher(), previous, config.force, advance
         )
+    if "labels" in raw_metric_metadata:
+        frame = frame.merge(raw_metric_metadata[["metric_name", "labels"]], on="metric_name", how="left")
     for name, reason in report.failures.items():
         context.log.warning(f"enrichment of {name} failed, indexed with rules: {reason}")
     listed = dict(sorted(report.failures.items())[:_FAILURES_LISTED])
@@ -125,6 +145,7 @@ def enriched_metric_metadata(
         success_rate=round(1 - report.failed / report.total, 4) if report.total else 1.0,
         failures=listed,
         usage=report.usage.as_dict(),
+        **label_stats(frame),
         duration_seconds=round(perf_counter() - started, 3),
     )
     return Output(frame, metadata=figures.metadata())

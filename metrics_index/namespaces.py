@@ -59,6 +59,8 @@ class NamespaceSource:
     selector_kind: str = "target"
     prometheus_url: str | None = None
     snapshot: Path | None = None
+    series_snapshot: Path | None = None
+    """A saved `/api/v1/series` answer: where a snapshot namespace's label schemas come from."""
     golden_queries: tuple[GoldenQuery, ...] = field(default=())
 
 
@@ -140,6 +142,7 @@ def _parse_entry(path: Path, name: str, entry: dict, default_prometheus_url: str
     if not isinstance(entry, dict):
         raise NamespaceError(f"namespace registry {path}: entry {name!r} must be a mapping")
     snapshot = entry.get("snapshot")
+    series_snapshot = entry.get("series_snapshot")
     url = entry.get("prometheus_url")
     if snapshot and url:
         raise NamespaceError(f"namespace registry {path}: {name!r} has both 'snapshot' and 'prometheus_url'")
@@ -152,6 +155,7 @@ def _parse_entry(path: Path, name: str, entry: dict, default_prometheus_url: str
         selector_kind=_selector_kind(path, name, entry.get("selector_kind", "target")),
         prometheus_url=None if snapshot else url or default_prometheus_url,
         snapshot=(path.parent / snapshot).resolve() if snapshot else None,
+        series_snapshot=(path.parent / series_snapshot).resolve() if series_snapshot else None,
         golden_queries=golden,
     )
 

@@ -18,7 +18,14 @@ from metrics_index.enrichment.base import Enricher
 from metrics_index.enrichment.claude import ClaudeOptions
 from metrics_index.enrichment.select import make_enricher
 from metrics_index.namespaces import NamespaceSource, Registry, load_registry
-from metrics_index.sources.prometheus import discover_namespaces, fetch_raw_metadata
+from metrics_index.sources.labels import (
+    DEFAULT_BUDGET_SECONDS,
+    LabelFetch,
+    family_schemas,
+    fetch_label_schemas,
+    read_series_snapshot,
+)
+from metrics_index.sources.prometheus import PrometheusApi, discover_namespaces, fetch_raw_metadata
 from metrics_index.stores.semantic_index import DEFAULT_COLLECTION, SemanticIndex
 
 
@@ -28,6 +35,7 @@ class PrometheusResource(ConfigurableResource):
     registry_path: str = ""
     url: str = ""
     timeout_seconds: float = 10.0
+    label_budget_seconds: float = DEFAULT_BUDGET_SECONDS
 
     def registry(self) -> Registry:
         return load_registry(self.registry_path or None, self.url or None)
@@ -44,6 +52,17 @@ class PrometheusResource(ConfigurableResource):
         without a rule)."""
         rule = (registry or self.registry()).discovery
         return discover_namespaces(rule, self.timeout_seconds) if rule else {}
+
+    def fetch_labels(self, namespace: str, raw: pd.DataFrame) -> LabelFetch:
+        """The label schemas of the metrics in `raw`: from the namespace's series snapshot, or its Prometheus
+        (bounded requests within `label_budget_seconds`); none for a snapshot namespace without series."""
+        source = self.source(namespace)
+        if source.series_snapshot is not None:
+            return LabelFetch(family_schemas(raw, read_series_snapshot(source.series_snapshot, source.selector)))
+        if source.snapshot is not None or not source.prometheus_url:
+            return LabelFetch({}, errors=["no series snapshot for this namespace: labels unknown"])
+        api = PrometheusApi(source.prometheus_url, self.timeout_seconds)
+        return fetch_label_schemas(api, source.selector, raw, self.label_budget_seconds)
 
 
 class RedisResource(ConfigurableResource):

@@ -1,15 +1,17 @@
-"""The namespace's metric names in a Redis set, for exact-match validation.
+"""The namespace's metric names in a Redis set, and their label schemas in a hash beside it, for validation.
 
 Key scheme: `metrics-index:{namespace}:names` holds every name a PromQL query may use in the namespace:
-each metric family plus, for histograms and summaries, its `_bucket`/`_sum`/`_count` series. A
-replacement fills `metrics-index:{namespace}:names:tmp:{id}` and then RENAMEs it over the live key inside
-one MULTI/EXEC, so a reader sees the old set or the new one, never an empty or half-written one.
+each metric family plus, for histograms and summaries, its `_bucket`/`_sum`/`_count` series.
+`metrics-index:{namespace}:labels` maps each of those names that had series to its label schema (JSON, see
+sources/labels.py). A replacement fills temporary keys (`…:tmp:{id}`) and then RENAMEs both over the live
+keys inside one MULTI/EXEC, so a reader sees the old names and labels or the new ones, never a mix, an empty
+or a half-written one.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import pandas as pd
 import redis
@@ -25,6 +27,10 @@ def names_key(namespace: str) -> str:
     return f"{KEY_PREFIX}:{namespace}:names"
 
 
+def labels_key(namespace: str) -> str:
+    return f"{KEY_PREFIX}:{namespace}:labels"
+
+
 def promql_names(raw: pd.DataFrame) -> set[str]:
     """Every name a query may use: the families, and the series a histogram or summary exposes."""
     names = set(raw["metric_name"])
@@ -33,23 +39,33 @@ def promql_names(raw: pd.DataFrame) -> set[str]:
     return names
 
 
-def replace_names(client: redis.Redis, namespace: str, names: Iterable[str]) -> int:
-    """Atomically make the live set exactly `names`; returns its size. The temporary key expires by
-    itself if the process dies half-way, and the live set is untouched until the final RENAME."""
-    live = names_key(namespace)
-    temporary = f"{live}:tmp:{uuid.uuid4().hex}"
-    ordered = sorted(set(names))
+def replace_names(
+    client: redis.Redis, namespace: str, names: Iterable[str], labels: Mapping[str, str] | None = None
+) -> int:
+    """Atomically make the live set exactly `names` and the live label hash exactly `labels` (name → schema
+    JSON; names outside `names` are dropped); returns the set's size. The temporary keys expire by themselves
+    if the process dies half-way, and the live keys are untouched until the final RENAMEs."""
+    suffix = f":tmp:{uuid.uuid4().hex}"
+    unique = set(names)
+    ordered = sorted(unique)
+    schemas = sorted((name, schema) for name, schema in (labels or {}).items() if name in unique)
+    live = {names_key(namespace): bool(ordered), labels_key(namespace): bool(schemas)}
     with client.pipeline(transaction=False) as fill:
         for start in range(0, len(ordered), _CHUNK):
-            fill.sadd(temporary, *ordered[start : start + _CHUNK])
-        fill.expire(temporary, _TMP_TTL_SECONDS)
+            fill.sadd(names_key(namespace) + suffix, *ordered[start : start + _CHUNK])
+        for start in range(0, len(schemas), _CHUNK):
+            fill.hset(labels_key(namespace) + suffix, mapping=dict(schemas[start : start + _CHUNK]))
+        for key, filled in live.items():
+            if filled:
+                fill.expire(key + suffix, _TMP_TTL_SECONDS)
         fill.execute()
     with client.pipeline(transaction=True) as swap:
-        if ordered:
-            swap.rename(temporary, live)
-            swap.persist(live)
-        else:
-            swap.delete(live)
+        for key, filled in live.items():
+            if filled:
+                swap.rename(key + suffix, key)
+                swap.persist(key)
+            else:
+                swap.delete(key)
         swap.execute()
     return len(ordered)
 
@@ -64,6 +80,17 @@ def known_metrics(client: redis.Redis, namespace: str, names: Sequence[str]) -> 
 
 def is_known_metric(client: redis.Redis, namespace: str, name: str) -> bool:
     return known_metrics(client, namespace, [name])[name]
+
+
+def label_schemas(client: redis.Redis, namespace: str, names: Sequence[str]) -> dict[str, str | None]:
+    """Each name's label schema JSON (None when unknown), one round trip."""
+    if not names:
+        return {}
+    answers = client.hmget(labels_key(namespace), list(names))
+    return {
+        name: answer.decode() if isinstance(answer, bytes) else answer
+        for name, answer in zip(names, answers, strict=True)
+    }
 
 
 def all_names(client: redis.Redis, namespace: str) -> set[str]:

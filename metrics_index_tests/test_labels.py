@@ -1,0 +1,187 @@
+"""Label schemas: bounds on values, a live Prometheus read against what /api/v1/series says, the cut and budget paths,
+series snapshots, and the Redis label hash replaced atomically with the name set."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import threading
+import urllib.parse
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import redis
+
+from metrics_index.sources.labels import (
+    HIGH_CARDINALITY,
+    MAX_VALUES,
+    SAMPLE_VALUES,
+    LabelSchema,
+    family_schemas,
+    fetch_label_schemas,
+    read_series_snapshot,
+    series_name_schemas,
+    summarize,
+    with_labels,
+)
+from metrics_index.sources.prometheus import PrometheusApi, fetch_raw_metadata
+from metrics_index.stores.name_set import label_schemas, labels_key, names_key, replace_names
+from metrics_index_tests.project import Project, step_failures
+from metrics_index_tests.servers import PrometheusStack, http_get
+from metrics_index_tests.test_prometheus_source import live_source
+
+NAMESPACE = "test:orders"
+
+
+def series(name: str, count: int, label: str, **fixed: str) -> list[dict[str, str]]:
+    return [{"__name__": name, label: f"v{i}", **fixed} for i in range(count)]
+
+
+def test_a_label_keeps_all_its_values_a_sample_or_only_its_count() -> None:
+    few = summarize(series("x", MAX_VALUES, "code", job="a", instance="i"))
+    assert few.labels["code"].complete and len(few.labels["code"].values) == MAX_VALUES
+    assert few.labels["job"].values == ("a",) and few.series == MAX_VALUES and few.targets == 1
+
+    some = summarize(series("x", MAX_VALUES + 1, "handler")).labels["handler"]
+    assert (some.count, len(some.values), some.complete) == (MAX_VALUES + 1, SAMPLE_VALUES, False)
+
+    many = summarize(series("x", HIGH_CARDINALITY + 1, "handler")).labels["handler"]
+    assert (many.count, many.values, many.complete) == (HIGH_CARDINALITY + 1, (), False)
+    ids = summarize(series("x", MAX_VALUES + 1, "pod_uid")).labels["pod_uid"]
+    assert (ids.count, ids.values) == (MAX_VALUES + 1, ())
+
+    partial = summarize(series("x", 3, "code"), partial=True)
+    assert partial.partial and not partial.labels["code"].complete
+    assert LabelSchema.from_json(partial.to_json()) == partial
+
+
+def test_families_take_their_series_and_each_series_name_its_own_labels() -> None:
+    raw = pd.DataFrame(
+        [("rpc_seconds", "histogram"), ("gc_seconds", "summary"), ("requests_total", "counter")],
+        columns=["metric_name", "type"],
+    )
+    found = [
+        {"__name__": "rpc_seconds_bucket", "le": "0.1", "method": "get"},
+        {"__name__": "rpc_seconds_bucket", "le": "+Inf", "method": "get"},
+        {"__name__": "rpc_seconds_count", "method": "get"},
+        {"__name__": "gc_seconds", "quantile": "0.5"},
+        {"__name__": "gc_seconds_sum"},
+        {"__name__": "requests_total", "code": "200"},
+        {"__name__": "unrelated_metric", "code": "500"},
+    ]
+    families = family_schemas(raw, found)
+    assert set(families) == {"rpc_seconds", "gc_seconds", "requests_total"}
+    assert set(families["rpc_seconds"].labels) == {"le", "method"} and families["rpc_seconds"].series == 3
+    by_name = series_name_schemas(with_labels(raw, families))
+    assert set(by_name["rpc_seconds_bucket"].labels) == {"le", "method"}
+    assert set(by_name["rpc_seconds_sum"].labels) == {"method"}
+    assert set(by_name["gc_seconds"].labels) == {"quantile"} and by_name["gc_seconds_count"].labels == {}
+    assert by_name["requests_total"].labels["code"].values == ("200",)
+
+
+def api_series(stack: PrometheusStack, job: str) -> list[dict[str, str]]:
+    query = urllib.parse.urlencode({"match[]": f'{{job="{job}"}}'})
+    return json.loads(http_get(f"{stack.url}/api/v1/series?{query}")[1])["data"]
+
+
+@pytest.mark.parametrize("job", ["prometheus", "node"])
+def test_live_schemas_match_what_the_series_api_says(prometheus_stack: PrometheusStack, job: str) -> None:
+    """Series come and go while we read (Prometheus counts our own requests by handler), so a metric is compared
+    when the API said the same about it just before and just after the read; nearly all of them must be."""
+    raw = fetch_raw_metadata(live_source(prometheus_stack.url, job))
+    before = family_schemas(raw, api_series(prometheus_stack, job))
+    fetched = fetch_label_schemas(PrometheusApi(prometheus_stack.url), f'{{job="{job}"}}', raw)
+    after = family_schemas(raw, api_series(prometheus_stack, job))
+    assert (fetched.requests, fetched.cut, fetched.errors) == (1, False, [])
+    stable = [name for name in before if before[name] == after.get(name)]
+    assert len(stable) >= 0.9 * len(before) and len(before) >= 0.8 * len(raw)
+    for name in stable:
+        assert fetched.schemas[name] == before[name], name
+    cpu = fetched.schemas.get("node_cpu_seconds_total") or fetched.schemas["process_cpu_seconds_total"]
+    assert {"job", "instance"} <= set(cpu.labels) and cpu.labels["job"].values == (job,)
+
+
+def test_a_cut_answer_is_read_metric_by_metric_within_the_budget(prometheus_stack: PrometheusStack) -> None:
+    raw = fetch_raw_metadata(live_source(prometheus_stack.url, "node"))
+    api = PrometheusApi(prometheus_stack.url)
+    whole = fetch_label_schemas(api, '{job="node"}', raw)
+    cut = fetch_label_schemas(api, '{job="node"}', raw, namespace_limit=20)
+    assert cut.cut and cut.requests == 1 + len(raw) and cut.errors == []
+    assert set(cut.schemas) == set(whole.schemas)
+    assert cut.schemas["node_cpu_seconds_total"] == whole.schemas["node_cpu_seconds_total"]
+
+    spent = fetch_label_schemas(api, '{job="node"}', raw, namespace_limit=20, budget_seconds=0)
+    assert spent.requests == 1 and "time budget" in spent.errors[0]
+    assert all(schema.partial for schema in spent.schemas.values())
+
+    capped = fetch_label_schemas(api, '{job="node"}', raw, max_bytes=2_000, budget_seconds=0)
+    assert capped.cut and capped.schemas == {} and capped.requests == 1
+
+
+def test_a_series_snapshot_is_filtered_by_the_selector(tmp_path: Path) -> None:
+    found = [*series("up", 2, "instance", job="node"), *series("up", 1, "instance", job="redis")]
+    path = tmp_path / "series.json.gz"
+    path.write_bytes(gzip.compress(json.dumps({"status": "success", "data": found}).encode()))
+    assert read_series_snapshot(path, '{job="node"}') == found[:2]
+    plain = tmp_path / "series.json"
+    plain.write_text(json.dumps({"status": "success", "data": found}))
+    assert len(read_series_snapshot(plain, '{job=~".+"}')) == 3
+
+
+def test_labels_are_replaced_with_the_name_set_and_never_outlive_it(redis_client: redis.Redis) -> None:
+    replace_names(redis_client, NAMESPACE, ["a_total", "b_total"], {"a_total": "{}", "gone_total": "{}"})
+    assert redis_client.hgetall(labels_key(NAMESPACE)) == {"a_total": "{}"}
+    assert label_schemas(redis_client, NAMESPACE, ["a_total", "b_total"]) == {"a_total": "{}", "b_total": None}
+    replace_names(redis_client, NAMESPACE, ["a_total"])
+    assert not redis_client.exists(labels_key(NAMESPACE))
+    assert redis_client.keys("*") == [names_key(NAMESPACE)]
+
+
+def test_a_reader_sees_names_and_labels_of_one_version(redis_server: str, redis_client: redis.Redis) -> None:
+    versions = {
+        size: ([f"m{i}_total" for i in range(size)], {f"m{i}_total": str(size) for i in range(size)})
+        for size in (2_000, 2_001)
+    }
+    replace_names(redis_client, NAMESPACE, *versions[2_000])
+    seen: set[tuple[int, int]] = set()
+    done = threading.Event()
+
+    def read() -> None:
+        with redis.Redis.from_url(redis_server, decode_responses=True) as reader:
+            while not done.is_set():
+                with reader.pipeline(transaction=True) as pipe:
+                    seen.add(tuple(pipe.scard(names_key(NAMESPACE)).hlen(labels_key(NAMESPACE)).execute()))
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        for turn in range(60):
+            replace_names(redis_client, NAMESPACE, *versions[2_001 if turn % 2 == 0 else 2_000])
+    finally:
+        done.set()
+        reader.join()
+    assert seen <= {(2_000, 2_000), (2_001, 2_001)} and seen
+
+
+def test_live_labels_reach_the_catalog_and_redis(project: Project, prometheus_stack: PrometheusStack) -> None:
+    namespace = "live:node"
+    project.register(namespace, prometheus_url=prometheus_stack.url, selector='{job="node"}')
+    result = project.materialize(namespace)
+    assert result.success, step_failures(result)
+    for asset in ("raw_metric_metadata", "enriched_metric_metadata"):
+        frame = project.catalog(asset, namespace).set_index("metric_name")
+        cpu = LabelSchema.from_json(frame.loc["node_cpu_seconds_total", "labels"])
+        assert {"cpu", "mode", "job", "instance"} == set(cpu.labels), asset
+        assert "idle" in cpu.labels["mode"].values
+    metadata = {
+        event.materialization.asset_key.path[-1]: {k: v.value for k, v in event.materialization.metadata.items()}
+        for event in result.get_asset_materialization_events()
+    }
+    raw_meta = metadata["raw_metric_metadata"]
+    assert raw_meta["metrics_with_labels"] >= 0.8 * raw_meta["metrics"] and raw_meta["label_requests"] == 1
+    assert metadata["enriched_metric_metadata"]["label_names"] == raw_meta["label_names"] > 5
+    with redis.Redis.from_url(project.redis_url, decode_responses=True) as client:
+        stored = label_schemas(client, namespace, ["node_cpu_seconds_total", "node_no_such_metric"])
+    assert set(LabelSchema.from_json(stored["node_cpu_seconds_total"]).labels) == {"cpu", "mode", "job", "instance"}
+    assert stored["node_no_such_metric"] is None
