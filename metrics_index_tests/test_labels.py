@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 import redis
 
+from metrics_index.api import materialization_metadata
 from metrics_index.sources.labels import (
     HIGH_CARDINALITY,
     MAX_VALUES,
@@ -174,10 +175,7 @@ def test_live_labels_reach_the_catalog_and_redis(project: Project, prometheus_st
         cpu = LabelSchema.from_json(frame.loc["node_cpu_seconds_total", "labels"])
         assert {"cpu", "mode", "job", "instance"} == set(cpu.labels), asset
         assert "idle" in cpu.labels["mode"].values
-    metadata = {
-        event.materialization.asset_key.path[-1]: {k: v.value for k, v in event.materialization.metadata.items()}
-        for event in result.get_asset_materialization_events()
-    }
+    metadata = materialization_metadata(result)
     raw_meta = metadata["raw_metric_metadata"]
     assert raw_meta["metrics_with_labels"] >= 0.8 * raw_meta["metrics"] and raw_meta["label_requests"] == 1
     assert metadata["enriched_metric_metadata"]["label_names"] == raw_meta["label_names"] > 5
