@@ -1,4 +1,4 @@
-"""The Python API behind the CLI: index a namespace through Dagster, search it, validate names against it."""
+"""The Python API behind the CLI: index a namespace through Dagster, search it, validate names and PromQL against it."""
 
 from __future__ import annotations
 
@@ -16,12 +16,13 @@ from metrics_index.assets import METRIC_ASSETS, enriched_metric_metadata, metric
 from metrics_index.enrichment.incremental import FALLBACK, enrich_catalog
 from metrics_index.enrichment.rules import RulesEnricher
 from metrics_index.namespaces import NAMESPACE_PARTITIONS, Namespace
+from metrics_index.promql import QueryValidation, validate_query
 from metrics_index.resources import ChromaResource, ProgressResource, RedisResource
 from metrics_index.search import SearchResult, search
 from metrics_index.settings import metrics_home, resources_from_env
 from metrics_index.sources import RawMetric
 from metrics_index.sources.prometheus import select_metrics
-from metrics_index.stores.name_set import all_names, close_matches, known_metrics
+from metrics_index.stores.name_set import NameSetCatalog, all_names, close_matches, known_metrics
 
 
 @dataclass
@@ -169,6 +170,14 @@ def validate_metrics(namespace: str, names: Sequence[str], env: Mapping[str, str
         candidates = candidates if candidates is not None else all_names(client, namespace)
         results.append(Validation(name, False, tuple(close_matches(candidates, name))))
     return results
+
+
+def validate_promql(namespace: str, expression: str, env: Mapping[str, str] = os.environ) -> QueryValidation:
+    """Parse a PromQL expression and check its metric names, label names and `=` values against the namespace's
+    name set and label schemas in Redis: each problem with its position and close matches."""
+    Namespace.parse(namespace)
+    redis_resource: RedisResource = resources_from_env(env)["redis"]
+    return validate_query(expression, NameSetCatalog(redis_resource.client(), namespace), namespace)
 
 
 def _check_exclude(exclude: str | None) -> None:

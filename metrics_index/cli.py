@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from collections.abc import Sequence
 
@@ -15,6 +16,7 @@ from metrics_index.namespaces import NamespaceError, load_registry
 from metrics_index.search import results_to_json
 from metrics_index.sources import SourceError
 
+_BARE_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 # Command-line flags that override the environment variables the resources read.
 _FLAG_ENV = {
     "prometheus_url": "METRICS_INDEX_PROMETHEUS_URL",
@@ -114,6 +116,8 @@ def _search(args: argparse.Namespace, env: dict[str, str]) -> int:
 
 
 def _validate(args: argparse.Namespace, env: dict[str, str]) -> int:
+    if not all(_BARE_NAME.fullmatch(name) for name in args.names):
+        return _validate_promql(args, env)
     validations = api.validate_metrics(args.namespace, args.names, env)
     if args.json:
         print(json.dumps([{"name": v.name, "known": v.known, "suggestions": list(v.suggestions)} for v in validations]))
@@ -122,6 +126,26 @@ def _validate(args: argparse.Namespace, env: dict[str, str]) -> int:
             hint = f" (did you mean: {', '.join(v.suggestions)})" if v.suggestions else ""
             print(f"{'known  ' if v.known else 'UNKNOWN'} {v.name}{'' if v.known else hint}")
     return 0 if all(v.known for v in validations) else 1
+
+
+def _validate_promql(args: argparse.Namespace, env: dict[str, str]) -> int:
+    """Each argument as a PromQL expression: its problems with line:column, a caret under each, close matches."""
+    checked = [api.validate_promql(args.namespace, expression, env) for expression in args.names]
+    if args.json:
+        print(json.dumps([check.as_dict() for check in checked]))
+        return 0 if all(check.valid for check in checked) else 1
+    for check in checked:
+        print(f"{'valid  ' if check.valid else 'INVALID'} {check.expression}")
+        for problem in check.problems:
+            if problem.offset is None:
+                print(f"  {problem.message}")
+                continue
+            line, column = check.position(problem.offset)
+            print(f"  {line}:{column}: {problem.message}")
+            print(f"    {check.expression.splitlines()[line - 1]}\n    {' ' * (column - 1)}^")
+        for note in check.notes:
+            print(f"  note: {note}")
+    return 0 if all(check.valid for check in checked) else 1
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -157,9 +181,11 @@ def _parser() -> argparse.ArgumentParser:
     search.add_argument("--chroma-port", type=int)
     search.set_defaults(run=_search)
 
-    validate = commands.add_parser("validate", help="exact-match check of metric names (exit 1 if any unknown)")
+    validate = commands.add_parser(
+        "validate", help="check metric names or PromQL expressions: names, labels, values (exit 1 on any problem)"
+    )
     validate.add_argument("namespace")
-    validate.add_argument("names", nargs="+", metavar="NAME")
+    validate.add_argument("names", nargs="+", metavar="NAME|PROMQL", help="metric names, or PromQL expressions")
     validate.add_argument("--json", action="store_true")
     validate.add_argument("--redis-url")
     validate.set_defaults(run=_validate)

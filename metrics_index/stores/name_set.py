@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 import pandas as pd
 import redis
@@ -97,7 +98,24 @@ def all_names(client: redis.Redis, namespace: str) -> set[str]:
     return {name.decode() if isinstance(name, bytes) else name for name in client.smembers(names_key(namespace))}
 
 
-def close_matches(candidates: Iterable[str], name: str, limit: int = 3) -> list[str]:
+def close_matches(candidates: Iterable[str], name: str, limit: int = 3, score_cutoff: int = 80) -> list[str]:
     """Names that look like a mistyped `name`, best first, for 'did you mean' answers."""
-    matches = process.extract(name, list(candidates), scorer=fuzz.ratio, limit=limit, score_cutoff=80)
+    matches = process.extract(name, list(candidates), scorer=fuzz.ratio, limit=limit, score_cutoff=score_cutoff)
     return [match for match, _score, _index in matches]
+
+
+@dataclass(frozen=True)
+class NameSetCatalog:
+    """One namespace's names and label schemas in Redis, as PromQL validation asks for them."""
+
+    client: redis.Redis
+    namespace: str
+
+    def known(self, names: Sequence[str]) -> dict[str, bool]:
+        return known_metrics(self.client, self.namespace, names)
+
+    def schemas(self, names: Sequence[str]) -> dict[str, str | None]:
+        return label_schemas(self.client, self.namespace, names)
+
+    def all_names(self) -> set[str]:
+        return all_names(self.client, self.namespace)
