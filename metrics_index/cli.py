@@ -110,6 +110,8 @@ def _search(args: argparse.Namespace, env: dict[str, str]) -> int:
         unit = f" [{result.unit}]" if result.unit else ""
         print(f"{rank:>2}. {result.metric_name}  ({result.type}{unit}, score {result.score:.3f})")
         print(f"    {result.description}")
+        if result.promql:
+            print(f"    promql: {result.promql}")
         if args.explain and result.matched:
             print(f"    matched: {', '.join(result.matched)}")
     return 0

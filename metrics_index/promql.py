@@ -13,6 +13,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import pandas as pd
 import promql_parser
 
 from metrics_index.sources.labels import LabelSchema
@@ -343,3 +344,75 @@ def _unbalanced(text: str) -> int | None:
                 return offset
             stack.pop()
     return stack[-1][1] if stack else None
+
+
+RATE_WINDOW = "5m"
+# Labels a counter is most often broken down by, when it has them with a few values.
+_GROUPING_PREFERENCE = ("code", "status", "status_code", "mode", "method", "state", "result", "reason", "type")
+_NOT_GROUPING = {"job", "instance", "le", "quantile"}
+_MAX_GROUPING_VALUES = 12
+_SUMMARY_QUANTILES = ("0.99", "0.95", "0.9", "0.75", "0.5")
+_INFO_JOIN_KEYS = ("job", "instance")
+_INFO_LABELS_SHOWN = 4
+
+
+def query_hint(name: str, metric_type: str, unit: str, schema: LabelSchema | None) -> str:
+    """A PromQL expression that reads the metric the way its type asks: a rate for counters, a quantile for
+    histograms and summaries, a join for `_info` metrics, the value itself for gauges (an age for timestamps)."""
+    labels = schema.labels if schema else {}
+    if name.endswith("_info") and metric_type in {"gauge", "info", "unknown"}:
+        return _info_hint(name, schema)
+    if metric_type == "histogram":
+        return f"histogram_quantile(0.99, sum by (le) (rate({name}_bucket[{RATE_WINDOW}])))"
+    if metric_type == "summary":
+        quantiles = labels["quantile"].values if "quantile" in labels else ()
+        preferred = [q for q in _SUMMARY_QUANTILES if q in quantiles] or list(quantiles)
+        if preferred:
+            return f'{name}{{quantile="{preferred[0]}"}}'
+        return f"rate({name}_sum[{RATE_WINDOW}]) / rate({name}_count[{RATE_WINDOW}])"
+    if metric_type == "counter" or (metric_type == "unknown" and name.endswith("_total")):
+        rate = f"rate({name}[{RATE_WINDOW}])"
+        grouping = _grouping_label(schema)
+        return f"sum by ({grouping}) ({rate})" if grouping else rate
+    if (unit == "seconds" or name.endswith("_seconds")) and re.search(r"(_timestamp|_time)_seconds$", name):
+        return f"time() - {name}"
+    return name
+
+
+def _grouping_label(schema: LabelSchema | None) -> str | None:
+    """The label a counter is best summed by: a well-known one with a few values, else the one with fewest values."""
+    if schema is None:
+        return None
+    candidates = {
+        label: summary.count
+        for label, summary in schema.labels.items()
+        if label not in _NOT_GROUPING and 2 <= summary.count <= _MAX_GROUPING_VALUES and summary.values
+    }
+    for label in _GROUPING_PREFERENCE:
+        if label in candidates:
+            return label
+    return min(candidates, key=lambda label: (candidates[label], label)) if candidates else None
+
+
+def _info_hint(name: str, schema: LabelSchema | None) -> str:
+    """`up * on (job, instance) group_left (version) x_info` when the info metric has one series per target (else a
+    join would match many series to one and fail): its labels put beside any series of the same target."""
+    if schema is None or schema.series > schema.targets:
+        return name
+    keys = [label for label in _INFO_JOIN_KEYS if label in schema.labels]
+    shown = sorted(label for label in schema.labels if label not in keys)
+    shown = (["version"] if "version" in shown else []) + [label for label in shown if label != "version"]
+    if not shown:
+        return name
+    return f"up * on ({', '.join(keys)}) group_left ({', '.join(shown[:_INFO_LABELS_SHOWN])}) {name}"
+
+
+def hints_for(frame: pd.DataFrame) -> list[str]:
+    """The query hint of each row of a catalog frame (metric_name, type, unit, labels)."""
+    labels = frame["labels"] if "labels" in frame else [None] * len(frame)
+    return [
+        query_hint(name, metric_type, unit or "", LabelSchema.from_json(text))
+        for name, metric_type, unit, text in zip(
+            frame["metric_name"], frame["type"], frame["unit"], labels, strict=True
+        )
+    ]

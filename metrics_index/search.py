@@ -42,6 +42,7 @@ MAX_CACHED_NAMESPACES = 16  # a 50k-metric namespace holds about 150 MB of vecto
 # The metadata a result or an explanation needs; the rest of a document's metadata is not kept in memory.
 KEPT_FIELDS = (
     "type", "unit", "description", "category", "subcategory", "golden_signal_type", "meter_type", "metric_kind",
+    "promql_hint",
 )  # fmt: skip
 EXPLAIN_FIELDS = {
     "description": "description",
@@ -151,6 +152,7 @@ class SearchResult:
     unit: str
     description: str
     matched: list[str] = field(default_factory=list)
+    promql: str = ""  # how to query it (promql.query_hint), when the index has it
 
 
 @dataclass
@@ -293,6 +295,7 @@ def rank(
                 unit=row.get("unit") or unit_of(corpus.names[doc]),
                 description=row.get("description", ""),
                 matched=matched,
+                promql=row.get("promql_hint", ""),
             )
         )
     return results
@@ -428,6 +431,8 @@ def results_to_json(results: Sequence[SearchResult]) -> str:
             item["unit"] = result.unit
         item["score"] = round(result.score, 3)
         item["description"] = _shorten(result.description, JSON_DESCRIPTION_CHARS)
+        if result.promql:
+            item["promql"] = result.promql
         if result.matched:
             item["matched"] = result.matched
         items.append(item)

@@ -9,13 +9,14 @@ import os
 import urllib.parse
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import redis
 
 from metrics_index import cli
 from metrics_index.namespaces import Namespace, NamespaceSource
-from metrics_index.promql import validate_query
-from metrics_index.sources.labels import fetch_label_schemas, series_name_schemas, with_labels
+from metrics_index.promql import hints_for, query_hint, syntax_error, validate_query
+from metrics_index.sources.labels import LabelSchema, fetch_label_schemas, series_name_schemas, summarize, with_labels
 from metrics_index.sources.prometheus import PrometheusApi, fetch_raw_metadata
 from metrics_index.stores.name_set import NameSetCatalog, promql_names, replace_names
 from metrics_index_tests.servers import PrometheusStack, http_get
@@ -90,12 +91,17 @@ CORPUS: list[tuple[str, tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = [
 
 
 @pytest.fixture(scope="module")
-def live_names(prometheus_stack: PrometheusStack) -> tuple[set[str], dict[str, str]]:
-    """The names and label schemas of both jobs of the test Prometheus, as the name-set asset stores them."""
+def live_raw(prometheus_stack: PrometheusStack) -> pd.DataFrame:
+    """Both jobs of the test Prometheus as the raw asset gives them: metadata and label schemas."""
     source = NamespaceSource(Namespace("live", "both"), SELECTOR, prometheus_url=prometheus_stack.url)
     raw = fetch_raw_metadata(source)
-    raw = with_labels(raw, fetch_label_schemas(PrometheusApi(prometheus_stack.url), SELECTOR, raw).schemas)
-    return promql_names(raw), {name: schema.to_json() for name, schema in series_name_schemas(raw).items()}
+    return with_labels(raw, fetch_label_schemas(PrometheusApi(prometheus_stack.url), SELECTOR, raw).schemas)
+
+
+@pytest.fixture(scope="module")
+def live_names(live_raw: pd.DataFrame) -> tuple[set[str], dict[str, str]]:
+    """The names and label schemas as the name-set asset stores them."""
+    return promql_names(live_raw), {name: schema.to_json() for name, schema in series_name_schemas(live_raw).items()}
 
 
 @pytest.fixture
@@ -104,8 +110,13 @@ def catalog(live_names: tuple[set[str], dict[str, str]], redis_client: redis.Red
     return NameSetCatalog(redis_client, NAMESPACE)
 
 
-def prometheus_accepts(url: str, expression: str) -> bool:
+def prometheus_query(url: str, expression: str) -> tuple[int, dict]:
     status, body = http_get(f"{url}/api/v1/query?{urllib.parse.urlencode({'query': expression})}")
+    return status, json.loads(body)
+
+
+def prometheus_accepts(url: str, expression: str) -> bool:
+    status, body = prometheus_query(url, expression)
     assert status in (200, 400), body
     return status == 200
 
@@ -174,3 +185,39 @@ def test_validate_command_takes_promql_and_still_takes_bare_names(
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "known   node_cpu_seconds_total"
     assert lines[1].startswith("UNKNOWN node_cpu_second_total (did you mean: node_cpu_seconds_total")
+
+
+def test_hints_follow_the_type_unit_and_labels() -> None:
+    codes = summarize([{"__name__": "x", "code": c, "handler": h} for c in ("200", "500") for h in ("/a", "/b", "/c")])
+    assert query_hint("http_requests_total", "counter", "", codes) == "sum by (code) (rate(http_requests_total[5m]))"
+    assert query_hint("http_requests_total", "counter", "", None) == "rate(http_requests_total[5m])"
+    assert query_hint("rpc_seconds", "histogram", "seconds", None) == (
+        "histogram_quantile(0.99, sum by (le) (rate(rpc_seconds_bucket[5m])))"
+    )
+    quantiles = summarize([{"__name__": "gc", "quantile": q} for q in ("0", "0.5", "0.75", "1")])
+    assert query_hint("gc_seconds", "summary", "", quantiles) == 'gc_seconds{quantile="0.75"}'
+    assert query_hint("gc_seconds", "summary", "", None) == "rate(gc_seconds_sum[5m]) / rate(gc_seconds_count[5m])"
+    assert query_hint("node_load1", "gauge", "", None) == "node_load1"
+    assert query_hint("node_boot_time_seconds", "gauge", "", None) == "time() - node_boot_time_seconds"
+    one_per_target = summarize([{"job": "a", "instance": "i", "version": "1", "revision": "r"}])
+    assert query_hint("build_info", "gauge", "", one_per_target) == (
+        "up * on (job, instance) group_left (version, revision) build_info"
+    )
+    per_device = summarize([{"job": "a", "instance": "i", "device": d} for d in ("eth0", "lo")])
+    assert query_hint("node_network_info", "gauge", "", per_device) == "node_network_info"
+
+
+def test_every_hint_of_the_live_metrics_parses_and_runs(live_raw: pd.DataFrame, prometheus_stack: PrometheusStack):
+    hints = dict(zip(live_raw["metric_name"], hints_for(live_raw), strict=True))
+    assert len(hints) > 300
+    kinds = {"rate(": 0, "histogram_quantile(": 0, "quantile=": 0, "group_left": 0, "time() -": 0}
+    for name, hint in hints.items():
+        assert syntax_error(hint) is None, (name, hint)
+        status, body = prometheus_query(prometheus_stack.url, hint)
+        assert (status, body["status"], body.get("warnings")) == (200, "success", None), (name, hint, body)
+        for start in kinds:
+            kinds[start] += start in hint
+    assert all(kinds.values()), kinds
+    assert hints["prometheus_build_info"].startswith("up * on (job, instance) group_left (version")
+    assert prometheus_query(prometheus_stack.url, hints["prometheus_build_info"])[1]["data"]["result"]
+    assert LabelSchema.from_json(live_raw.set_index("metric_name").loc["go_gc_duration_seconds", "labels"])
