@@ -14,6 +14,8 @@ import pytest
 import redis
 
 from metrics_index.api import materialization_metadata
+from metrics_index.promql import hints_for, syntax_error
+from metrics_index.resources import PrometheusResource
 from metrics_index.sources.labels import (
     HIGH_CARDINALITY,
     MAX_VALUES,
@@ -183,3 +185,14 @@ def test_live_labels_reach_the_catalog_and_redis(project: Project, prometheus_st
         stored = label_schemas(client, namespace, ["node_cpu_seconds_total", "node_no_such_metric"])
     assert set(LabelSchema.from_json(stored["node_cpu_seconds_total"]).labels) == {"cpu", "mode", "job", "instance"}
     assert stored["node_no_such_metric"] is None
+
+
+def test_every_demo_namespace_has_labels_and_hints_offline() -> None:
+    """The bundled series snapshot (scripts/make-demo-series.sh) covers every metric of the bundled metadata."""
+    prometheus = PrometheusResource()
+    for namespace in prometheus.registry().sources:
+        raw = prometheus.fetch(namespace)
+        fetched = prometheus.fetch_labels(namespace, raw)
+        assert set(fetched.schemas) == set(raw["metric_name"]), namespace
+        assert {"job", "instance"} <= set(fetched.schemas[raw["metric_name"][0]].labels)
+        assert [syntax_error(hint) for hint in hints_for(with_labels(raw, fetched.schemas))] == [None] * len(raw)

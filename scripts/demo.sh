@@ -25,3 +25,11 @@ done
 echo
 echo "\$ metrics-index validate demo:node node_cpu_seconds_total node_cpu_second_total"
 "$cli" validate demo:node node_cpu_seconds_total node_cpu_second_total || echo "(exit status $?: one name is unknown)"
+
+# Whole PromQL expressions: metric names, label names and values checked against the bundled series snapshot.
+for expression in 'sum by (mode) (rate(node_cpu_seconds_total{mode="idle"}[5m]))' \
+  'rate(node_cpu_seconds_total{mod="idle"}[5m])' 'node_network_receive_bytes_total{device="eth9"}'; do
+  echo
+  echo "\$ metrics-index validate demo:node '$expression'"
+  "$cli" validate demo:node "$expression" || echo "(exit status $?)"
+done
