@@ -700,6 +700,9 @@ main() {
   for service in "${started[@]}"; do
     [[ " ${wanted[*]} " == *" $service "* ]] || continue
     save_metadata "http://127.0.0.1:$port" "$service" || failed+=("$service")
+    # SERIES_DIR=dir also saves the service's /api/v1/series answer (gzipped), for the label-schema bench.
+    [ -z "${SERIES_DIR:-}" ] || curl -fsS --get "http://127.0.0.1:$port/api/v1/series" \
+      --data-urlencode "match[]={job=\"$service\"}" | gzip -n >"$SERIES_DIR/$service.series.json.gz"
   done
   check_questions
   if [ "${#failed[@]}" -gt 0 ]; then
