@@ -30,6 +30,8 @@ import bm25s
 import numpy as np
 
 from metrics_index.enrichment.rules import metric_kind, unit_of
+from metrics_index.label_preference import DEPTH as LABEL_DEPTH
+from metrics_index.label_preference import prefer_labelled, wanted_labels
 from metrics_index.stores.semantic_index import SemanticIndex
 from metrics_index.text import search_terms, term_words
 
@@ -42,7 +44,7 @@ MAX_CACHED_NAMESPACES = 16  # a 50k-metric namespace holds about 150 MB of vecto
 # The metadata a result or an explanation needs; the rest of a document's metadata is not kept in memory.
 KEPT_FIELDS = (
     "type", "unit", "description", "category", "subcategory", "golden_signal_type", "meter_type", "metric_kind",
-    "promql_hint",
+    "promql_hint", "label_names",
 )  # fmt: skip
 EXPLAIN_FIELDS = {
     "description": "description",
@@ -262,7 +264,21 @@ def search(
     if corpus is None or not question.strip():
         return []
     query_vector = index.embedder.embed([question])[0]
-    return rank(corpus, question, query_vector, k=k, explain=explain)
+    results = rank(corpus, question, query_vector, k=max(k, LABEL_DEPTH), explain=explain)
+    return _prefer_asked_labels(corpus, question, results, explain)[:k]
+
+
+def _prefer_asked_labels(
+    corpus: NamespaceCorpus, question: str, results: list[SearchResult], explain: bool
+) -> list[SearchResult]:
+    """Metrics carrying a label the question asks to break down by move up (label_preference.py)."""
+    labels_of = {r.metric_name: corpus.rows[corpus.position[r.metric_name]]["label_names"].split(",") for r in results}
+    preferred = prefer_labelled(results, lambda r: r.score, lambda r: labels_of[r.metric_name], wanted_labels(question))
+    for result, score, hits in preferred:
+        result.score = round(score, 4)
+        if explain and hits:
+            result.matched.append(f"label: {' '.join(sorted(hits))}")
+    return [result for result, _score, _hits in preferred]
 
 
 def rank(

@@ -14,8 +14,10 @@ import pytest
 import redis
 
 from metrics_index.api import materialization_metadata
+from metrics_index.label_preference import prefer_labelled, wanted_labels
 from metrics_index.promql import hints_for, syntax_error
 from metrics_index.resources import PrometheusResource
+from metrics_index.search import search
 from metrics_index.sources.labels import (
     HIGH_CARDINALITY,
     MAX_VALUES,
@@ -185,6 +187,27 @@ def test_live_labels_reach_the_catalog_and_redis(project: Project, prometheus_st
         stored = label_schemas(client, namespace, ["node_cpu_seconds_total", "node_no_such_metric"])
     assert set(LabelSchema.from_json(stored["node_cpu_seconds_total"]).labels) == {"cpu", "mode", "job", "instance"}
     assert stored["node_no_such_metric"] is None
+
+    found = search(project.index(), namespace, "cpu seconds by mode", k=3, explain=True)
+    cpu_result = next(r for r in found if r.metric_name == "node_cpu_seconds_total")
+    assert "label: mode" in cpu_result.matched and "mode" in cpu_result.promql
+
+
+def test_a_question_asks_for_labels_after_by_per_each() -> None:
+    assert {"status", "code", "status_code"} <= wanted_labels("errors by status code")
+    assert "device" in wanted_labels("bytes received per interface")
+    assert wanted_labels("free space on filesystems") == set()
+    assert "instance" not in wanted_labels("requests per instance")
+
+
+def test_labelled_results_move_up_but_never_past_a_name_match() -> None:
+    results = [("exact_name", 1.0, set()), ("plain", 0.8, set()), ("labelled", 0.7, {"code"}), ("other", 0.7, set())]
+    order = prefer_labelled(results, lambda r: r[1], lambda r: r[2], {"code"}, weight=0.2)
+    assert [r[0] for r, _, _ in order] == ["exact_name", "labelled", "plain", "other"]
+    assert [round(score, 2) for _, score, _ in order] == [1.0, 0.9, 0.8, 0.7] and order[1][2] == {"code"}
+    assert [r[0] for r, _, _ in prefer_labelled(results, lambda r: r[1], lambda r: r[2], set())] == [
+        "exact_name", "plain", "labelled", "other"
+    ]  # fmt: skip
 
 
 def test_every_demo_namespace_has_labels_and_hints_offline() -> None:

@@ -22,7 +22,7 @@ from metrics_index.text import document_text
 
 DEFAULT_COLLECTION = "metrics_index"
 PAGE_SIZE = 1000
-METADATA_COLUMNS = (*ENRICHED_COLUMNS, "enricher", "promql_hint")
+METADATA_COLUMNS = (*ENRICHED_COLUMNS, "enricher", "promql_hint", "label_names")
 
 
 class CollectionMismatchError(RuntimeError):
