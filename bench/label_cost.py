@@ -41,12 +41,11 @@ from metrics_index.sources.prometheus import PrometheusApi, fetch_raw_metadata, 
 from metrics_index.stores.name_set import labels_key, names_key, promql_names, replace_names
 from metrics_index_tests.servers import (
     LOOPBACK,
-    ManagedProcess,
     RedisServer,
     ScriptedHTTPServer,
     free_port,
     http_get,
-    system_binary,
+    prometheus_process,
     wait_until,
 )
 
@@ -99,31 +98,9 @@ def measure(namespace: str, metadata: Path, series_path: Path, job: str, work: P
     with ScriptedHTTPServer() as target:
         target.answer("/metrics", body=exposition(raw, series), content_type="text/plain; version=0.0.4")
         port = free_port()
-        config = work / f"{job}.yml"
-        config.write_text(
-            json.dumps(
-                {
-                    "global": {"scrape_interval": "2s", "scrape_timeout": "2s"},
-                    "scrape_configs": [
-                        {
-                            "job_name": job,
-                            "honor_labels": True,
-                            "static_configs": [{"targets": [target.url.removeprefix("http://")]}],
-                        }
-                    ],
-                }
-            )
-        )
-        prometheus = ManagedProcess(
-            "prometheus",
-            [
-                system_binary("prometheus"),
-                f"--config.file={config}",
-                f"--storage.tsdb.path={work / job}",
-                f"--web.listen-address={LOOPBACK}:{port}",
-            ],
-            work / f"{job}-log",
-        )
+        target_address = target.url.removeprefix("http://")
+        scrape = {"job_name": job, "honor_labels": True, "static_configs": [{"targets": [target_address]}]}
+        prometheus = prometheus_process(work, port, [scrape], interval="2s", name=f"prometheus-{job}")
         url = f"http://{LOOPBACK}:{port}"
         prometheus.start()
         try:

@@ -183,6 +183,26 @@ class RedisServer:
         self.process.stop()
 
 
+def prometheus_process(
+    directory: Path, port: int, scrape_configs: list[dict], interval: str = "1s", name: str = "prometheus"
+) -> ManagedProcess:
+    """A Debian Prometheus on 127.0.0.1:`port` scraping `scrape_configs` every `interval`, its files in `directory`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    config = directory / f"{name}.yml"
+    global_config = {"scrape_interval": interval, "scrape_timeout": interval}
+    config.write_text(json.dumps({"global": global_config, "scrape_configs": scrape_configs}))  # JSON is YAML
+    return ManagedProcess(
+        name,
+        [
+            system_binary("prometheus"),
+            f"--config.file={config}",
+            f"--storage.tsdb.path={directory / f'{name}-data'}",
+            f"--web.listen-address={LOOPBACK}:{port}",
+        ],
+        directory,
+    )
+
+
 @dataclass
 class PrometheusStack:
     """Prometheus scraping itself (job `prometheus`) and a node-exporter (job `node`) every second."""
@@ -201,28 +221,13 @@ class PrometheusStack:
             [system_binary("prometheus-node-exporter"), f"--web.listen-address={LOOPBACK}:{exporter_port}"],
             directory,
         )
-        config = directory / "prometheus.yml"
-        directory.mkdir(parents=True, exist_ok=True)
-        config.write_text(
-            json.dumps(  # JSON is YAML, and needs no quoting rules
-                {
-                    "global": {"scrape_interval": "1s", "scrape_timeout": "1s"},
-                    "scrape_configs": [
-                        {"job_name": "prometheus", "static_configs": [{"targets": [f"{LOOPBACK}:{prometheus_port}"]}]},
-                        {"job_name": "node", "static_configs": [{"targets": [f"{LOOPBACK}:{exporter_port}"]}]},
-                    ],
-                }
-            )
-        )
-        prometheus = ManagedProcess(
-            "prometheus",
-            [
-                system_binary("prometheus"),
-                f"--config.file={config}",
-                f"--storage.tsdb.path={directory / 'data'}",
-                f"--web.listen-address={LOOPBACK}:{prometheus_port}",
-            ],
+        prometheus = prometheus_process(
             directory,
+            prometheus_port,
+            [
+                {"job_name": "prometheus", "static_configs": [{"targets": [f"{LOOPBACK}:{prometheus_port}"]}]},
+                {"job_name": "node", "static_configs": [{"targets": [f"{LOOPBACK}:{exporter_port}"]}]},
+            ],
         )
         stack = cls(
             f"http://{LOOPBACK}:{prometheus_port}", f"http://{LOOPBACK}:{exporter_port}", (exporter, prometheus)

@@ -22,6 +22,7 @@ from metrics_index_tests.servers import (
     RedisServer,
     free_port,
     http_get,
+    prometheus_process,
     system_binary,
     wait_until,
 )
@@ -74,27 +75,10 @@ def main() -> int:
                 )
             prometheus_port = free_port()
             scrape = {job: port for job, (port, _) in targets.items()} | {"prometheus": prometheus_port}
-            config = directory / "prometheus.yml"
-            config.write_text(
-                json.dumps(
-                    {
-                        "global": {"scrape_interval": "1s", "scrape_timeout": "1s"},
-                        "scrape_configs": [
-                            {"job_name": job, "static_configs": [{"targets": [f"{LOOPBACK}:{scrape[job]}"]}]}
-                            for job in JOBS
-                        ],
-                    }
-                )
-            )
-            prometheus = ManagedProcess(
-                "prometheus",
-                [
-                    system_binary("prometheus"),
-                    f"--config.file={config}",
-                    f"--storage.tsdb.path={directory / 'data'}",
-                    f"--web.listen-address={LOOPBACK}:{prometheus_port}",
-                ],
+            prometheus = prometheus_process(
                 directory,
+                prometheus_port,
+                [{"job_name": job, "static_configs": [{"targets": [f"{LOOPBACK}:{scrape[job]}"]}]} for job in JOBS],
             )
             prometheus.start()
             started.append(prometheus)
