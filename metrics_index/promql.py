@@ -300,10 +300,9 @@ def _read_matchers(tokens: list[tuple[str, str, int]], start: int, selector: _Se
             i += 3
         else:
             i += 1
-    if selector.name is None:
-        for matcher in selector.matchers:
-            if matcher.label == "__name__" and matcher.op == "=":
-                selector.name, selector.offset = None, matcher.value_offset
+    for matcher in selector.matchers:
+        if selector.name is None and matcher.label == "__name__" and matcher.op == "=":
+            selector.offset = matcher.value_offset  # `{__name__="x"}`: a wrong name is pointed at "x"
     return i + 1
 
 

@@ -58,6 +58,12 @@ CORPUS: list[tuple[str, tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = [
         ("node_memory_MemAvailable",),
         ("node_memory_MemAvailable_bytes",),
     ),
+    (
+        '{__name__="node_cpu_second_total", mode="idle"}',
+        ("unknown_metric",),
+        ('"node_cpu_second_total"',),
+        ("node_cpu_seconds_total",),
+    ),
     ('prometheus_http_requests_total{status="200"}', ("unknown_label",), ("status",), ("code",)),
     ('node_cpu_seconds_total{mod="idle"}', ("unknown_label",), ("mod",), ("mode",)),
     ('rate(node_network_receive_bytes_total{interface="eth0"}[5m])', ("unknown_label",), ("interface",), ("device",)),
