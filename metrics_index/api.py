@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -9,7 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import redis
 from dagster import DagsterInstance, ExecuteInProcessResult, materialize
+from redis import RedisError
 
 from metrics_index.asset_metadata import EnrichmentFigures, IndexFigures, RawFigures
 from metrics_index.assets import METRIC_ASSETS, enriched_metric_metadata, metric_semantic_index, raw_metric_metadata
@@ -22,7 +25,12 @@ from metrics_index.search import SearchResult, search
 from metrics_index.settings import metrics_home, resources_from_env
 from metrics_index.sources import RawMetric
 from metrics_index.sources.prometheus import select_metrics
+from metrics_index.stores import revision
+from metrics_index.stores.lock import Notify
 from metrics_index.stores.name_set import NameSetCatalog, all_names, close_matches, known_metrics
+from metrics_index.stores.semantic_index import SemanticIndex
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -83,29 +91,34 @@ def index_namespace(
     progress: bool = False,
     instance: DagsterInstance | None = None,
     log_level: str = "CRITICAL",
+    notify: Notify | None = None,
 ) -> IndexSummary:
-    """Register the namespace as a partition and materialize its four assets in this process."""
+    """Register the namespace as a partition and materialize its four assets in this process, as the namespace's
+    only writer: a run of it elsewhere makes this one wait (telling `notify`) up to METRICS_INDEX_LOCK_WAIT_SECONDS,
+    then fail with StoreBusyError."""
     _check_exclude(exclude)
     resources = resources_from_env(env)
     resources["prometheus"].source(namespace)  # refuse a bad or unknown namespace before registering it
     instance = instance or dagster_instance(env)
     instance.add_dynamic_partitions(NAMESPACE_PARTITIONS.name, [namespace])
     resources["progress"] = ProgressResource(enabled=progress)
-    result = materialize(
-        METRIC_ASSETS,
-        partition_key=namespace,
-        instance=instance,
-        resources=resources,
-        run_config={
-            "loggers": {"console": {"config": {"log_level": log_level}}},
-            "ops": {
-                "raw_metric_metadata": {"config": {"limit": limit, "exclude": exclude}},
-                "enriched_metric_metadata": {"config": {"force": force}},
+    redis_resource: RedisResource = resources["redis"]
+    with redis_resource.namespace_writer(namespace, notify):
+        result = materialize(
+            METRIC_ASSETS,
+            partition_key=namespace,
+            instance=instance,
+            resources=resources,
+            run_config={
+                "loggers": {"console": {"config": {"log_level": log_level}}},
+                "ops": {
+                    "raw_metric_metadata": {"config": {"limit": limit, "exclude": exclude}},
+                    "enriched_metric_metadata": {"config": {"force": force}},
+                },
             },
-        },
-        tags={"metrics_index/source": "cli"},
-        raise_on_error=True,
-    )
+            tags={"metrics_index/source": "cli"},
+            raise_on_error=True,
+        )
     metadata = materialization_metadata(result)
     raw = RawFigures.from_metadata(metadata[raw_metric_metadata.key.path[-1]])
     enriched = EnrichmentFigures.from_metadata(metadata[enriched_metric_metadata.key.path[-1]])
@@ -150,9 +163,32 @@ def dry_run(
 def search_metrics(
     namespace: str, question: str, k: int = 10, explain: bool = False, env: Mapping[str, str] = os.environ
 ) -> list[SearchResult]:
+    """Warm after the first search of a namespace, and still answering while another process re-indexes it: when
+    the namespace's revision moves, it is read again once no writer holds the store; until then the copy in memory
+    answers."""
     Namespace.parse(namespace)
-    chroma: ChromaResource = resources_from_env(env)["chroma"]
-    return search(chroma.index(), namespace, question, k=k, explain=explain)
+    index, client = _search_stores(env)
+    try:
+        current = revision.read(client, namespace)
+    except RedisError as error:
+        log.warning("cannot read the revision of %s (%s); answering from what is in memory", namespace, error)
+        current = None
+    return search(index, namespace, question, k=k, explain=explain, revision=current)
+
+
+_SEARCH_STORES: dict[frozenset, tuple[SemanticIndex, redis.Redis]] = {}
+
+
+def _search_stores(env: Mapping[str, str]) -> tuple[SemanticIndex, redis.Redis]:
+    """The semantic index and Redis client searches use, opened once per configuration (the METRICS_INDEX_
+    variables and the home folder) in a process: building the resources costs more than a warm search."""
+    key = frozenset({(k, v) for k, v in env.items() if k.startswith("METRICS_INDEX_")} | {("", str(metrics_home(env)))})
+    if key not in _SEARCH_STORES:
+        resources = resources_from_env(env)
+        chroma: ChromaResource = resources["chroma"]
+        redis_resource: RedisResource = resources["redis"]
+        _SEARCH_STORES[key] = (chroma.index(), redis_resource.client())
+    return _SEARCH_STORES[key]
 
 
 def validate_metrics(namespace: str, names: Sequence[str], env: Mapping[str, str] = os.environ) -> list[Validation]:

@@ -95,7 +95,8 @@ def metric_name_set(
     started = perf_counter()
     labels = {name: schema.to_json() for name, schema in series_name_schemas(raw_metric_metadata).items()}
     try:
-        size = replace_names(redis.client(), context.partition_key, promql_names(raw_metric_metadata), labels)
+        with redis.namespace_writer(context.partition_key, context.log.warning):
+            size = replace_names(redis.client(), context.partition_key, promql_names(raw_metric_metadata), labels)
     except RedisError as error:
         raise Failure(
             f"Redis failed while replacing the name set of {context.partition_key}: {str(error).rstrip('.')}. "
@@ -164,21 +165,28 @@ def metric_semantic_index(
     progress: ProgressResource,
 ) -> MaterializeResult:
     """The enriched metrics embedded into Chroma; unchanged documents are skipped, vanished ones deleted.
-    Runs after the name set, so a failed Redis update leaves the index as it was too. Each completed sync
-    bumps the namespace's revision (stores/revision.py), which tells readers to reload."""
+    Runs after the name set, so a failed Redis update leaves the index as it was too. Holds the namespace's
+    writer lease and the store's lock (stores/lock.py); each completed sync bumps the namespace's revision
+    (stores/revision.py), which tells readers to reload."""
     started = perf_counter()
     namespace = context.partition_key
-    with progress.bar("index", len(enriched_metric_metadata)) as advance:
-        report = chroma.index().sync(
-            namespace, enriched_metric_metadata, batch_size=chroma.batch_size, progress=advance
-        )
-    try:
-        current = revision.bump(redis.client(), namespace)
-    except RedisError as error:
-        raise Failure(
-            f"the index of {namespace} is synced but Redis failed while recording its revision: "
-            f"{str(error).rstrip('.')}. Readers keep the previous version until a rerun records it."
-        ) from error
+
+    def tell(message: str) -> None:
+        context.log.warning(message)
+        progress.note(message)
+
+    with redis.namespace_writer(namespace, tell):
+        with progress.bar("index", len(enriched_metric_metadata)) as advance:
+            report = chroma.index().sync(
+                namespace, enriched_metric_metadata, batch_size=chroma.batch_size, progress=advance, notify=tell
+            )
+        try:
+            current = revision.bump(redis.client(), namespace)
+        except RedisError as error:
+            raise Failure(
+                f"the index of {namespace} is synced but Redis failed while recording its revision: "
+                f"{str(error).rstrip('.')}. Readers keep the previous version until a rerun records it."
+            ) from error
     figures = IndexFigures(
         metrics=report.total,
         indexed=report.indexed,

@@ -15,6 +15,7 @@ from metrics_index import api
 from metrics_index.namespaces import NamespaceError, load_registry
 from metrics_index.search import results_to_json
 from metrics_index.sources import SourceError
+from metrics_index.stores.lock import StoreBusyError
 
 _BARE_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 # Command-line flags that override the environment variables the resources read.
@@ -38,7 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (NamespaceError, ValueError) as error:
         print(f"metrics-index: {error}", file=sys.stderr)
         return 2
-    except SourceError as error:
+    except (SourceError, StoreBusyError) as error:
         print(f"metrics-index: {error}", file=sys.stderr)
         return 1
     except DagsterExecutionStepExecutionError as error:
@@ -56,12 +57,18 @@ def _index(args: argparse.Namespace, env: dict[str, str]) -> int:
         if args.dry_run:
             summary = api.dry_run(namespace, env, args.limit, args.exclude)
         else:
-            summary = api.index_namespace(namespace, env, args.limit, args.exclude, args.force, progress=True)
+            summary = api.index_namespace(
+                namespace, env, args.limit, args.exclude, args.force, progress=True, notify=_tell
+            )
         _print_summary(summary, args.dry_run)
         summaries.append(summary)
     if len(summaries) > 1:
         print(f"{len(summaries)} namespaces, {sum(s.processed for s in summaries)} metrics")
     return 0
+
+
+def _tell(message: str) -> None:
+    print(f"metrics-index: {message}", file=sys.stderr)
 
 
 def _print_summary(summary: api.IndexSummary, dry_run: bool) -> None:
@@ -181,6 +188,7 @@ def _parser() -> argparse.ArgumentParser:
     search.add_argument("--chroma-path")
     search.add_argument("--chroma-host")
     search.add_argument("--chroma-port", type=int)
+    search.add_argument("--redis-url", help="Redis server holding the namespaces' revisions")
     search.set_defaults(run=_search)
 
     validate = commands.add_parser(

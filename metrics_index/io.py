@@ -1,4 +1,8 @@
-"""Asset outputs as Parquet files a person can open: `{base_dir}/{asset}/{tenant}/{service}.parquet`."""
+"""Asset outputs as Parquet files a person can open: `{base_dir}/{asset}/{tenant}/{service}.parquet`.
+
+Every write holds the catalog's exclusive lock (`{base_dir}/metrics-index.lock`, stores/lock.py), whichever process
+writes: two writers of one file never share its temporary file. A file is replaced atomically, so reads need no lock.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,10 @@ from pathlib import Path
 
 import pandas as pd
 from dagster import ConfigurableIOManager, InputContext, OutputContext
+
+from metrics_index.stores.lock import DEFAULT_WAIT_SECONDS, StoreLock
+
+LOCK_FILE = "metrics-index.lock"
 
 PARQUET_IO = "parquet_io_manager"
 """The resource key of the Parquet IO manager, used by the assets that store DataFrames."""
@@ -15,6 +23,12 @@ class ParquetIOManager(ConfigurableIOManager):
     """Stores each partition of a DataFrame asset as one Parquet file (not a pickle)."""
 
     base_dir: str
+    lock_wait_seconds: float = DEFAULT_WAIT_SECONDS
+
+    def lock(self) -> StoreLock:
+        return StoreLock(
+            Path(self.base_dir) / LOCK_FILE, f"the Parquet catalog at {self.base_dir}", self.lock_wait_seconds
+        )
 
     def path_for(self, asset_name: str, partition_key: str) -> Path:
         tenant, _, service = partition_key.partition(":")
@@ -29,8 +43,9 @@ class ParquetIOManager(ConfigurableIOManager):
         path = self.path_for(context.asset_key.path[-1], context.partition_key)
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_suffix(".parquet.tmp")
-        obj.to_parquet(temporary, index=False)
-        temporary.replace(path)
+        with self.lock().exclusive(context.log.warning):
+            obj.to_parquet(temporary, index=False)
+            temporary.replace(path)
         context.add_output_metadata({"path": str(path)})
 
     def load_input(self, context: InputContext) -> pd.DataFrame:

