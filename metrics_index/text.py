@@ -172,17 +172,63 @@ def metric_words(name: str) -> list[str]:
 
 
 # Acronyms a reader knows better than their expansion: kept (upper-cased) in readable text.
-KNOWN_ACRONYMS = {"cpu", "tcp", "udp", "ip", "ip6", "dns", "tls", "ssl", "io", "mtu", "http", "rss"}
+KNOWN_ACRONYMS = {"cpu", "tcp", "udp", "ip", "ip6", "dns", "tls", "ssl", "io", "mtu", "http", "rss", "icmp", "tlb"}
+
+# Kernel field names (/proc/meminfo) whose CamelCase parts are not words on their own: `SReclaimable` is slab
+# memory, `SecPageTables` secondary page tables, not seconds. Only sentences use these; search keeps the parts.
+FIELD_NAME_WORDS: dict[str, str] = {
+    "Committed_AS": "committed address space",
+    "Hugepagesize": "huge page size",
+    "Hugetlb": "huge TLB pages",
+    "KReclaimable": "kernel reclaimable",
+    "Mlocked": "memory locked",
+    "NFS_Unstable": "NFS unstable",
+    "Percpu": "per CPU",
+    "SReclaimable": "slab reclaimable",
+    "SUnreclaim": "slab unreclaimable",
+    "SecPageTables": "secondary page tables",
+    "WritebackTmp": "writeback temporary",
+}
+# A page or block size glued to its unit letter (`DirectMap4k`, `DirectMap2M`), kept as one word.
+_SIZE = re.compile(r"(?<=[a-z])([0-9]+[kKmMgG])$")
+# An IP version glued to its protocol (`Icmp6`, `UDP6`).
+_VERSIONED = re.compile(r"^([A-Za-z]+)(6)$")
 
 
 def readable_words(name: str) -> list[str]:
-    """Name parts with abbreviations replaced by what they stand for, for sentences a person reads."""
+    """Name parts with abbreviations replaced by what they stand for, for sentences a person reads: no letters
+    left alone (`direct map 4k`, `slab reclaimable`, `UDP6`)."""
     words: list[str] = []
-    for word in split_name(name):
-        spelled = word.upper() if word in KNOWN_ACRONYMS else ABBREVIATIONS.get(word, word)
+    for word in _readable_parts(name):
+        spelled = ABBREVIATIONS.get(word, word)
         for expanded in spelled.split():
             if not words or words[-1] != expanded:
                 words.append(expanded)
+    return words
+
+
+def _readable_parts(name: str) -> list[str]:
+    parts = [part for part in _SEPARATORS.split(name) if part]
+    words: list[str] = []
+    index = 0
+    while index < len(parts):
+        pair = "_".join(parts[index : index + 2])
+        if pair in FIELD_NAME_WORDS:
+            words += FIELD_NAME_WORDS[pair].split()
+            index += 2
+            continue
+        part = parts[index]
+        index += 1
+        versioned = _VERSIONED.match(part)
+        if part in FIELD_NAME_WORDS:
+            words += FIELD_NAME_WORDS[part].split()
+        elif versioned and versioned.group(1).lower() in KNOWN_ACRONYMS:
+            words.append(part.upper())
+        else:
+            size = _SIZE.search(part)
+            head = part[: size.start()] if size else part
+            words += [w.upper() if w in KNOWN_ACRONYMS else w for w in _split_part(head)]
+            words += [size.group(1)] if size else []
     return words
 
 

@@ -115,3 +115,20 @@ def test_output_is_deterministic_and_plugs_into_incremental_enrichment(snapshot_
     assert again.reused == len(raw)
     assert first.drop(columns="enriched_at").equals(second.drop(columns="enriched_at"))
     assert RulesEnricher().fingerprint.startswith("rules/")
+
+
+def test_no_description_of_the_demo_snapshot_has_a_stray_letter(snapshot_metrics: dict[str, RawMetric]) -> None:
+    """CamelCase kernel names become real words: `SecPageTables` is not "seconds page tables", `SReclaimable`
+    not "s reclaimable", `DirectMap4k` not "direct map 4 k"."""
+    stray = {}
+    for name, metric in snapshot_metrics.items():
+        words = enrich_metric(metric).description.replace("(", " ").replace(")", " ").split()
+        letters = [w for w in (word.strip(".,:;") for word in words) if len(w) == 1 and w.isalpha() and w not in "aA"]
+        if letters:
+            stray[name] = letters
+    assert stray == {}
+    descriptions = {name: enrich_metric(snapshot_metrics[name]).description for name in snapshot_metrics}
+    assert "secondary page tables" in descriptions["node_memory_SecPageTables_bytes"]
+    assert "slab reclaimable" in descriptions["node_memory_SReclaimable_bytes"]
+    assert "committed address space" in descriptions["node_memory_Committed_AS_bytes"]
+    assert "direct map 4k" in descriptions["node_memory_DirectMap4k_bytes"]

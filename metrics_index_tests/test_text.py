@@ -26,6 +26,15 @@ def test_readable_words_replace_abbreviations() -> None:
     assert readable_words("redis_cpu_sys_seconds_total") == ["redis", "CPU", "system", "seconds", "total"]
 
 
+def test_readable_words_keep_kernel_field_names_whole() -> None:
+    assert readable_words("node_memory_SecPageTables_bytes")[2:5] == ["secondary", "page", "tables"]
+    assert readable_words("node_memory_KReclaimable_bytes")[2:4] == ["kernel", "reclaimable"]
+    assert readable_words("node_memory_Committed_AS_bytes")[2:5] == ["committed", "address", "space"]
+    assert readable_words("node_memory_DirectMap2M_bytes")[2:5] == ["direct", "map", "2M"]
+    assert readable_words("node_netstat_Udp6_InErrors")[3:5] == ["UDP6", "in"]
+    assert readable_words("node_load15") == ["node", "load", "15"]
+
+
 def test_document_text_has_name_words_and_enriched_fields() -> None:
     row = {
         "metric_name": "node_filesystem_avail_bytes",

@@ -20,7 +20,7 @@ from metrics_index.enrichment.vocabulary import GOLDEN_SIGNALS, METER_TYPES, Enr
 from metrics_index.sources import RawMetric
 from metrics_index.text import metric_words, readable_words
 
-VERSION = "2"
+VERSION = "3"
 
 
 @dataclass(frozen=True)
