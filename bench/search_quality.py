@@ -63,6 +63,7 @@ from metrics_index.search import (
     load_corpus,
     rank,
     ranked_documents,
+    retrieval_text,
     signals,
 )
 from metrics_index.sources import RawMetric
@@ -259,8 +260,8 @@ def weight_grid(quick: bool) -> list[tuple[tuple[str, float], ...]]:
 GRID: dict[str, Sequence] = {
     "fusion": ("rrf", "score"),
     "rrf_k": (10, 20, 60),
-    "cue_boost": (0, 0.1, 0.2, 0.4),
-    "kind_penalty": (0, 0.1, 0.2, 0.4),
+    "cue_boost": (0, 0.2, 0.4, 0.7, 1.0),
+    "kind_penalty": (0, 0.2, 0.4),
 }
 QUICK_GRID: dict[str, Sequence] = {"fusion": ("rrf",), "cue_boost": (0, 0.2), "kind_penalty": (0, 0.2)}
 # Ablations: which settings of the grid each row may choose from ("ours" may choose any).
@@ -397,6 +398,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick-services", type=int, default=2, help=argparse.SUPPRESS)
     parser.add_argument("--quick-questions", type=int, default=4, help=argparse.SUPPRESS)
     parser.add_argument("--json-out", type=Path, help="also write the figures and choices as JSON")
+    parser.add_argument("--chroma", type=Path, help="keep the index in this folder; a re-run embeds only what changed")
     parser.add_argument("--show-misses", action="store_true", help="questions ours did not rank first, per service")
     args = parser.parse_args(argv)
     if args.enricher == "claude" and not args.enrichments:
@@ -416,7 +418,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     embedder = get_embedder(args.model)
     corpora: dict[str, NamespaceCorpus] = {}
     fallbacks = {}
-    with tempfile.TemporaryDirectory(prefix="metrics-index-bench-") as chroma_dir:
+    with tempfile.TemporaryDirectory(prefix="metrics-index-bench-") as temporary:
+        chroma_dir = str(args.chroma or temporary)
         index = SemanticIndex(chromadb.PersistentClient(path=chroma_dir), embedder, "search-quality")
         for namespace, raw in raw_frames.items():
             records = None if enrichments is None else enrichments.get(namespace, {})
@@ -433,13 +436,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"metrics missing from {args.enrichments} (ranked with rules enrichment): {fallbacks}")
 
     all_queries = [*questions, *(q for qs in dev_sets.values() for q in qs)]
-    vectors = embedder.embed([q.query for q in all_queries])
+    # Ours embeds the question as search() does (retrieval_text); the references embed it as written.
+    vectors = embedder.embed([retrieval_text(q.query) for q in all_queries])
     prepared = [
         Prepared(q, v, signals(corpora[q.namespace], q.query, v)) for q, v in zip(all_queries, vectors, strict=True)
     ]
+    plain_vectors = embedder.embed([q.query for q in all_queries])
     references = References(raw_frames, embedder).rankers()
     reference_rr = {
-        name: [reciprocal_rank(ranker(p.query.namespace, p.query.query, p.vector), p.query.relevant) for p in prepared]
+        name: [
+            reciprocal_rank(ranker(q.namespace, q.query, v), q.relevant)
+            for q, v in zip(all_queries, plain_vectors, strict=True)
+        ]
         for name, ranker in references.items()
     }
     # The product's own entry point ranks exactly as the bench does: checked on a sample of the questions.

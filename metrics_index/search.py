@@ -78,7 +78,7 @@ class RankingParams:
     kind_penalty: float = 0.0
 
     def weight(self, ranker: str) -> float:
-        return dict(self.weights).get(ranker, 0.0)
+        return next((w for r, w in self.weights if r == ranker), 0.0)
 
 
 DEFAULT_PARAMS = RankingParams()
@@ -97,12 +97,13 @@ QUESTION_CUES: dict[str, re.Pattern[str]] = {
         re.IGNORECASE,
     ),
     "availability": re.compile(
-        r"\b(is (it|the \w+|\w+) (up|down|alive|running|reachable|healthy)|up or down|reachable|can (it )?reach"
-        r"|marked (down|up)|alive|liveness|readiness|healthy|health)\b",
+        r"\b(is (the |it |an? |\w+ ){0,3}(up|down|alive|running|reachable|healthy|sick)|up or down|reachable"
+        r"|can (the |it |\w+ ){0,2}reach|marked (down|up|sick)|alive|liveness|readiness|healthy|health)\b",
         re.IGNORECASE,
     ),
     "start": re.compile(
-        r"\b(restart\w*|uptime|started|start time|boot(ed)?|since when|running since)\b", re.IGNORECASE
+        r"\b(restart\w*|uptime|started|start time|boot(ed)?|since when|running since|been (running|up|established))\b",
+        re.IGNORECASE,
     ),
     "configuration": re.compile(
         r"\b(limits?|settings?|configured|configuration|config|maximum allowed|max allowed|allowed|threshold"
@@ -117,6 +118,15 @@ _INFO_WORDS = re.compile(r"\b(version|build|revision|info|information|release)\b
 _AVAILABILITY_WORDS = re.compile(r"(^|_)(up|status|health|healthy|ready|alive|reachable|success)(_|$)")
 _START_WORDS = re.compile(r"(^|_)(start|started|boot|uptime)(_|$)")
 _DURATION_UNITS = {"seconds", "milliseconds", "microseconds", "nanoseconds"}
+
+
+# "per second" asks for a rate (a counter), not for a metric about seconds: the rankers do not see it.
+_RATE_PHRASE = re.compile(r"\b(per|a|each|every) (second|sec|minute|min|hour)\b|/s\b|\bper-second\b", re.IGNORECASE)
+
+
+def retrieval_text(question: str) -> str:
+    """The question as the rankers see it: without rate phrases, whose words would match durations."""
+    return " ".join(_RATE_PHRASE.sub(" ", question).split()) or question
 
 
 def question_cues(question: str) -> frozenset[str]:
@@ -301,7 +311,7 @@ def search(
     corpus = _CACHE.get(index, namespace, store_stamp(index) if revision is None else revision)
     if corpus is None or not question.strip():
         return []
-    query_vector = index.embedder.embed([question])[0]
+    query_vector = index.embedder.embed([retrieval_text(question)])[0]
     results = rank(corpus, question, query_vector, k=max(k, LABEL_DEPTH), explain=explain)
     return _prefer_asked_labels(corpus, question, results, explain)[:k]
 
@@ -368,11 +378,12 @@ class Signals:
     traits: dict[str, np.ndarray]  # trait -> mask over the candidates
     cues: frozenset[str]
     pinned: tuple[list[int], list[int]]  # exact name matches, name-prefix matches
+    pin_boost: np.ndarray  # over the candidates: 2 for an exact name match, 1 for a prefix match, else 0
 
 
 def signals(corpus: NamespaceCorpus, question: str, query_vector: np.ndarray) -> Signals:
     """Score the question with the three rankers (the part of a search that does not depend on RankingParams)."""
-    terms = search_terms(question)
+    terms = search_terms(retrieval_text(question))
     raw = {
         "name": corpus.name_index.get_scores(terms) if terms else None,
         "text": corpus.text_index.get_scores(terms) if terms else None,
@@ -393,7 +404,10 @@ def signals(corpus: NamespaceCorpus, question: str, query_vector: np.ndarray) ->
             values = scores[candidates[seen]]
             scaled[ranker][seen] = (values - worst) / (best - worst) if best > worst else 1.0
     traits = {trait: mask[candidates] for trait, mask in corpus.traits.items()}
-    return Signals(order, candidates, ranks, scaled, traits, question_cues(question), pinned)
+    pin_boost = np.zeros(len(candidates))
+    for boost, docs in enumerate(reversed(pinned), start=1):
+        pin_boost[np.searchsorted(candidates, docs)] = float(boost)
+    return Signals(order, candidates, ranks, scaled, traits, question_cues(question), pinned, pin_boost)
 
 
 def fuse(found: Signals, params: RankingParams) -> np.ndarray:
@@ -410,7 +424,7 @@ def fuse(found: Signals, params: RankingParams) -> np.ndarray:
             fused += weight * found.scaled[ranker]
     fused /= total
     if params.cue_boost:
-        for cue in found.cues - PENALISED_KINDS:
+        for cue in found.cues:
             if cue in found.traits:
                 fused[found.traits[cue]] *= 1.0 + params.cue_boost
     if params.kind_penalty:
@@ -423,11 +437,9 @@ def fuse(found: Signals, params: RankingParams) -> np.ndarray:
 def ranked_documents(found: Signals, params: RankingParams, k: int) -> list[tuple[int, float]]:
     """The k best (document, score) pairs, best first: exact name matches, then name-prefix matches, then
     the fused ranking. Equal scores rank in name order; a document no ranker saw is left out."""
-    scores = fuse(found, params)
-    position = {d: i for i, d in enumerate(found.candidates.tolist())}
-    for boost, docs in enumerate(reversed(found.pinned), start=1):
-        scores[[position[d] for d in docs]] += float(boost)
-    best = sorted(np.flatnonzero(scores > 0).tolist(), key=lambda i: (-scores[i], found.candidates[i]))[:k]
+    scores = fuse(found, params) + found.pin_boost
+    positive = np.flatnonzero(scores > 0)
+    best = positive[np.lexsort((found.candidates[positive], -scores[positive]))[:k]]
     return [(int(found.candidates[i]), float(scores[i])) for i in best]
 
 

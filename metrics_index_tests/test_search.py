@@ -22,6 +22,7 @@ from metrics_index.search import (
     question_cues,
     rank,
     results_to_json,
+    retrieval_text,
     search,
 )
 from metrics_index.sources import RawMetric
@@ -159,6 +160,9 @@ def test_question_wording_says_what_kind_of_metric_is_wanted() -> None:
     assert "start" in question_cues("when was it last restarted")
     assert "configuration" in question_cues("the configured memory limit")
     assert question_cues("memory used by keys") == frozenset()
+    # The rate is a cue, not words to match: "per second" would find metrics measured in seconds.
+    assert retrieval_text("queries per second on the database") == "queries on the database"
+    assert retrieval_text("per second") == "per second"
 
 
 def test_metric_traits_come_from_meter_unit_and_name() -> None:
@@ -176,12 +180,12 @@ def test_a_configuration_value_yields_unless_the_question_asks_for_a_limit() -> 
     vectors = np.ones((2, 2), dtype=np.float32)
     docs = ["connections", "connections"]
     built = NamespaceCorpus.build(
-        ["a_max_connections", "b_connections"],
+        ["a_connections_limit", "b_connections"],
         docs,
         [{"meter_type": "gauge", "description": d} for d in docs],
         vectors,
     )
     weighted = RankingParams(cue_boost=0.2, kind_penalty=0.2)
-    assert names(rank(built, "connections", np.ones(2)))[0] == "a_max_connections"
+    assert names(rank(built, "connections", np.ones(2)))[0] == "a_connections_limit"
     assert names(rank(built, "connections", np.ones(2), params=weighted))[0] == "b_connections"
-    assert names(rank(built, "connections limit", np.ones(2), params=weighted))[0] == "a_max_connections"
+    assert names(rank(built, "connections limit", np.ones(2), params=weighted))[0] == "a_connections_limit"

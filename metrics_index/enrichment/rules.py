@@ -314,8 +314,8 @@ KIND_RULES: tuple[tuple[str, str, str], ...] = (
     ("info", "name", r" info | build | version "),
     ("self_monitoring", "name", r" exporter | scrape | scrapes | scraper | collector | collectors | promhttp "),
     ("configuration", "name", r" config | configuration | configured | setting | settings | variables | limit | limits"
-     r" | max | maximum | min | minimum | capacity | threshold | retention | timeout "),
-    ("configuration", "help", r" configured | configuration | setting | limit | maximum number | variable "),
+     r" | capacity | threshold | retention "),
+    ("configuration", "help", r" configured | configuration | setting | limit | variable | allowed "),
 )  # fmt: skip
 # Words that make a configuration-sounding gauge a state or an event instead (a reload's success, its time).
 _NOT_CONFIGURATION = re.compile(r" reload | reloads | last | success | successful | hash | timestamp | time | seconds ")
