@@ -242,7 +242,7 @@ def _top_names(names: list[str], scores: np.ndarray) -> list[str]:
 
 def weight_grid(quick: bool) -> list[tuple[tuple[str, float], ...]]:
     """Ranker weights, each ratio once (1:1:2 and 0.5:0.5:1 are the same fusion)."""
-    levels = {"name": (0, 0.5, 1), "text": (0, 0.5, 1), "dense": (0, 0.5, 1, 1.5, 2, 3)}
+    levels = {"name": (0, 0.5, 1), "text": (0, 0.5, 1), "dense": (0, 0.5, 1, 1.5, 2, 3, 4, 6)}
     if quick:
         levels = {"name": (0, 0.5), "text": (0.5,), "dense": (1.5,)}
     seen, grid = set(), []

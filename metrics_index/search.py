@@ -5,8 +5,12 @@ A metric is found three ways, each strong where another is weak:
   abbreviations spelled out): precise when the question uses the metric's own words;
 - BM25 over the whole document text (name words, description, category, signal, meter type, unit);
 - cosine similarity of sentence embeddings: finds "bytes sent" for `transmit`.
-Their rankings are merged by weighted reciprocal-rank fusion. A question that is, or starts, a metric
-name puts those metrics first whatever the fusion says. Everything is scoped to one namespace.
+Their scores are merged (RankingParams: by default each ranker's scores scaled to [0, 1] over its top list
+and weighted, the dense ranker most), then weighed by what the question's wording asks for ("per second"
+-> counters, "how long" -> durations, "is it up" -> up/status gauges, "last restarted" -> start times, "limit"
+-> configuration values). The settings are chosen leave-one-service-out by bench/search_quality.py on a
+corpus of real services. A question that is, or starts, a metric name puts those metrics first whatever the
+fusion says. Everything is scoped to one namespace.
 
 The namespace's documents and vectors are read from the semantic index once and kept in memory with their
 BM25 indexes, so a warm search costs one query embedding and a few vector operations. The cache follows the
@@ -71,10 +75,10 @@ class RankingParams:
     for is multiplied by 1 - kind_penalty.
     """
 
-    weights: tuple[tuple[str, float], ...] = (("name", 0.5), ("text", 0.5), ("dense", 1.5))
-    fusion: str = "rrf"
+    weights: tuple[tuple[str, float], ...] = (("name", 0.5), ("text", 0.5), ("dense", 3.0))
+    fusion: str = "score"
     rrf_k: int = 20
-    cue_boost: float = 0.0
+    cue_boost: float = 0.7
     kind_penalty: float = 0.0
 
     def weight(self, ranker: str) -> float:
