@@ -128,7 +128,7 @@ def test_fusion_prefers_a_metric_both_rankers_like_to_one_only_a_single_ranker_l
     vectors = np.array([[0.0, 1.0], [1.0, 0.0], [0.8, 0.6]], dtype=np.float32)
     docs = ["disk read bytes", "something else", "disk read"]
     built = corpus(["a_metric", "b_metric", "c_metric"], docs, vectors)
-    equal = RankingParams(weights=(("name", 0.0), ("text", 1.0), ("dense", 1.0)))
+    equal = RankingParams(weights=(("name", 0.0), ("text", 1.0), ("dense", 1.0)), fusion="rrf")
     found = rank(built, "disk read bytes", np.array([1.0, 0.0]), params=equal)
     assert names(found)[0] == "c_metric"
     assert set(names(found)) == {"a_metric", "b_metric", "c_metric"}
@@ -148,7 +148,8 @@ def test_score_fusion_keeps_the_margin_a_ranker_is_sure_of() -> None:
     built = corpus(["z_metric", "b_metric", "c_metric"], ["disk read", "disk read bytes", "disk"], vectors)
     weights = (("name", 0.0), ("text", 1.0), ("dense", 1.0))
     question, vector = "disk read bytes", np.array([1.0, 0.0])
-    assert names(rank(built, question, vector, params=RankingParams(weights=weights)))[0] == "b_metric"
+    by_rank = RankingParams(weights=weights, fusion="rrf")
+    assert names(rank(built, question, vector, params=by_rank))[0] == "b_metric"
     by_score = RankingParams(weights=weights, fusion="score")
     assert names(rank(built, question, vector, params=by_score))[0] == "z_metric"
 
