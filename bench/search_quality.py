@@ -79,7 +79,9 @@ DEV_SETS = (SHARED / "eval" / "dev_queries.jsonl", ROOT / "bench" / "queries" / 
 DEPTH = 10  # MRR and recall count the first relevant metric within the top 10
 REFERENCES = ("bm25 (name+help)", "dense (name+help)", "fuzzy name")
 # The ranker before leave-one-service-out tuning: fixed weighted RRF, no cues, no kind weighting.
-PREVIOUS_PARAMS = RankingParams(weights=(("name", 0.5), ("text", 0.5), ("dense", 1.5)), fusion="rrf", rrf_k=20)
+PREVIOUS_PARAMS = RankingParams(
+    weights=(("name", 0.5), ("text", 0.5), ("dense", 1.5)), fusion="rrf", rrf_k=20, cue_boost=0.0, kind_penalty=0.0
+)
 
 
 @dataclass(frozen=True)
