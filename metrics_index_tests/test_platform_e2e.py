@@ -89,7 +89,7 @@ def test_postgres_instance_when_its_variables_are_set(tmp_path: Path) -> None:
         "password": "-",
         "db_name": "dagster",
         "params": {},
-        "scheme": "postgresql",
+        "scheme": "postgresql+psycopg2",
     }
 
 
