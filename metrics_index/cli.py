@@ -1,4 +1,8 @@
-"""`metrics-index`: index, search and validate from a terminal; thin over metrics_index.api."""
+"""`metrics-index`: index, search and validate from a terminal; thin over metrics_index.api and lookup.
+
+Each command imports what it needs when it runs: `search` and `validate` never load Dagster or the Anthropic SDK,
+and with METRICS_INDEX_URL set they ask the running service (`metrics-index serve`) instead of opening the stores.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +11,15 @@ import json
 import os
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
 
-from dagster import DagsterExecutionStepExecutionError
-
-from metrics_index import api
 from metrics_index.namespaces import NamespaceError, load_registry
-from metrics_index.search import results_to_json
-from metrics_index.sources import SourceError
-from metrics_index.stores.lock import StoreBusyError
+from metrics_index.service.client import TOKEN_ENV, URL_ENV, ServiceClient, ServiceError
+
+if TYPE_CHECKING:
+    from metrics_index import api
 
 _BARE_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 # Command-line flags that override the environment variables the resources read.
@@ -39,6 +43,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (NamespaceError, ValueError) as error:
         print(f"metrics-index: {error}", file=sys.stderr)
         return 2
+    except ServiceError as error:
+        print(f"metrics-index: {error}", file=sys.stderr)
+        return 2 if error.status is not None and 400 <= error.status < 500 else 1
+
+
+def _index(args: argparse.Namespace, env: dict[str, str]) -> int:
+    from dagster import DagsterExecutionStepExecutionError
+
+    from metrics_index.sources import SourceError
+    from metrics_index.stores.lock import StoreBusyError
+
+    try:
+        return _run_index(args, env)
     except (SourceError, StoreBusyError) as error:
         print(f"metrics-index: {error}", file=sys.stderr)
         return 1
@@ -47,7 +64,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
-def _index(args: argparse.Namespace, env: dict[str, str]) -> int:
+def _run_index(args: argparse.Namespace, env: dict[str, str]) -> int:
+    from metrics_index import api
+
     namespaces = sorted(load_registry(env.get("METRICS_INDEX_REGISTRY") or None).sources) if args.all else []
     namespaces += args.namespaces
     if not namespaces:
@@ -105,40 +124,97 @@ def _print_summary(summary: api.IndexSummary, dry_run: bool) -> None:
         print(f"  ! {name}: {reason}")
 
 
+def _service(env: Mapping[str, str]) -> ServiceClient | None:
+    """The service named by METRICS_INDEX_URL, if any (its bearer token from METRICS_INDEX_TOKEN)."""
+    url = env.get(URL_ENV)
+    return ServiceClient(url, env.get(TOKEN_ENV, "")) if url else None
+
+
 def _search(args: argparse.Namespace, env: dict[str, str]) -> int:
-    results = api.search_metrics(args.namespace, args.question, k=args.k, explain=args.explain, env=env)
+    from metrics_index.answers import compact_json
+
+    service = _service(env)
+    if service:
+        results = service.search(args.namespace, args.question, args.k, args.explain)["results"]
+    else:
+        from metrics_index.lookup import search_metrics
+
+        found = search_metrics(args.namespace, args.question, k=args.k, explain=args.explain, env=env)
+        results = [asdict(result) for result in found]
     if args.json:
-        print(results_to_json(results))
+        print(compact_json(results))
         return 0
     if not results:
         print(f"no metrics indexed for {args.namespace}: run `metrics-index index {args.namespace}` first")
         return 1
     for rank, result in enumerate(results, 1):
-        unit = f" [{result.unit}]" if result.unit else ""
-        print(f"{rank:>2}. {result.metric_name}  ({result.type}{unit}, score {result.score:.3f})")
-        print(f"    {result.description}")
-        if result.promql:
-            print(f"    promql: {result.promql}")
-        if args.explain and result.matched:
-            print(f"    matched: {', '.join(result.matched)}")
+        _print_result(rank, result, args.explain)
     return 0
+
+
+def _print_result(rank: int, result: Mapping[str, Any], explain: bool) -> None:
+    unit = f" [{result['unit']}]" if result["unit"] else ""
+    print(f"{rank:>2}. {result['metric_name']}  ({result['type']}{unit}, score {result['score']:.3f})")
+    print(f"    {result['description']}")
+    if result.get("promql"):
+        print(f"    promql: {result['promql']}")
+    if explain and result.get("matched"):
+        print(f"    matched: {', '.join(result['matched'])}")
 
 
 def _validate(args: argparse.Namespace, env: dict[str, str]) -> int:
     if not all(_BARE_NAME.fullmatch(name) for name in args.names):
         return _validate_promql(args, env)
-    validations = api.validate_metrics(args.namespace, args.names, env)
+    service = _service(env)
+    if service:
+        validations = service.validate(args.namespace, args.names)["names"]
+    else:
+        from metrics_index.lookup import validate_metrics
+
+        validations = [asdict(v) for v in validate_metrics(args.namespace, args.names, env)]
     if args.json:
-        print(json.dumps([{"name": v.name, "known": v.known, "suggestions": list(v.suggestions)} for v in validations]))
+        print(json.dumps([{**v, "suggestions": list(v["suggestions"])} for v in validations]))
     else:
         for v in validations:
-            hint = f" (did you mean: {', '.join(v.suggestions)})" if v.suggestions else ""
-            print(f"{'known  ' if v.known else 'UNKNOWN'} {v.name}{'' if v.known else hint}")
-    return 0 if all(v.known for v in validations) else 1
+            hint = f" (did you mean: {', '.join(v['suggestions'])})" if v["suggestions"] else ""
+            print(f"{'known  ' if v['known'] else 'UNKNOWN'} {v['name']}{'' if v['known'] else hint}")
+    return 0 if all(v["known"] for v in validations) else 1
+
+
+def _feedback(args: argparse.Namespace, env: dict[str, str]) -> int:
+    service = _service(env)
+    if service:
+        service.feedback(args.namespace, args.question, args.metric, args.good)
+    else:
+        from metrics_index.feedback import FeedbackStore, record_feedback
+        from metrics_index.lookup import redis_client
+        from metrics_index.stores.connections import StoreSettings, metrics_home
+
+        store = FeedbackStore(metrics_home(env) / "feedback.jsonl")
+        client = redis_client(StoreSettings.from_env(env))
+        record_feedback(store, client, args.namespace, args.question, args.metric, args.good)
+    print(f"recorded: {args.metric} is a {'good' if args.good else 'bad'} answer to {args.question!r}")
+    return 0
+
+
+def _serve(args: argparse.Namespace, env: dict[str, str]) -> int:
+    from metrics_index.service.server import serve
+
+    serve(env, args.host, args.port, args.preload)
+    return 0
+
+
+def _mcp(args: argparse.Namespace, env: dict[str, str]) -> int:
+    from metrics_index.mcp_server import run_mcp
+
+    run_mcp(env, args.transport, args.host, args.port)
+    return 0
 
 
 def _validate_promql(args: argparse.Namespace, env: dict[str, str]) -> int:
     """Each argument as a PromQL expression: its problems with line:column, a caret under each, close matches."""
+    from metrics_index import api
+
     checked = [api.validate_promql(args.namespace, expression, env) for expression in args.names]
     if args.json:
         print(json.dumps([check.as_dict() for check in checked]))
@@ -199,6 +275,27 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument("--json", action="store_true")
     validate.add_argument("--redis-url")
     validate.set_defaults(run=_validate)
+
+    feedback = commands.add_parser("feedback", help="say whether a metric answered a question")
+    feedback.add_argument("namespace")
+    feedback.add_argument("question")
+    feedback.add_argument("metric")
+    vote = feedback.add_mutually_exclusive_group(required=True)
+    vote.add_argument("--good", dest="good", action="store_true", help="the metric answers the question")
+    vote.add_argument("--bad", dest="good", action="store_false", help="it does not")
+    feedback.set_defaults(run=_feedback)
+
+    serve = commands.add_parser("serve", help="run the search service (HTTP API, /metrics, MCP at /mcp)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8765, help="port (default 8765)")
+    serve.add_argument("--preload", nargs="*", default=[], metavar="NAMESPACE", help="namespaces to load at start")
+    serve.set_defaults(run=_serve)
+
+    mcp = commands.add_parser("mcp", help="run the MCP server (stdio for a local client, or streamable HTTP)")
+    mcp.add_argument("--transport", choices=("stdio", "http"), default="stdio")
+    mcp.add_argument("--host", default="127.0.0.1")
+    mcp.add_argument("--port", type=int, default=8766)
+    mcp.set_defaults(run=_mcp)
     return parser
 
 

@@ -16,7 +16,9 @@ import numpy as np
 import onnxruntime
 from tokenizers import Tokenizer
 
-DEFAULT_MODEL = "all-MiniLM-L6-v2-onnx-int8"
+from metrics_index.stores.connections import DEFAULT_MODEL
+
+__all__ = ["DEFAULT_MODEL", "Embedder", "get_embedder"]
 MAX_TOKENS = 256
 
 

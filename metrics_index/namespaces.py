@@ -5,11 +5,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
-from dagster import DynamicPartitionsDefinition
-
-NAMESPACE_PARTITIONS = DynamicPartitionsDefinition(name="namespace")
 
 _PART = r"[a-z0-9][a-z0-9_.-]*"
 _NAMESPACE_RE = re.compile(rf"({_PART}):({_PART})")
@@ -20,6 +18,17 @@ NAMESPACE_RULE = (
 )
 SELECTOR_KINDS = ("target", "series")
 DEFAULT_REGISTRY_PATH = Path(__file__).parent / "data" / "namespaces.yaml"
+
+
+def __getattr__(name: str) -> Any:
+    """`NAMESPACE_PARTITIONS`, the dynamic partitions of every asset, made on first use: the CLI's search and
+    validate and the search service parse namespaces here without loading Dagster."""
+    if name == "NAMESPACE_PARTITIONS":
+        from dagster import DynamicPartitionsDefinition
+
+        globals()[name] = DynamicPartitionsDefinition(name="namespace")
+        return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class NamespaceError(ValueError):

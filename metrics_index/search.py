@@ -20,19 +20,19 @@ writer: when the namespace's revision (or the store's stamp) moves, it is read a
 from __future__ import annotations
 
 import bisect
-import json
 import logging
 import re
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import bm25s
 import numpy as np
 
+from metrics_index.answers import compact_json
 from metrics_index.enrichment.rules import metric_kind, unit_of
 from metrics_index.label_preference import DEPTH as LABEL_DEPTH
 from metrics_index.label_preference import prefer_labelled, wanted_labels
@@ -45,7 +45,6 @@ log = logging.getLogger(__name__)
 DEPTH = 100  # how deep each ranker's list is read for fusion
 SEMANTIC_EXPLAIN_RANK = 10  # "semantic" is given as a reason when the dense ranker put the metric this high
 REMOTE_REVALIDATE_SECONDS = 300.0  # a Chroma server has no cheap change stamp: re-read at most this often
-JSON_DESCRIPTION_CHARS = 160
 MAX_CACHED_NAMESPACES = 16  # a 50k-metric namespace holds about 150 MB of vectors and indexes
 
 # The metadata a result or an explanation needs; the rest of a document's metadata is not kept in memory.
@@ -492,24 +491,5 @@ def _reasons(
 
 
 def results_to_json(results: Sequence[SearchResult]) -> str:
-    """Compact JSON for programs and LLM callers: short keys, no empty fields, descriptions cut short
-    (10 results stay well under 1,500 tokens)."""
-    items = []
-    for result in results:
-        item: dict[str, Any] = {"metric": result.metric_name, "type": result.type}
-        if result.unit:
-            item["unit"] = result.unit
-        item["score"] = round(result.score, 3)
-        item["description"] = _shorten(result.description, JSON_DESCRIPTION_CHARS)
-        if result.promql:
-            item["promql"] = result.promql
-        if result.matched:
-            item["matched"] = result.matched
-        items.append(item)
-    return json.dumps(items, separators=(",", ":"), ensure_ascii=False)
-
-
-def _shorten(text: str, limit: int) -> str:
-    if len(text) <= limit:
-        return text
-    return text[: limit - 1].rsplit(" ", 1)[0] + "…"
+    """Compact JSON for programs and LLM callers (see answers.py)."""
+    return compact_json([asdict(result) for result in results])

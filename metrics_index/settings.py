@@ -5,11 +5,9 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
 from dagster import ConfigurableResource, EnvVar
 
-from metrics_index.embeddings import DEFAULT_MODEL
 from metrics_index.enrichment.claude import ClaudeOptions
 from metrics_index.io import PARQUET_IO, ParquetIOManager
 from metrics_index.resources import (
@@ -22,17 +20,14 @@ from metrics_index.resources import (
     RedisResource,
     SlackResource,
 )
+from metrics_index.stores.connections import StoreSettings, metrics_home
 from metrics_index.stores.lock import DEFAULT_WAIT_SECONDS
-
-
-def metrics_home(env: Mapping[str, str] = os.environ) -> Path:
-    """The folder for the embedded Redis, embedded Chroma, the Parquet catalog and the CLI's Dagster instance."""
-    return Path(env.get("METRICS_INDEX_HOME", ".metrics-index")).absolute()
 
 
 def resources_from_env(env: Mapping[str, str] = os.environ) -> dict[str, ConfigurableResource]:
     home = metrics_home(env)
     lock_wait_seconds = float(env.get("METRICS_INDEX_LOCK_WAIT_SECONDS", DEFAULT_WAIT_SECONDS))
+    stores = StoreSettings.from_env(env)
     return {
         "prometheus": PrometheusResource(
             registry_path=env.get("METRICS_INDEX_REGISTRY", ""),
@@ -40,15 +35,13 @@ def resources_from_env(env: Mapping[str, str] = os.environ) -> dict[str, Configu
             timeout_seconds=float(env.get("METRICS_INDEX_PROMETHEUS_TIMEOUT", "10")),
         ),
         "redis": RedisResource(
-            url=env.get("METRICS_INDEX_REDIS_URL", ""),
-            embedded_path=str(home / "redis.db"),
-            lock_wait_seconds=lock_wait_seconds,
+            url=stores.redis_url, embedded_path=stores.redis_embedded_path, lock_wait_seconds=lock_wait_seconds
         ),
         "chroma": ChromaResource(
-            path=env.get("METRICS_INDEX_CHROMA_PATH", str(home / "chroma")),
-            host=env.get("METRICS_INDEX_CHROMA_HOST", ""),
-            port=int(env.get("METRICS_INDEX_CHROMA_PORT", "8000")),
-            embedding_model=env.get("METRICS_INDEX_EMBEDDING_MODEL", DEFAULT_MODEL),
+            path=stores.chroma_path,
+            host=stores.chroma_host,
+            port=stores.chroma_port,
+            embedding_model=stores.embedding_model,
             batch_size=int(env.get("METRICS_INDEX_UPSERT_BATCH_SIZE", "1000")),
             lock_wait_seconds=lock_wait_seconds,
         ),

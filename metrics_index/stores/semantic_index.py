@@ -30,10 +30,10 @@ from chromadb.errors import NotFoundError
 
 from metrics_index.embeddings import Embedder
 from metrics_index.enrichment.vocabulary import ENRICHED_COLUMNS
+from metrics_index.stores.connections import DEFAULT_COLLECTION
 from metrics_index.stores.lock import DEFAULT_WAIT_SECONDS, Notify, StoreLock
 from metrics_index.text import document_text
 
-DEFAULT_COLLECTION = "metrics_index"
 PAGE_SIZE = 1000
 METADATA_COLUMNS = (*ENRICHED_COLUMNS, "enricher", "promql_hint", "label_names")
 LOCK_FILE = "metrics-index.lock"

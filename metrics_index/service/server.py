@@ -1,0 +1,28 @@
+"""Run the service with uvicorn: `metrics-index serve`."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+
+import uvicorn
+
+from metrics_index.service.app import create_app
+from metrics_index.service.core import CatalogService
+
+log = logging.getLogger(__name__)
+
+
+def serve(
+    env: Mapping[str, str] = os.environ, host: str = "127.0.0.1", port: int = 8765, preload: Sequence[str] = ()
+) -> None:
+    """Load `preload` namespaces (all indexed ones for `all`), then answer on HOST:PORT until stopped."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    service = CatalogService(env)
+    namespaces = [item["namespace"] for item in service.list_namespaces()] if list(preload) == ["all"] else preload
+    for namespace in namespaces:
+        service.catalog.get(namespace)
+    app = create_app(service, env)
+    log.info("metrics-index service on http://%s:%d (API /v1, MCP /mcp, docs /docs)", host, port)
+    uvicorn.run(app, host=host, port=port, access_log=False, log_config=None)

