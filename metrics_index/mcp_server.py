@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Annotated, Any
 
 from mcp.server import MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp.types import ToolAnnotations
 from pydantic import Field
 
 from metrics_index.answers import compact_result
 from metrics_index.service.core import CatalogService
-from metrics_index.service.limits import MAX_K, MAX_NAMES, MAX_QUESTION_CHARS
+from metrics_index.service.limits import MAX_K, MAX_NAMES, MAX_QUESTION_CHARS, BadRequest, NotFound
 
 INSTRUCTIONS = (
     "Prometheus metrics catalog. Metrics live in namespaces 'tenant:service' (list_namespaces). Before writing "
@@ -56,7 +58,8 @@ def build_mcp_server(service: CatalogService) -> MCPServer:
     ) -> str:
         """Find the metrics of a namespace that answer a question ('p99 request latency', 'bytes sent by the
         network card'), best first: name, type, unit, score and a short description of each."""
-        answer = service.search(namespace, question, k, explain)
+        with refusals_as_tool_errors():
+            answer = service.search(namespace, question, k, explain)
         return _json([compact_result(vars(result)) for result in answer.results])
 
     @mcp.tool(annotations=READ_ONLY, structured_output=False)
@@ -68,7 +71,8 @@ def build_mcp_server(service: CatalogService) -> MCPServer:
     ) -> str:
         """Check that names exist in the namespace, exactly; unknown names come with close matches. Use before
         putting a name in a PromQL query."""
-        answers = service.validate(namespace, names)
+        with refusals_as_tool_errors():
+            answers = service.validate(namespace, names)
         return _json(
             {a.name: True if a.known else {"known": False, "did_you_mean": list(a.suggestions)} for a in answers}
         )
@@ -77,10 +81,21 @@ def build_mcp_server(service: CatalogService) -> MCPServer:
     def explain_metric(namespace: Namespace, metric: Annotated[str, Field(description="the exact metric name")]) -> str:
         """One metric's card: type, unit, description, category, golden signal, meter type and how it was
         enriched."""
-        card = service.card(namespace, metric)
+        with refusals_as_tool_errors():
+            card = service.card(namespace, metric)
         return _json({key: value for key, value in card.items() if value not in ("", None, {})})
 
     return mcp
+
+
+@contextmanager
+def refusals_as_tool_errors() -> Iterator[None]:
+    """Input the service refuses becomes a tool error with its message, for the model to read and correct (the
+    SDK hides the message of any other exception)."""
+    try:
+        yield
+    except (BadRequest, NotFound) as error:
+        raise ToolError(str(error)) from None
 
 
 def transport_security(env: Mapping[str, str]) -> TransportSecuritySettings | None:

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from metrics_index.search import NamespaceCorpus, SearchResult, load_corpus, rank, store_stamp
+from metrics_index.search import NamespaceCorpus, SearchResult, load_corpus, rank
 from metrics_index.stores.semantic_index import SemanticIndex
 
 log = logging.getLogger(__name__)
@@ -42,17 +42,14 @@ LoadListener = Callable[[str, float, int], None]
 
 
 class WarmCatalog:
-    """Warm namespaces over one semantic index. `revision(namespace)` says when a namespace changed; by default
-    the store's own change stamp (a file stat for embedded Chroma)."""
+    """Warm namespaces over one semantic index. `revision(namespace)` changes when a namespace was re-indexed
+    (the counter the index asset bumps in Redis, stores/revision.py)."""
 
     def __init__(
-        self,
-        index: SemanticIndex,
-        revision: Callable[[str], Any] | None = None,
-        on_load: LoadListener | None = None,
+        self, index: SemanticIndex, revision: Callable[[str], Any], on_load: LoadListener | None = None
     ) -> None:
         self.index = index
-        self._revision = revision or (lambda _namespace: store_stamp(index))
+        self._revision = revision
         self._on_load = on_load
         self._warm: dict[str, WarmNamespace] = {}
         self._locks: dict[str, threading.Lock] = {}

@@ -14,6 +14,7 @@ from typing import Any
 
 import pandas as pd
 
+from metrics_index.enrichment.rules import unit_of
 from metrics_index.enrichment.vocabulary import ENRICHED_COLUMNS, PROVENANCE_COLUMNS
 from metrics_index.feedback import FeedbackStore, QueryLog, record_feedback
 from metrics_index.lookup import Validation, redis_client, semantic_index, validate_names
@@ -29,6 +30,7 @@ from metrics_index.service.limits import (
     not_indexed,
     parse_namespace,
 )
+from metrics_index.stores import revision
 from metrics_index.stores.connections import StoreSettings, metrics_home
 from metrics_index.stores.name_set import KEY_PREFIX, names_key
 
@@ -53,8 +55,10 @@ class CatalogService:
         self.settings = StoreSettings.from_env(env)
         self.home = metrics_home(env)
         self.catalog_dir = self.home / "catalog"
-        self.catalog = WarmCatalog(semantic_index(self.settings), on_load=self._loaded)
         self.redis = redis_client(self.settings)
+        self.catalog = WarmCatalog(
+            semantic_index(self.settings), lambda namespace: revision.read(self.redis, namespace), self._loaded
+        )
         self.query_log = QueryLog(self.home / "queries.jsonl")
         self.feedback = FeedbackStore(self.home / "feedback.jsonl")
         self.load_listeners: list[Any] = []
@@ -119,6 +123,7 @@ class CatalogService:
             raise NotFound(f"metric {metric!r} is not in the catalog of {namespace!r}")
         record = records[metric]
         card = {"namespace": namespace, **{column: record.get(column) or "" for column in ENRICHED_COLUMNS}}
+        card["unit"] = card["unit"] or unit_of(metric)  # as search results show it
         card["provenance"] = {column: _plain(record.get(column)) for column in PROVENANCE_COLUMNS}
         return card
 

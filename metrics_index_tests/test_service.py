@@ -1,0 +1,198 @@
+"""`metrics-index serve`: the HTTP API, its errors, the bearer token, re-index pick-up, feedback and /metrics,
+over namespaces indexed by the real assets into a real Redis and an embedded Chroma."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from metrics_index.service.app import create_app
+from metrics_index.service.client import ServiceClient, ServiceError
+from metrics_index.service.core import CatalogService
+from metrics_index_tests.project import Project, target_entry
+from metrics_index_tests.served import PAYMENT_METRICS, PAYMENTS, SHOP, ServedApp, client, indexed, service
+from metrics_index_tests.servers import LOOPBACK, ManagedProcess, free_port, http_get, system_binary, wait_until
+
+__all__ = ["client", "indexed", "service"]  # the module-scoped fixtures of served.py
+
+
+def search(client: TestClient, question: str, namespace: str = SHOP, **extra: object) -> dict:
+    answer = client.post("/v1/search", json={"namespace": namespace, "question": question, **extra})
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def test_search_validate_card_and_namespaces(client: TestClient) -> None:
+    found = search(client, "p99 latency of http requests", k=3, explain=True)
+    assert found["results"][0]["metric_name"] == "http_server_request_duration_seconds"
+    assert len(found["results"]) == 3 and found["results"][0]["matched"]
+    assert {"metric_name", "score", "type", "unit", "description"} <= set(found["results"][0])
+
+    checked = client.post(
+        "/v1/validate",
+        json={"namespace": SHOP, "names": ["http_server_request_duration_seconds_bucket", "checkout_order_total"]},
+    ).json()
+    assert checked["all_known"] is False
+    assert [n["known"] for n in checked["names"]] == [True, False]
+    assert "checkout_orders_total" in checked["names"][1]["suggestions"]
+
+    card = client.get(f"/v1/namespaces/{SHOP}/metrics/checkout_orders_total").json()
+    assert (card["type"], card["meter_type"], card["provenance"]["enricher"]) == ("counter", "counter", "rules")
+    assert card["golden_signal_type"] and card["category"] and card["provenance"]["input_hash"]
+
+    listed = {item["namespace"]: item for item in client.get("/v1/namespaces").json()["namespaces"]}
+    assert listed[SHOP]["names"] == 8  # five metrics, plus _bucket/_sum/_count of the histogram
+    assert listed[SHOP]["warm"] is True and listed[SHOP]["documents"] == 5
+
+    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/readyz").json()["checks"] == {"redis": "ok", "chroma": "ok", "embedder": "ok"}
+    assert "/v1/search" in client.get("/openapi.json").json()["paths"]
+    assert client.get("/docs").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "message"),
+    [
+        ({"namespace": SHOP, "question": ""}, 400, "the question is empty"),
+        ({"namespace": SHOP, "question": "   "}, 400, "the question is empty"),
+        ({"namespace": SHOP, "question": "x" * 10_240}, 400, "at most 1000 are accepted"),
+        ({"namespace": SHOP, "question": "latency", "k": 0}, 400, "k must be between 1 and 100, got 0"),
+        ({"namespace": SHOP, "question": "latency", "k": 10**6}, 400, "k must be between 1 and 100, got 1000000"),
+        ({"namespace": "shop:nothing", "question": "latency"}, 404, "'shop:nothing' is not indexed"),
+        ({"namespace": "Shop::checkout", "question": "latency"}, 400, "a namespace is 'tenant:service'"),
+        ({"namespace": SHOP}, 422, "question: Field required"),
+        ({"namespace": SHOP, "question": "latency", "k": "ten"}, 422, "k: Input should be a valid integer"),
+    ],
+)
+def test_bad_input_gets_a_clear_4xx_as_json(client: TestClient, body: dict, status: int, message: str) -> None:
+    answer = client.post("/v1/search", json=body)
+    assert answer.status_code == status
+    error = answer.json()["error"]
+    assert error["status"] == status and message in error["message"]
+    assert "Traceback" not in answer.text
+
+
+def test_other_endpoints_refuse_bad_input_too(client: TestClient) -> None:
+    assert client.post("/v1/validate", json={"namespace": SHOP, "names": []}).status_code == 400
+    assert client.post("/v1/validate", json={"namespace": "shop:nothing", "names": ["up"]}).status_code == 404
+    missing = client.get(f"/v1/namespaces/{SHOP}/metrics/no_such_metric")
+    assert missing.status_code == 404 and "no_such_metric" in missing.json()["error"]["message"]
+    assert (
+        client.post("/v1/search", content=b"not json", headers={"content-type": "application/json"}).status_code == 422
+    )
+    assert client.get("/v2/search").json()["error"]["status"] == 404
+
+
+def test_bearer_token_guards_the_api_not_the_probes(service: CatalogService, indexed: Project) -> None:
+    token = "test-token-not-a-secret"
+    with TestClient(create_app(service, {**indexed.env, "METRICS_INDEX_TOKEN": token})) as guarded:
+        body = {"namespace": SHOP, "question": "orders"}
+        refused = guarded.post("/v1/search", json=body)
+        assert refused.status_code == 401 and "bearer token" in refused.json()["error"]["message"]
+        assert guarded.post("/v1/search", json=body, headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert guarded.post("/v1/search", json=body, headers={"Authorization": f"Bearer {token}"}).status_code == 200
+        assert guarded.post("/mcp", json={}).status_code == 401
+        assert guarded.get("/healthz").status_code == 200
+
+
+def test_a_reindexed_namespace_is_seen_at_its_next_query_without_restart(client: TestClient, indexed: Project) -> None:
+    before = search(client, "refunds issued to customers", PAYMENTS)["results"]
+    assert "payments_refunded_total" not in [r["metric_name"] for r in before]
+
+    entries = [*PAYMENT_METRICS, target_entry("payments_refunded_total", "counter", "Refunds issued.", job="payments")]
+    indexed.register(PAYMENTS, snapshot=indexed.write_snapshot("payments.json", entries))
+    assert indexed.materialize(PAYMENTS).success
+
+    seen: list[list[str]] = []
+
+    def refreshed() -> bool:
+        seen.append([r["metric_name"] for r in search(client, "refunds issued to customers", PAYMENTS)["results"]])
+        return seen[-1][0] == "payments_refunded_total"
+
+    wait_until(refreshed, "the service to answer from the re-indexed namespace", timeout=30)
+    assert all(seen), "a search answered nothing while the namespace was being reloaded"
+
+
+def test_feedback_is_kept_across_a_restart(client: TestClient, indexed: Project) -> None:
+    vote = {"namespace": SHOP, "question": "orders per minute", "metric": "checkout_orders_total", "good": True}
+    stored = client.post("/v1/feedback", json=vote)
+    assert stored.status_code == 201, stored.text
+    unknown = client.post("/v1/feedback", json={**vote, "metric": "no_such_metric"})
+    assert unknown.status_code == 404
+
+    restarted = CatalogService(indexed.env)  # a new process reads the same home folder
+    assert [{k: r[k] for k in vote} for r in restarted.feedback.records()] == [vote]
+
+    search(client, "orders per minute")
+    logged = [json.loads(line) for line in (indexed.home / "queries.jsonl").read_text().splitlines()]
+    assert logged[-1]["question"] == "orders per minute" and logged[-1]["top"][0] == "checkout_orders_total"
+    assert set(logged[-1]) == {"ts", "namespace", "question", "k", "results", "top", "took_ms"}
+
+
+def test_service_metrics_are_scraped_by_a_real_prometheus(indexed: Project, tmp_path: Path) -> None:
+    app = create_app(CatalogService(indexed.env), indexed.env)  # a new service: the first search loads SHOP
+    with ServedApp(app) as served:
+        remote = ServiceClient(served.url)
+        assert remote.search(SHOP, "orders placed")["results"]
+        with pytest.raises(ServiceError, match="the question is empty") as refused:
+            remote.search(SHOP, "")
+        assert refused.value.status == 400
+        prometheus = scraping_prometheus(tmp_path, f"{LOOPBACK}:{served.port}")
+        try:
+            query = f"{prometheus.url}/api/v1/query?query="
+
+            def scraped(expr: str) -> list[dict]:
+                status, body = http_get(query + expr)
+                return json.loads(body)["data"]["result"] if status == 200 else []
+
+            wait_until(lambda: bool(scraped("metrics_index_service_requests_total")), "Prometheus to scrape /metrics")
+            requests = scraped('metrics_index_service_requests_total{endpoint="search"}')
+            by_status = {r["metric"]["status"]: float(r["value"][1]) for r in requests}
+            assert by_status["200"] >= 1 and by_status["400"] >= 1
+            for name in (
+                "metrics_index_service_request_duration_seconds_bucket",
+                "metrics_index_service_search_results_total",
+                "metrics_index_service_namespace_load_duration_seconds_count",
+                "metrics_index_service_namespaces_held",
+                "metrics_index_service_documents_held",
+                "metrics_index_service_enrichment_last_run_fallbacks",
+            ):
+                assert scraped(name), name
+        finally:
+            prometheus.process.stop()
+
+
+class _Prometheus:
+    def __init__(self, process: ManagedProcess, url: str) -> None:
+        self.process, self.url = process, url
+
+
+def scraping_prometheus(directory: Path, target: str) -> _Prometheus:
+    port = free_port()
+    config = directory / "prometheus.yml"
+    scrape = {"job_name": "metrics-index", "static_configs": [{"targets": [target]}]}
+    config.write_text(json.dumps({"global": {"scrape_interval": "1s"}, "scrape_configs": [scrape]}))
+    process = ManagedProcess(
+        "prometheus",
+        [
+            system_binary("prometheus"),
+            f"--config.file={config}",
+            f"--storage.tsdb.path={directory / 'data'}",
+            f"--web.listen-address={LOOPBACK}:{port}",
+        ],
+        directory,
+    )
+    process.start()
+    url = f"http://{LOOPBACK}:{port}"
+    wait_until(lambda: http_get(f"{url}/-/ready")[0] == 200, "Prometheus /-/ready", process=process)
+    return _Prometheus(process, url)
+
+
+def test_search_is_timed_in_the_answer(client: TestClient) -> None:
+    started = time.perf_counter()
+    answer = search(client, "memory")
+    assert 0 < answer["took_ms"] <= (time.perf_counter() - started) * 1000
