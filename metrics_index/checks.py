@@ -25,6 +25,7 @@ from dagster import (
     AssetIn,
     MetadataValue,
     PreviewWarning,
+    ResourceParam,
     multi_asset_check,
 )
 from dagster._core.event_api import PartitionKeyFilter  # the only way to read one partition's check history
@@ -33,6 +34,7 @@ from pydantic import ValidationError
 from metrics_index.assets import enriched_metric_metadata, metric_name_set, metric_semantic_index, raw_metric_metadata
 from metrics_index.enrichment.incremental import FALLBACK
 from metrics_index.enrichment.vocabulary import EnrichedFields
+from metrics_index.io import ParquetIOManager
 from metrics_index.namespaces import NAMESPACE_PARTITIONS, GoldenQuery
 from metrics_index.resources import (
     CHROMA_POOL,
@@ -364,7 +366,8 @@ def previous_category_shares(context: AssetCheckExecutionContext, key: AssetChec
         _spec(
             GOLDEN_RECALL,
             metric_semantic_index,
-            f"WARN: the registry's golden queries find their metric in the top {GOLDEN_K}.",
+            f"WARN: the golden queries (the registry's and those confirmed by feedback) find their metric in the top "
+            f"{GOLDEN_K}.",
             additional_deps=[enriched_metric_metadata],
         ),
     ],
@@ -377,14 +380,17 @@ def semantic_index_checks(
     chroma: ChromaResource,
     prometheus: PrometheusResource,
     check_thresholds: CheckThresholds,
+    parquet_io_manager: ResourceParam[ParquetIOManager],
 ) -> Iterable[AssetCheckResult]:
+    from metrics_index.golden import GOLDEN_ASSET, golden_from_frame
     from metrics_index.search import search  # loads BM25 and the embedder: only in the step that needs them
 
     namespace, index = context.partition_key, chroma.index()
     expected = {document_id(namespace, name) for name in enriched["metric_name"]}
     stored = set(index.ids(namespace))
     yield index_consistency(expected, stored).result(INDEX_MATCHES, ERROR)
-    queries = prometheus.source(namespace).golden_queries
+    confirmed = golden_from_frame(parquet_io_manager.load_partition(GOLDEN_ASSET, namespace))  # from feedback
+    queries = [*prometheus.source(namespace).golden_queries, *confirmed]
     ranked = [[r.metric_name for r in search(index, namespace, q.question, k=GOLDEN_K)] for q in queries]
     yield golden_recall(queries, ranked, check_thresholds.min_golden_recall).result(GOLDEN_RECALL, WARN)
 

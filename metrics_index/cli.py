@@ -186,11 +186,11 @@ def _feedback(args: argparse.Namespace, env: dict[str, str]) -> int:
     if service:
         service.feedback(args.namespace, args.question, args.metric, args.good)
     else:
-        from metrics_index.feedback import FeedbackStore, record_feedback
+        from metrics_index.feedback import FEEDBACK_FILE, FeedbackStore, record_feedback
         from metrics_index.lookup import redis_client
         from metrics_index.stores.connections import StoreSettings, metrics_home
 
-        store = FeedbackStore(metrics_home(env) / "feedback.jsonl")
+        store = FeedbackStore(metrics_home(env) / FEEDBACK_FILE)
         client = redis_client(StoreSettings.from_env(env))
         record_feedback(store, client, args.namespace, args.question, args.metric, args.good)
     print(f"recorded: {args.metric} is a {'good' if args.good else 'bad'} answer to {args.question!r}")

@@ -4,6 +4,7 @@ from dagster import Definitions
 
 from metrics_index.assets import METRIC_ASSETS
 from metrics_index.checks import METRIC_CHECKS
+from metrics_index.golden import golden_queries
 from metrics_index.jobs import build_index_job
 from metrics_index.schedules import build_index_schedule
 from metrics_index.sensors import build_alert_sensor, build_namespace_sensor
@@ -15,7 +16,7 @@ resources = resources_from_env()
 index_namespace_job = build_index_job(resources["enricher"])
 
 defs = Definitions(
-    assets=METRIC_ASSETS,
+    assets=[*METRIC_ASSETS, golden_queries],
     asset_checks=METRIC_CHECKS,
     jobs=[index_namespace_job],
     schedules=[build_index_schedule(index_namespace_job, platform)],

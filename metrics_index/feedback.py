@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     import redis
 
 query_logger = logging.getLogger("metrics_index.queries")
+QUERY_LOG_FILE = "queries.jsonl"
+FEEDBACK_FILE = "feedback.jsonl"
 TOP_RESULTS_LOGGED = 5
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
 
 import pandas as pd
 import redis
@@ -14,6 +15,7 @@ from pydantic import Field, PrivateAttr
 from metrics_index.enrichment.base import Enricher
 from metrics_index.enrichment.claude import ClaudeOptions
 from metrics_index.enrichment.select import make_enricher
+from metrics_index.feedback import FEEDBACK_FILE, QUERY_LOG_FILE, FeedbackStore, QueryLog
 from metrics_index.namespaces import NamespaceSource, Registry, load_registry
 from metrics_index.sources.labels import (
     DEFAULT_BUDGET_SECONDS,
@@ -182,3 +184,17 @@ class CheckThresholds(ConfigurableResource):
     min_golden_recall: float = Field(
         default=0.8, description=f"Share of the registry's golden queries answered in the top {GOLDEN_K} (WARN)."
     )
+
+
+class FeedbackResource(ConfigurableResource):
+    """The search service's query log and users' feedback: JSON-lines files in the home folder."""
+
+    home: str = ".metrics-index"
+    min_votes: int = 1
+    """How many more good than bad votes confirm a metric as an answer to a question."""
+
+    def feedback_records(self) -> list[dict]:
+        return list(FeedbackStore(Path(self.home) / FEEDBACK_FILE).records())
+
+    def query_records(self) -> list[dict]:
+        return list(QueryLog(Path(self.home) / QUERY_LOG_FILE).records())

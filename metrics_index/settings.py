@@ -15,6 +15,7 @@ from metrics_index.resources import (
     CheckThresholds,
     ChromaResource,
     EnricherResource,
+    FeedbackResource,
     ProgressResource,
     PrometheusResource,
     RedisResource,
@@ -49,6 +50,7 @@ def resources_from_env(env: Mapping[str, str] = os.environ) -> dict[str, Configu
             mode=env.get("METRICS_INDEX_ENRICHER", "auto"), claude=claude_options_from_env(env)
         ),
         "progress": ProgressResource(),
+        "feedback": FeedbackResource(home=str(home)),
         PARQUET_IO: ParquetIOManager(base_dir=str(home / "catalog"), lock_wait_seconds=lock_wait_seconds),
         "check_thresholds": CheckThresholds(**_thresholds_from_env(env)),
         "slack": SlackResource(

@@ -8,11 +8,18 @@ import time
 from pathlib import Path
 
 import pytest
+from dagster import AssetSelection, materialize
 from fastapi.testclient import TestClient
 
+from metrics_index.api import materialization_metadata
+from metrics_index.assets import metric_semantic_index
+from metrics_index.checks import GOLDEN_RECALL
+from metrics_index.golden import golden_queries
 from metrics_index.service.app import create_app
 from metrics_index.service.client import ServiceClient, ServiceError
 from metrics_index.service.core import CatalogService
+from metrics_index.settings import resources_from_env
+from metrics_index_tests.platform import run_namespace
 from metrics_index_tests.project import Project, target_entry
 from metrics_index_tests.served import PAYMENT_METRICS, PAYMENTS, SHOP, ServedApp, client, indexed, service
 from metrics_index_tests.servers import LOOPBACK, ManagedProcess, free_port, http_get, system_binary, wait_until
@@ -196,3 +203,33 @@ def test_search_is_timed_in_the_answer(client: TestClient) -> None:
     started = time.perf_counter()
     answer = search(client, "memory")
     assert 0 < answer["took_ms"] <= (time.perf_counter() - started) * 1000
+
+
+def test_confirmed_feedback_becomes_golden_queries_the_check_runs(client: TestClient, indexed: Project) -> None:
+    votes = [
+        ("how many orders were placed", "checkout_orders_total", True),
+        ("how many orders were placed", "checkout_orders_total", True),
+        ("How many orders  were placed", "checkout_cart_items", False),
+        ("items waiting in carts", "checkout_cart_items", True),
+        ("items waiting in carts", "checkout_orders_total", True),
+        ("items waiting in carts", "checkout_orders_total", False),  # one good, one bad: not confirmed
+    ]
+    for question, metric, good in votes:
+        vote = {"namespace": SHOP, "question": question, "metric": metric, "good": good}
+        assert client.post("/v1/feedback", json=vote).status_code == 201
+    for _ in range(3):
+        search(client, "items waiting in carts")
+
+    resources = resources_from_env(indexed.env)
+    materialized = materialize([golden_queries], partition_key=SHOP, instance=indexed.instance, resources=resources)
+    golden = indexed.catalog("golden_queries", SHOP)
+    confirmed = {row["question"]: list(row["expected"]) for row in golden.to_dict("records")}
+    assert confirmed["how many orders were placed"] == ["checkout_orders_total"]
+    assert confirmed["items waiting in carts"] == ["checkout_cart_items"]
+    metadata = materialization_metadata(materialized)["golden_queries"]
+    assert "| items waiting in carts | 3 |" in metadata["most_frequent_questions"]
+
+    checked = run_namespace(indexed, SHOP, AssetSelection.checks_for_assets(metric_semantic_index))
+    evaluation = {e.check_name: e for e in checked.get_asset_check_evaluations()}[GOLDEN_RECALL]
+    assert evaluation.passed
+    assert any(f"over {len(confirmed)} golden queries" in str(v.value) for v in evaluation.metadata.values())

@@ -16,7 +16,7 @@ import pandas as pd
 
 from metrics_index.enrichment.rules import unit_of
 from metrics_index.enrichment.vocabulary import ENRICHED_COLUMNS, PROVENANCE_COLUMNS
-from metrics_index.feedback import FeedbackStore, QueryLog, record_feedback
+from metrics_index.feedback import FEEDBACK_FILE, QUERY_LOG_FILE, FeedbackStore, QueryLog, record_feedback
 from metrics_index.lookup import Validation, redis_client, semantic_index, validate_names
 from metrics_index.search import SearchResult
 from metrics_index.service.catalog import UnknownNamespaceError, WarmCatalog
@@ -59,8 +59,8 @@ class CatalogService:
         self.catalog = WarmCatalog(
             semantic_index(self.settings), lambda namespace: revision.read(self.redis, namespace), self._loaded
         )
-        self.query_log = QueryLog(self.home / "queries.jsonl")
-        self.feedback = FeedbackStore(self.home / "feedback.jsonl")
+        self.query_log = QueryLog(self.home / QUERY_LOG_FILE)
+        self.feedback = FeedbackStore(self.home / FEEDBACK_FILE)
         self.load_listeners: list[Any] = []
         self.search_listeners: list[Any] = []
         self._cards: dict[str, tuple[int, dict[str, dict[str, Any]]]] = {}
