@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 from metrics_index.service.limits import NotFound, check_metric_name, check_question, parse_namespace
 from metrics_index.stores.name_set import names_key
@@ -38,15 +38,18 @@ class _JsonLines:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.Lock()
+        self._file: TextIO | None = None
 
     def append(self, record: dict[str, Any], durable: bool = False) -> None:
         line = json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._lock, self.path.open("a", encoding="utf-8") as file:
-            file.write(line)
+        with self._lock:
+            if self._file is None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._file = self.path.open("a", encoding="utf-8")
+            self._file.write(line)
+            self._file.flush()  # whole lines reach the file at once; readers never see half a record
             if durable:
-                file.flush()
-                os.fsync(file.fileno())
+                os.fsync(self._file.fileno())
 
     def records(self) -> Iterator[dict[str, Any]]:
         """Every complete line; a line cut short by a crash is skipped."""

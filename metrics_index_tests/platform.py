@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import urllib.parse
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,12 +87,15 @@ class LabelledPrometheus:
     def start(
         cls,
         directory: Path,
-        node_exporter_url: str,
+        node_exporter_url: str = "",
         tenant: str = "acme",
         services: tuple[str, ...] = ("prometheus", "node"),
+        other_targets: Mapping[str, str] | None = None,
     ) -> LabelledPrometheus:
+        """`other_targets` maps more services to their `host:port` (listed in `services` too)."""
         port = free_port()
         targets = {"prometheus": f"{LOOPBACK}:{port}", "node": node_exporter_url.removeprefix("http://")}
+        targets.update(other_targets or {})
         jobs = [
             {
                 "job_name": name,

@@ -121,8 +121,10 @@ def test_compose_wires_dagster_to_postgres_redis_chroma_and_prometheus() -> None
         "node-exporter",
         "dagster-webserver",
         "dagster-daemon",
+        "metrics-index",
     }
-    for name in ("dagster-webserver", "dagster-daemon"):
+    assert services["metrics-index"]["command"][:2] == ["metrics-index", "serve"]
+    for name in ("dagster-webserver", "dagster-daemon", "metrics-index"):
         service = services[name]
         env = service["environment"]
         assert service["build"] == "."
@@ -135,7 +137,8 @@ def test_compose_wires_dagster_to_postgres_redis_chroma_and_prometheus() -> None
         assert env["METRICS_INDEX_PROMETHEUS_URL"] == "http://prometheus:9090"
         assert env[SLACK_WEBHOOK_ENV] == "${METRICS_INDEX_SLACK_WEBHOOK_URL:-}"  # from the host, never written down
         assert set(service["depends_on"]) <= set(services)
-        assert service["command"][-2:] == ["-w", "workspace.yaml"]
+        if name != "metrics-index":
+            assert service["command"][-2:] == ["-w", "workspace.yaml"]
     registry = yaml.safe_load((ROOT / "deploy" / "namespaces.yaml").read_text())
     assert registry["discover"]["prometheus_url"] == "http://prometheus:9090"
     scrape = yaml.safe_load((ROOT / "deploy" / "prometheus.yml").read_text())["scrape_configs"]

@@ -4,6 +4,9 @@ over namespaces indexed by the real assets into a real Redis and an embedded Chr
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -19,10 +22,10 @@ from metrics_index.service.app import create_app
 from metrics_index.service.client import ServiceClient, ServiceError
 from metrics_index.service.core import CatalogService
 from metrics_index.settings import resources_from_env
-from metrics_index_tests.platform import run_namespace
+from metrics_index_tests.platform import LabelledPrometheus, run_namespace
 from metrics_index_tests.project import Project, target_entry
 from metrics_index_tests.served import PAYMENT_METRICS, PAYMENTS, SHOP, ServedApp, client, indexed, service
-from metrics_index_tests.servers import LOOPBACK, ManagedProcess, free_port, http_get, system_binary, wait_until
+from metrics_index_tests.servers import LOOPBACK, http_get, wait_until
 
 __all__ = ["client", "indexed", "service"]  # the module-scoped fixtures of served.py
 
@@ -148,7 +151,8 @@ def test_service_metrics_are_scraped_by_a_real_prometheus(indexed: Project, tmp_
         with pytest.raises(ServiceError, match="the question is empty") as refused:
             remote.search(SHOP, "")
         assert refused.value.status == 400
-        prometheus = scraping_prometheus(tmp_path, f"{LOOPBACK}:{served.port}")
+        target = {"metrics-index": f"{LOOPBACK}:{served.port}"}
+        prometheus = LabelledPrometheus.start(tmp_path, services=("metrics-index",), other_targets=target)
         try:
             query = f"{prometheus.url}/api/v1/query?query="
 
@@ -170,33 +174,7 @@ def test_service_metrics_are_scraped_by_a_real_prometheus(indexed: Project, tmp_
             ):
                 assert scraped(name), name
         finally:
-            prometheus.process.stop()
-
-
-class _Prometheus:
-    def __init__(self, process: ManagedProcess, url: str) -> None:
-        self.process, self.url = process, url
-
-
-def scraping_prometheus(directory: Path, target: str) -> _Prometheus:
-    port = free_port()
-    config = directory / "prometheus.yml"
-    scrape = {"job_name": "metrics-index", "static_configs": [{"targets": [target]}]}
-    config.write_text(json.dumps({"global": {"scrape_interval": "1s"}, "scrape_configs": [scrape]}))
-    process = ManagedProcess(
-        "prometheus",
-        [
-            system_binary("prometheus"),
-            f"--config.file={config}",
-            f"--storage.tsdb.path={directory / 'data'}",
-            f"--web.listen-address={LOOPBACK}:{port}",
-        ],
-        directory,
-    )
-    process.start()
-    url = f"http://{LOOPBACK}:{port}"
-    wait_until(lambda: http_get(f"{url}/-/ready")[0] == 200, "Prometheus /-/ready", process=process)
-    return _Prometheus(process, url)
+            prometheus.stop()
 
 
 def test_search_is_timed_in_the_answer(client: TestClient) -> None:
@@ -233,3 +211,49 @@ def test_confirmed_feedback_becomes_golden_queries_the_check_runs(client: TestCl
     evaluation = {e.check_name: e for e in checked.get_asset_check_evaluations()}[GOLDEN_RECALL]
     assert evaluation.passed
     assert any(f"over {len(confirmed)} golden queries" in str(v.value) for v in evaluation.metadata.values())
+
+
+def test_cli_asks_the_service_when_its_url_is_set_and_loads_no_dagster(
+    service: CatalogService, indexed: Project
+) -> None:
+    with ServedApp(create_app(service, indexed.env)) as served:
+        env = {**indexed.env, "METRICS_INDEX_URL": served.url, "PATH": os.environ["PATH"]}
+        probe = (
+            "import sys\n"
+            "from metrics_index import cli\n"
+            "status = cli.main(sys.argv[1:])\n"
+            "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'dagster', 'anthropic', 'chromadb', 'pandas'})\n"
+            "print('loaded:', heavy)\n"
+            "sys.exit(status)\n"
+        )
+
+        def cli(*argv: str) -> subprocess.CompletedProcess:
+            return subprocess.run([sys.executable, "-c", probe, *argv], env=env, capture_output=True, text=True)
+
+        found = cli("search", SHOP, "orders placed", "-k", "2", "--json")
+        assert found.returncode == 0, found.stderr
+        results = json.loads(found.stdout.splitlines()[0])
+        assert results[0]["metric"] == "checkout_orders_total" and len(results) == 2
+        assert found.stdout.splitlines()[-1] == "loaded: []"
+
+        checked = cli("validate", SHOP, "checkout_orders_total", "checkout_order_total")
+        assert (
+            checked.returncode == 1
+            and "UNKNOWN checkout_order_total (did you mean: checkout_orders_total" in checked.stdout
+        )
+        assert checked.stdout.splitlines()[-1] == "loaded: []"
+
+        refused = cli("search", SHOP, "x" * 2000)
+        assert refused.returncode == 2 and "at most 1000 are accepted" in refused.stderr
+
+        voted = cli("feedback", SHOP, "orders placed", "checkout_orders_total", "--good")
+        assert voted.returncode == 0, voted.stderr
+
+    local = subprocess.run(
+        [sys.executable, "-c", probe, "validate", SHOP, "checkout_orders_total"],
+        env={**indexed.env, "PATH": os.environ["PATH"]},
+        capture_output=True,
+        text=True,
+    )
+    assert local.returncode == 0, local.stderr
+    assert "dagster" not in local.stdout and "anthropic" not in local.stdout

@@ -1,9 +1,11 @@
 """The namespaces a long-running process keeps warm for search, each tagged with the revision it was read at.
 
-A namespace is read from the semantic index at its first search. Every later search compares the namespace's
-current revision (an O(1) read) with the one it holds; when they differ, the namespace is re-read in a
-background thread while searches keep being answered from the copy in memory, then swapped in at once: a
-re-index never empties an answer and never makes searches wait.
+A namespace is read from the semantic index at its first search. Later searches compare the namespace's
+current revision (one Redis GET, made at most every REVISION_CHECK_SECONDS per namespace) with the one it holds;
+when they differ, the namespace is re-read in a background thread while searches keep being answered from the
+copy in memory, then swapped in at once: a re-index never empties an answer and never makes searches wait.
+Answers are cached by (namespace, revision, question, k, explain), so a repeated question costs a dictionary
+look-up and a new revision starts a new cache.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import functools
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -24,14 +27,17 @@ from metrics_index.stores.semantic_index import SemanticIndex
 log = logging.getLogger(__name__)
 
 QUESTION_VECTORS_CACHED = 4096  # recent questions whose embedding is kept (agents repeat themselves)
+ANSWERS_CACHED = 10_000  # recent answers, each a few hundred bytes
+REVISION_CHECK_SECONDS = 0.2  # how stale a namespace's revision may be before it is read again
 
 
-@dataclass(frozen=True)
+@dataclass
 class WarmNamespace:
     corpus: NamespaceCorpus
     revision: Any
     loaded_at: float
     load_seconds: float
+    checked_at: float = 0.0  # monotonic time its revision was last compared with the store's
 
 
 class UnknownNamespaceError(LookupError):
@@ -55,22 +61,40 @@ class WarmCatalog:
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
         self._embed = functools.lru_cache(maxsize=QUESTION_VECTORS_CACHED)(self._embed_question)
+        self._answers: OrderedDict[tuple, list[SearchResult]] = OrderedDict()
+        self._answers_lock = threading.Lock()
+        self.answers_hit = 0
 
     def namespaces(self) -> dict[str, WarmNamespace]:
         return dict(self._warm)
 
     def search(self, namespace: str, question: str, k: int = 10, explain: bool = False) -> list[SearchResult]:
         warm = self.get(namespace)
-        return rank(warm.corpus, question, self._embed(question), k=k, explain=explain)
+        key = (namespace, warm.revision, question, k, explain)
+        with self._answers_lock:
+            if key in self._answers:
+                self._answers.move_to_end(key)
+                self.answers_hit += 1
+                return self._answers[key]
+        results = rank(warm.corpus, question, self._embed(question), k=k, explain=explain)
+        with self._answers_lock:
+            self._answers[key] = results
+            while len(self._answers) > ANSWERS_CACHED:
+                self._answers.popitem(last=False)
+        return results
 
     def get(self, namespace: str) -> WarmNamespace:
         """The namespace in memory: read now if it is not yet, refreshed in the background if it changed."""
-        revision = self._revision(namespace)
         warm = self._warm.get(namespace)
         if warm is None:
             with self._lock(namespace):
-                warm = self._warm.get(namespace) or self._load(namespace, revision)
-        elif warm.revision != revision:
+                return self._warm.get(namespace) or self._load(namespace, self._revision(namespace))
+        now = time.monotonic()
+        if now - warm.checked_at < REVISION_CHECK_SECONDS:
+            return warm
+        warm.checked_at = now
+        revision = self._revision(namespace)
+        if warm.revision != revision:
             lock = self._lock(namespace)
             if lock.acquire(blocking=False):  # one refresh at a time; the others keep the copy they have
                 threading.Thread(target=self._refresh, args=(namespace, revision, lock), daemon=True).start()
@@ -93,7 +117,7 @@ class WarmCatalog:
         if corpus is None:
             raise UnknownNamespaceError(namespace)
         seconds = time.perf_counter() - started
-        warm = WarmNamespace(corpus, revision, time.time(), seconds)
+        warm = WarmNamespace(corpus, revision, time.time(), seconds, time.monotonic())
         self._warm[namespace] = warm
         log.info("namespace %s loaded: %d documents in %.2f s", namespace, len(corpus.names), seconds)
         if self._on_load:
