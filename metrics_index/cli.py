@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from metrics_index.namespaces import NamespaceError, load_registry
 from metrics_index.service.client import TOKEN_ENV, URL_ENV, ServiceClient, ServiceError
+from metrics_index.service.limits import NotFound
 
 if TYPE_CHECKING:
     from metrics_index import api
@@ -43,6 +44,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (NamespaceError, ValueError) as error:
         print(f"metrics-index: {error}", file=sys.stderr)
         return 2
+    except NotFound as error:
+        print(f"metrics-index: {error}", file=sys.stderr)
+        return 1
     except ServiceError as error:
         print(f"metrics-index: {error}", file=sys.stderr)
         return 2 if error.status is not None and 400 <= error.status < 500 else 1
