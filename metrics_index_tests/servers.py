@@ -129,6 +129,14 @@ class ManagedProcess:
         _signal_group(group, signal.SIGKILL)
         self._process = None
 
+    def kill(self) -> None:
+        """SIGKILL the whole process group at once: a crash, not a shutdown."""
+        if self._process is None:
+            return
+        _signal_group(self._process.pid, signal.SIGKILL)
+        self._process.wait()
+        self._process = None
+
     def wait_exited(self, timeout: float = 10.0) -> None:
         if self._process is not None:
             self._process.wait(timeout)
@@ -352,3 +360,128 @@ class ScriptedHTTPServer(LoopbackHTTPServer):
         self.answer("/-/healthy", body="Prometheus Server is Healthy.\n", content_type="text/plain")
         self.answer("/-/ready", body="Prometheus Server is Ready.\n", content_type="text/plain")
         self.answer("/api/v1/status/buildinfo", body={"status": "success", "data": {"version": "2.42.0"}})
+
+
+POSTGRES_BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+class PostgresServer:
+    """A Debian PostgreSQL 15 cluster of its own (initdb into `directory`, no system service), on a free 127.0.0.1
+    port with trust authentication for one user and one database. As root it runs as the `postgres` user, which
+    PostgreSQL requires (so `directory` must be reachable by that user: not under pytest's 0700 tmp_path). `kill()`
+    then `start()` takes it away and brings it back with its data."""
+
+    def __init__(self, directory: Path, user: str = "dagster", database: str = "dagster") -> None:
+        self.port = free_port()
+        self.user, self.database = user, database
+        self.directory = directory
+        self.data = directory / "data"
+        self._as_owner: list[str] = []
+        if os.geteuid() == 0:
+            self._as_owner = ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "--"]
+        self.process = ManagedProcess(
+            "postgres",
+            [
+                *self._as_owner,
+                str(POSTGRES_BIN / "postgres"),
+                "-D", str(self.data),
+                "-p", str(self.port),
+                "-k", str(directory),
+                "-c", f"listen_addresses={LOOPBACK}",
+                "-c", "fsync=off",
+                "-c", "full_page_writes=off",
+            ],
+            directory,
+        )  # fmt: skip
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The variables deploy/dagster-home.sh and the compose stack read."""
+        return {
+            "DAGSTER_POSTGRES_HOST": LOOPBACK,
+            "DAGSTER_POSTGRES_PORT": str(self.port),
+            "DAGSTER_POSTGRES_USER": self.user,
+            "DAGSTER_POSTGRES_PASSWORD": "unused-with-trust-auth",
+            "DAGSTER_POSTGRES_DB": self.database,
+        }
+
+    def start(self) -> PostgresServer:
+        if not self.data.exists():
+            self._initdb()
+        self.process.start()
+        wait_until(self._ready, f"PostgreSQL on port {self.port}", timeout=60, process=self.process)
+        return self
+
+    def _initdb(self) -> None:
+        if not (POSTGRES_BIN / "initdb").exists():
+            raise RuntimeError("PostgreSQL 15 is not installed: run `bash scripts/setup.sh --system`")
+        self.directory.mkdir(parents=True, exist_ok=True)
+        if self._as_owner:
+            shutil.chown(self.directory, "postgres", "postgres")
+        subprocess.run(
+            [*self._as_owner, str(POSTGRES_BIN / "initdb"), "-D", str(self.data), "-U", self.user, "--auth=trust",
+             "-E", "UTF8", "--no-sync"],
+            check=True, capture_output=True,
+        )  # fmt: skip
+
+    def _ready(self) -> bool:
+        import psycopg2
+
+        connection = psycopg2.connect(host=LOOPBACK, port=self.port, user=self.user, dbname="postgres")
+        connection.autocommit = True  # CREATE DATABASE cannot run in a transaction
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (self.database,))
+                if cursor.fetchone() is None:
+                    cursor.execute(f'CREATE DATABASE "{self.database}"')
+        finally:
+            connection.close()
+        return True
+
+    def query(self, sql: str, *params: object) -> list[tuple]:
+        import psycopg2
+
+        connection = psycopg2.connect(host=LOOPBACK, port=self.port, user=self.user, dbname=self.database)
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(sql, params)
+                return cursor.fetchall()
+        finally:
+            connection.close()
+
+    def kill(self) -> None:
+        self.process.kill()
+
+    def stop(self) -> None:
+        self.process.stop()
+
+
+class ChromaServer:
+    """A Chroma server from the chromadb package's own CLI (`chroma run`) on a free 127.0.0.1 port; `kill()` then
+    `start()` restarts it on the same port and data folder."""
+
+    def __init__(self, directory: Path, chroma_bin: str) -> None:
+        self.port = free_port()
+        self.directory = directory
+        self.process = ManagedProcess(
+            "chroma",
+            [chroma_bin, "run", "--path", str(directory / "data"), "--host", LOOPBACK, "--port", str(self.port)],
+            directory,
+            env={**os.environ, "ANONYMIZED_TELEMETRY": "False"},
+        )
+
+    def start(self) -> ChromaServer:
+        self.process.start()
+        wait_until(
+            lambda: http_get(f"http://{LOOPBACK}:{self.port}/api/v2/heartbeat")[0] == 200,
+            f"the Chroma server on port {self.port}",
+            timeout=60,
+            process=self.process,
+        )
+        return self
+
+    def kill(self) -> None:
+        self.process.kill()
+
+    def stop(self) -> None:
+        self.process.stop()

@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Prepare this checkout: a Python 3.11 virtualenv in .venv with the project installed (editable, with the dev
 # extras), and with --system also the Debian packages the tests start (redis-server, prometheus,
-# prometheus-node-exporter). Every step is skipped when already done, so repeated runs take a second or two.
+# prometheus-node-exporter, postgresql). Every step is skipped when already done, so repeated runs take a second or two.
 #
 # Usage: bash scripts/setup.sh [--system]
 #   PYTHON=/path/to/python3.11  pick the interpreter (default: python3.11, else python3)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-SYSTEM_PACKAGES=(redis-server prometheus prometheus-node-exporter)
+SYSTEM_PACKAGES=(redis-server prometheus prometheus-node-exporter postgresql)
 VENV=.venv
 STAMP="$VENV/.metrics-index-install"
 
