@@ -18,6 +18,7 @@ from metrics_index.asset_metadata import EnrichmentFigures, IndexFigures, RawFig
 from metrics_index.assets import METRIC_ASSETS, enriched_metric_metadata, metric_semantic_index, raw_metric_metadata
 from metrics_index.enrichment.incremental import FALLBACK, enrich_catalog
 from metrics_index.enrichment.rules import RulesEnricher
+from metrics_index.lookup import Validation, validate_names
 from metrics_index.namespaces import NAMESPACE_PARTITIONS, Namespace
 from metrics_index.promql import QueryValidation, validate_query
 from metrics_index.resources import ChromaResource, ProgressResource, RedisResource
@@ -27,7 +28,7 @@ from metrics_index.sources import RawMetric
 from metrics_index.sources.prometheus import select_metrics
 from metrics_index.stores import revision
 from metrics_index.stores.lock import Notify
-from metrics_index.stores.name_set import NameSetCatalog, all_names, close_matches, known_metrics
+from metrics_index.stores.name_set import NameSetCatalog
 from metrics_index.stores.semantic_index import SemanticIndex
 
 log = logging.getLogger(__name__)
@@ -54,13 +55,6 @@ class IndexSummary:
     @property
     def success_rate(self) -> float:
         return (self.processed - self.failed) / self.processed if self.processed else 1.0
-
-
-@dataclass(frozen=True)
-class Validation:
-    name: str
-    known: bool
-    suggestions: tuple[str, ...] = ()
 
 
 def materialization_metadata(result: ExecuteInProcessResult) -> dict[str, dict[str, Any]]:
@@ -195,17 +189,7 @@ def validate_metrics(namespace: str, names: Sequence[str], env: Mapping[str, str
     """Exact-match answers from the Redis name set; unknown names come with close matches."""
     Namespace.parse(namespace)
     redis_resource: RedisResource = resources_from_env(env)["redis"]
-    client = redis_resource.client()
-    answers = known_metrics(client, namespace, list(names))
-    candidates: set[str] | None = None
-    results = []
-    for name in names:
-        if answers[name]:
-            results.append(Validation(name, True))
-            continue
-        candidates = candidates if candidates is not None else all_names(client, namespace)
-        results.append(Validation(name, False, tuple(close_matches(candidates, name))))
-    return results
+    return validate_names(redis_resource.client(), namespace, names)
 
 
 def validate_promql(namespace: str, expression: str, env: Mapping[str, str] = os.environ) -> QueryValidation:
