@@ -1,10 +1,15 @@
 """The production layout for real, without Docker: Dagster's storage in PostgreSQL, a Chroma server, a Redis server,
 and the Dagster daemon and webserver as separate processes sharing that PostgreSQL instance.
 
-The namespace sensor registers three demo namespaces and the daemon indexes them in concurrent runs (multiprocess
-executor, the `chroma` pool raised for the server): runs, checks and ticks land in PostgreSQL, vectors in the Chroma
-server, names in Redis, and the CLI searches the Chroma server. The environment variables are the ones
-docker-compose.yml gives its services (a test below checks it).
+One stack, three phases, as an operator would see them:
+1. the namespace sensor registers three demo namespaces and the daemon indexes them in concurrent runs (multiprocess
+   executor, the `chroma` pool raised for the server): runs, checks and ticks land in PostgreSQL, vectors in the Chroma
+   server, names in Redis, and the CLI searches the Chroma server;
+2. the Chroma server is killed in the middle of an index step and restarted: the run fails, the Slack alert sensor
+   reports it once, and a re-execution from the failure converges;
+3. PostgreSQL is killed while the sensor ticks and restarted: the daemon's next tick indexes the namespace that was
+   added to the registry meanwhile.
+The environment variables are the ones docker-compose.yml gives its services (a test below checks it).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,13 +49,32 @@ ROOT = Path(__file__).parents[1]
 BIN = Path(sys.executable).parent
 SNAPSHOT = ROOT / "metrics_index" / "data" / "demo-targets-metadata.json"
 FIRST = ("demo:alertmanager", "demo:blackbox", "demo:pushgateway")
+BULK = "bulk:workers"  # large enough that its index step lasts several upserts
+BULK_METRICS = 1500
+LATE = "demo:redis"  # added to the registry while PostgreSQL is down
 UPSERT_BATCH = 50
+OUTAGE_SECONDS = 8  # how long PostgreSQL stays down: more than two sensor intervals
 
 
 def _demo_metric_count(namespace: str) -> int:
     job = namespace.split(":")[1]
     entries = json.loads(SNAPSHOT.read_text())["data"]
     return len({entry["metric"] for entry in entries if entry["target"]["job"] == job})
+
+
+def _bulk_snapshot(path: Path) -> Path:
+    entries = [
+        {
+            "target": {"job": "workers", "instance": "worker-1:9100"},
+            "metric": f"worker_queue_{i:04d}_jobs_total",
+            "type": "counter",
+            "help": f"Jobs taken from queue {i} by the worker pool.",
+            "unit": "",
+        }
+        for i in range(BULK_METRICS)
+    ]
+    path.write_text(json.dumps({"status": "success", "data": entries}))
+    return path
 
 
 @dataclass
@@ -70,7 +95,10 @@ class ScaleOutStack:
         sources = {
             namespace: {"snapshot": str(SNAPSHOT), "selector": f'{{job="{namespace.split(":")[1]}"}}'}
             for namespace in namespaces
+            if namespace != BULK
         }
+        if BULK in namespaces:
+            sources[BULK] = {"snapshot": str(_bulk_snapshot(self.tmp / "bulk.json")), "selector": '{job="workers"}'}
         self.registry.write_text(yaml.safe_dump({"namespaces": sources}))
 
     def dagster(self, *argv: str) -> subprocess.CompletedProcess:
@@ -116,6 +144,20 @@ class ScaleOutStack:
             and "metric_semantic_index" in self.materialized(namespace)
             and self.checks_evaluated(namespace) > 0
         )
+
+    def ticks(self, sensor: str) -> int:
+        """Completed ticks of a sensor (the tick body names its instigator; the table has no name column)."""
+        return self.postgres.query(
+            "SELECT count(*) FROM job_ticks WHERE tick_body LIKE %s AND status <> 'STARTED'", f'%"{sensor}"%'
+        )[0][0]
+
+    def graphql(self, query: str, variables: dict) -> dict:
+        body = json.dumps({"query": query, "variables": variables}).encode()
+        request = urllib.request.Request(f"{self.url}/graphql", body, {"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=60) as response:
+            answer = json.load(response)
+        assert "errors" not in answer, answer["errors"]
+        return answer["data"]
 
 
 @pytest.fixture(scope="module")
@@ -186,18 +228,33 @@ def _start_dagster(stack: ScaleOutStack) -> None:
     wait_until(lambda: http_get(f"{stack.url}/server_info")[0] == 200, "the webserver", timeout=120, process=webserver)
 
 
+def _embedded_cli_seconds(stack: ScaleOutStack) -> float:
+    """Index the same namespaces with the CLI on the embedded layout (SQLite, embedded Chroma and Redis), for the
+    time printed beside the scale-out layout's."""
+    servers = (*stack.postgres.env, "METRICS_INDEX_REDIS_URL", "METRICS_INDEX_CHROMA_HOST", "METRICS_INDEX_CHROMA_PORT")
+    env = {key: value for key, value in stack.env.items() if key not in servers}
+    env |= {"METRICS_INDEX_HOME": str(stack.tmp / "embedded"), "DAGSTER_HOME": str(stack.tmp / "embedded_dagster")}
+    started = time.monotonic()
+    run = subprocess.run([str(BIN / "metrics-index"), "index", *FIRST], env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout + run.stderr
+    return time.monotonic() - started
+
+
 def test_sensor_indexes_namespaces_into_postgres_chroma_server_and_redis(stack: ScaleOutStack) -> None:
     started = time.monotonic()
     _start_dagster(stack)
     daemon = stack.processes[0]
     wait_until(lambda: all(stack.indexed(n) for n in FIRST), "the three namespaces", timeout=900, process=daemon)
-    print(f"\nscale-out layout: three namespaces indexed through the sensor in {time.monotonic() - started:.1f} s")
+    scale_out = time.monotonic() - started
+    print(
+        f"\nthree demo namespaces: {scale_out:.1f} s through the sensor on the scale-out layout (daemon start "
+        f"included), {_embedded_cli_seconds(stack):.1f} s with the CLI on the embedded layout"
+    )
 
     # Dagster's state is in PostgreSQL: the runs, their check evaluations, the sensor's ticks, the partitions.
     runs = {namespace: stack.run_status(namespace) for namespace in FIRST}
     assert all(len(r) == 1 and r[0][1] == "SUCCESS" for r in runs.values()), runs
-    ticks = stack.postgres.query("SELECT count(*) FROM job_ticks")[0][0]
-    assert ticks >= 1
+    assert stack.ticks("namespace_sensor") >= 1
     assert stack.partitions() == sorted(FIRST)  # no duplicate partitions
     # Steps ran in worker processes (multiprocess executor), and the three runs overlapped in time.
     workers = stack.postgres.query("SELECT count(*) FROM event_logs WHERE dagster_event_type = 'STEP_WORKER_STARTED'")[
@@ -228,6 +285,48 @@ def test_sensor_indexes_namespaces_into_postgres_chroma_server_and_redis(stack: 
     )
     assert search.returncode == 0, search.stderr
     assert "alertmanager_silences" in {item["metric"] for item in json.loads(search.stdout)}
+
+
+REEXECUTE = """
+mutation Reexecute($parentRunId: String!) {
+  launchPipelineReexecution(reexecutionParams: {parentRunId: $parentRunId, strategy: FROM_FAILURE}) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on PythonError { message }
+  }
+}
+"""
+
+
+def test_chroma_server_killed_mid_index_then_reexecution_converges(stack: ScaleOutStack) -> None:
+    daemon = stack.processes[0]
+    stack.write_registry(*FIRST, BULK)
+    wait_until(lambda: stack.chroma_count(BULK) > 0, "the first upserts of the bulk namespace", 900, daemon)
+    stack.chroma.kill()
+    wait_until(lambda: any(s == "FAILURE" for _, s in stack.run_status(BULK)), "the run to fail", 300, daemon)
+    stack.chroma.start()
+    [(failed_run, _)] = stack.run_status(BULK)
+    wait_until(lambda: any(failed_run in text for text in stack.slack.texts()), "the failed-run alert", 60, daemon)
+
+    launched = stack.graphql(REEXECUTE, {"parentRunId": failed_run})["launchPipelineReexecution"]
+    assert launched["__typename"] == "LaunchRunSuccess", launched
+    wait_until(lambda: stack.run_status(BULK)[-1][1] == "SUCCESS", "the re-execution", 900, daemon)
+    assert stack.chroma_count(BULK) == BULK_METRICS
+    ticks = stack.ticks("slack_alert_sensor")
+    wait_until(lambda: stack.ticks("slack_alert_sensor") >= ticks + 2, "two more alert ticks", 120, daemon)
+    assert sum(failed_run in text for text in stack.slack.texts()) == 1
+
+
+def test_postgres_killed_during_sensor_ticks_then_next_tick_converges(stack: ScaleOutStack) -> None:
+    daemon = stack.processes[0]
+    stack.postgres.kill()
+    stack.write_registry(*FIRST, BULK, LATE)
+    time.sleep(OUTAGE_SECONDS)
+    stack.postgres.start()
+    wait_until(lambda: stack.indexed(LATE), f"{LATE} indexed after PostgreSQL came back", 900, daemon)
+    assert [status for _, status in stack.run_status(LATE)] == ["SUCCESS"]
+    assert stack.chroma_count(LATE) == _demo_metric_count(LATE)
+    assert stack.partitions() == sorted((*FIRST, BULK, LATE))
 
 
 def test_compose_runs_the_versions_and_settings_this_test_runs() -> None:
