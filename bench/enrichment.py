@@ -1,59 +1,67 @@
-"""LLM enrichment: the original job's one call per metric against this project's Claude enricher.
+"""LLM enrichment on an account with limits: the enricher before issue 9 against this one, side by side in one run.
 
-    python bench/enrichment.py [--metrics 1000] [--latency 0.4] [--output-tokens-per-second 0]
+    python bench/enrichment.py [--metrics 5000] [--speedup 100] [--quick]
 
-Runs against the local fake Messages API (metrics_index/testing/messages_api.py) with a fixed latency
-per request, so no key and no network are needed and the figures show the request pattern, not a model:
-(a) one request per metric, one after the other, no prompt caching (the original job's way);
-(b) this enricher: batches, concurrent requests, cached system prompt;
-(c) this enricher again over the unchanged metrics, with (b)'s catalog as the previous materialization.
-Metrics come from the bundled snapshot, repeated with name suffixes to reach --metrics. Tokens are the fake
-server's estimate (4 characters a token); costs use the default model's prices. A real model's latency grows
-with the tokens it writes: --output-tokens-per-second adds that to each reply.
+Both run against the local fake Messages API (metrics_index/testing/messages_api.py) set to the published Tier 1
+limits of the default model, Claude Haiku 4.5: 50 requests, 50,000 input tokens and 10,000 output tokens per
+minute, output tokens charged from max_tokens when a request starts, prompt caching only above 4,096 tokens. Time
+runs `--speedup` times faster than real (a rate-limit minute lasts 60/speedup seconds, and so do the modelled
+latency, 0.5 s + output at 200 tokens/s, and every retry-after), so the figures are reported in simulated minutes.
+
+(a) the enricher as it was before issue 9 (read from git at BASELINE_REF): fixed max_tokens, four threads that
+    each back off alone, no limiter;
+(b) this enricher: one shared rate limiter fed by the headers, max_tokens from measured answers, the first
+    request alone to write the cache;
+(c) the same metrics through the Message Batches API (no per-minute limits; half the price).
+The minimum the limits allow is the tokens (b) needed divided by the limits. Metrics come from the bundled
+snapshot, repeated with name suffixes to reach --metrics; tokens are the fake server's estimate (4 characters a
+token), costs the default model's prices.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
+import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
-import pandas as pd
-
-from metrics_index.enrichment.base import Enricher
+from metrics_index.enrichment.base import Enricher, EnrichmentUsage
 from metrics_index.enrichment.claude import ClaudeEnricher, ClaudeOptions
-from metrics_index.enrichment.incremental import enrich_catalog
+from metrics_index.enrichment.claude.limits import RateLimiter
+from metrics_index.enrichment.incremental import FALLBACK, enrich_catalog
 from metrics_index.enrichment.rules import RulesEnricher
 from metrics_index.sources import RawMetric
 from metrics_index.sources.prometheus import merge_entries, read_snapshot
-from metrics_index.testing.messages_api import MessagesAPIServer
+from metrics_index.testing.messages_api import TIER_1, MessagesAPIServer, RateLimits
 
-SNAPSHOT = Path(__file__).parents[1] / "metrics_index" / "data" / "demo-targets-metadata.json"
+ROOT = Path(__file__).parents[1]
+SNAPSHOT = ROOT / "metrics_index" / "data" / "demo-targets-metadata.json"
 RESULTS = Path(__file__).parent / "ENRICHMENT_RESULTS.md"
+BASELINE_REF = "e0d6630"
+"""The last commit with the enricher as it was before issue 9 (metrics_index/enrichment/claude.py)."""
+LATENCY_SECONDS = 0.5
+OUTPUT_TOKENS_PER_SECOND = 200.0
 
 
 @dataclass
 class Scenario:
     label: str
-    seconds: float
+    minutes: float | None
+    """Simulated minutes; None for a Message Batch, which the API answers within 24 hours."""
     metrics: int
-    requests: int
-    input_tokens: int
-    cached_tokens: int
-    cost_usd: float
-    by_claude: int
-    reused: int
+    fallbacks: int
+    usage: EnrichmentUsage
+    rate_limited: int
 
     @property
-    def per_second(self) -> float:
-        return self.metrics / self.seconds if self.seconds else float("inf")
-
-    @property
-    def input_per_metric(self) -> float:
-        return self.input_tokens / self.metrics
+    def per_minute(self) -> float:
+        return self.metrics / self.minutes if self.minutes else float("nan")
 
 
 def bench_metrics(count: int) -> list[RawMetric]:
@@ -65,86 +73,143 @@ def bench_metrics(count: int) -> list[RawMetric]:
     ]
 
 
-def run_scenario(
-    label: str, enricher: Enricher, raw: list[RawMetric], previous: pd.DataFrame | None = None
-) -> tuple[Scenario, pd.DataFrame]:
-    started = time.perf_counter()
-    frame, report = enrich_catalog(raw, enricher, RulesEnricher(), previous=previous)
-    seconds = time.perf_counter() - started
-    usage = report.usage
-    scenario = Scenario(
-        label=label,
-        seconds=seconds,
-        metrics=len(raw),
-        requests=usage.requests,
-        input_tokens=usage.input_tokens + usage.cache_read_tokens + usage.cache_write_tokens,
-        cached_tokens=usage.cache_read_tokens,
-        cost_usd=usage.cost_usd,
-        by_claude=int((frame["enricher"] == "claude").sum()),
-        reused=report.reused,
+def baseline_module() -> ModuleType | None:
+    """The enricher before issue 9, from git; None when the history is not there (a shallow clone)."""
+    try:
+        source = subprocess.run(
+            ["git", "show", f"{BASELINE_REF}:metrics_index/enrichment/claude.py"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    path = Path(tempfile.mkdtemp()) / "claude_before_issue_9.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location("claude_before_issue_9", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def server(speedup: float, limits: RateLimits | None = TIER_1) -> MessagesAPIServer:
+    return MessagesAPIServer(
+        latency=LATENCY_SECONDS / speedup,
+        output_tokens_per_second=OUTPUT_TOKENS_PER_SECOND * speedup,
+        limits=limits,
+        minute_seconds=60 / speedup,
     )
-    return scenario, frame
 
 
-def run(count: int, latency: float, output_tps: float, batch_size: int, concurrency: int) -> list[Scenario]:
+def run_scenario(
+    label: str, enricher: Enricher, raw: list[RawMetric], api: MessagesAPIServer, speedup: float
+) -> Scenario:
+    started = time.perf_counter()
+    frame, report = enrich_catalog(raw, enricher, RulesEnricher())
+    minutes = (time.perf_counter() - started) * speedup / 60
+    return Scenario(
+        label=label,
+        minutes=minutes,
+        metrics=len(raw),
+        fallbacks=int((frame["enricher"] == FALLBACK).sum()),
+        usage=report.usage,
+        rate_limited=sum(status == 429 for status in api.statuses()),
+    )
+
+
+def run_batch(raw: list[RawMetric], speedup: float) -> Scenario:
+    """Submit every metric as one Message Batch, let the fake end it, and collect the answers."""
+    with server(speedup, limits=None) as api:
+        options = ClaudeOptions(base_url=api.url, message_batch_threshold=0)
+        enricher = ClaudeEnricher(options, RateLimiter(minute_seconds=60 / speedup))
+        first, _ = enrich_catalog(raw, enricher, RulesEnricher())
+        api.end_batches()
+        frame, report = enrich_catalog(raw, enricher, RulesEnricher(), previous=first)
+    fallbacks = int((frame["enricher"] == FALLBACK).sum())
+    return Scenario("(c) Message Batches API, one batch", None, len(raw), fallbacks, report.usage, 0)
+
+
+def run(count: int, speedup: float) -> tuple[list[Scenario], tuple[float, str]]:
     raw = bench_metrics(count)
-    with MessagesAPIServer(latency, output_tps) as server:
-        one_by_one = ClaudeEnricher(ClaudeOptions(base_url=server.url, batch_size=1, concurrency=1, cache_prompt=False))
-        a, _ = run_scenario("(a) one call per metric, sequential", one_by_one, raw)
-    with MessagesAPIServer(latency, output_tps) as server:
-        batched = ClaudeEnricher(ClaudeOptions(base_url=server.url, batch_size=batch_size, concurrency=concurrency))
-        b, frame = run_scenario(f"(b) batches of {batch_size}, {concurrency} at once, cached prompt", batched, raw)
-        c, _ = run_scenario("(c) (b) again, nothing changed", batched, raw, previous=frame)
-    return [a, b, c]
+    results = []
+    module = baseline_module()
+    if module is not None:
+        with server(speedup) as api:
+            before = module.ClaudeEnricher(module.ClaudeOptions(base_url=api.url))
+            results.append(
+                run_scenario("(a) before issue 9: fixed max_tokens, 4 threads, no limiter", before, raw, api, speedup)
+            )
+    with server(speedup) as api:
+        options = ClaudeOptions(base_url=api.url, message_batch_threshold=None)
+        enricher = ClaudeEnricher(options, RateLimiter(minute_seconds=60 / speedup))
+        new = run_scenario("(b) shared limiter, measured max_tokens, cache first", enricher, raw, api, speedup)
+        results.append(new)
+    results.append(run_batch(raw, speedup))
+    return results, minimum_minutes(new.usage, TIER_1)
+
+
+def minimum_minutes(usage: EnrichmentUsage, limits: RateLimits) -> tuple[float, str]:
+    """The shortest time the limits allow for these tokens (each need divided by its per-minute limit), and which
+    limit binds."""
+    needs = {
+        "requests": usage.requests / limits.requests_per_minute,
+        "input-token": (usage.input_tokens + usage.cache_write_tokens) / limits.input_tokens_per_minute,
+        "output-token": usage.output_tokens / limits.output_tokens_per_minute,
+    }
+    binding = max(needs, key=needs.__getitem__)
+    return needs[binding], binding
 
 
 def problems(results: list[Scenario]) -> list[str]:
-    """Correctness, never timings: every metric enriched by Claude, and the rerun made no call."""
-    a, b, c = results
-    found = [f"{s.label}: {s.by_claude} of {s.metrics} enriched by Claude" for s in (a, b) if s.by_claude != s.metrics]
-    if c.requests or c.reused != c.metrics:
-        found.append(f"{c.label}: {c.requests} requests, {c.reused} of {c.metrics} reused")
+    """Correctness of this enricher and of the batch path, never timings."""
+    new, batch = results[-2], results[-1]
+    found = [f"{s.label}: {s.fallbacks} of {s.metrics} fell back" for s in (new, batch) if s.fallbacks]
+    if new.usage.cache_read_tokens == 0:
+        found.append(f"{new.label}: prompt caching did not engage ({new.usage.caching})")
     return found
 
 
-def markdown(results: list[Scenario], latency: float, output_tps: float) -> str:
-    a, b, _ = results
-    speed = f", plus output at {output_tps:g} tokens/s" if output_tps else ""
-    flag = f" --output-tokens-per-second {output_tps:g}" if output_tps else ""
+def markdown(results: list[Scenario], minimum: tuple[float, str], speedup: float) -> str:
+    count = results[0].metrics
     lines = [
-        f"Enrichment of {a.metrics} metrics against the local fake Messages API, {latency * 1000:g} ms a request"
-        f"{speed} (`python bench/enrichment.py --metrics {a.metrics} --latency {latency:g}{flag}`).",
+        f"Enrichment of {count:,} metrics against the local fake Messages API at the Tier 1 limits of Claude Haiku 4.5 "
+        f"(50 RPM, 50,000 ITPM, 10,000 OTPM), time {speedup:g}x faster than real, figures in simulated minutes "
+        f"(`python bench/enrichment.py --metrics {count} --speedup {speedup:g}`).",
         "",
-        "| run | wall time | metrics/s | requests | input tokens/metric | of which cache reads | est. cost (USD) |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| run | wall time (min) | metrics/min | fell back | requests | 429s | input tokens | output tokens "
+        "| cache reads | est. cost (USD) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    lines += [
-        f"| {s.label} | {s.seconds:.2f} s | {s.per_second:,.1f} | {s.requests:,} | {s.input_per_metric:,.0f} "
-        f"| {s.cached_tokens / s.metrics:,.0f} | {s.cost_usd:.4f} |"
-        for s in results
-    ]
+    for s in results:
+        u = s.usage
+        wall = f"{s.minutes:,.1f} | {s.per_minute:,.0f}" if s.minutes is not None else "within 24 h | -"
+        cells = [s.label, wall, f"{s.fallbacks:,}", f"{u.requests:,}", f"{s.rate_limited:,}"]
+        cells += [f"{u.input_tokens + u.cache_write_tokens:,}", f"{u.output_tokens:,}", f"{u.cache_read_tokens:,}"]
+        lines.append("| " + " | ".join([*cells, f"{u.cost_usd:.4f}"]) + " |")
+    new = results[-2]
     lines += [
         "",
-        f"(a)/(b): wall time {a.seconds / b.seconds:.1f}x, requests {a.requests / b.requests:.1f}x, "
-        f"input tokens per metric {a.input_per_metric / b.input_per_metric:.1f}x, "
-        f"estimated cost {a.cost_usd / b.cost_usd:.1f}x.",
+        f"Minimum the limits allow for (b)'s tokens: {minimum[0]:,.1f} min (the {minimum[1]} limit binds); "
+        f"(b) took {(new.minutes or 0) / minimum[0]:.2f}x that. Caching in (b): {new.usage.caching or 'n/a'}.",
     ]
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--metrics", type=int, default=1000, help="number of metrics (default 1000)")
-    parser.add_argument("--latency", type=float, default=0.4, help="seconds per request (default 0.4)")
-    parser.add_argument("--output-tokens-per-second", type=float, default=0.0, help="0: replies take no time")
-    parser.add_argument("--batch-size", type=int, default=ClaudeOptions().batch_size)
-    parser.add_argument("--concurrency", type=int, default=ClaudeOptions().concurrency)
+    parser.add_argument("--metrics", type=int, default=5000, help="number of metrics (default 5000)")
+    parser.add_argument("--speedup", type=float, default=100.0, help="time runs this many times faster (default 100)")
+    parser.add_argument("--quick", action="store_true", help="300 metrics, 600x: a CI-sized check of correctness")
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"markdown table (default {RESULTS})")
     args = parser.parse_args(argv)
+    count, speedup = (300, 600.0) if args.quick else (args.metrics, args.speedup)
 
     os.environ["ANTHROPIC_API_KEY"] = "local-fake-api-key"  # the fake server only; never send a real key to it
-    results = run(args.metrics, args.latency, args.output_tokens_per_second, args.batch_size, args.concurrency)
-    table = markdown(results, args.latency, args.output_tokens_per_second)
+    results, minimum = run(count, speedup)
+    table = markdown(results, minimum, speedup)
     print(table)
     args.out.write_text(table)
     for problem in problems(results):

@@ -19,7 +19,7 @@ class AssetFigures:
 
     def metadata(self) -> dict[str, Any]:
         values = {f.name: getattr(self, f.name) for f in fields(self)}  # type: ignore[arg-type]
-        return {name: MetadataValue.json(v) if isinstance(v, Mapping) else v for name, v in values.items()}
+        return {name: MetadataValue.json(v) if isinstance(v, Mapping | list) else v for name, v in values.items()}
 
     @classmethod
     def from_metadata(cls, values: Mapping[str, Any]) -> Self:
@@ -69,7 +69,11 @@ class EnrichmentFigures(LabelCounts):
     success_rate: float
     failures: dict[str, str]
     duration_seconds: float
-    usage: dict[str, float] = field(default_factory=dict)
+    usage: dict[str, float | str] = field(default_factory=dict)
+    awaiting_batch: int = 0
+    """Rows holding the rules' answer until the Message Batch they wait on is collected."""
+    message_batches: list[str] = field(default_factory=list)
+    """The batches those rows wait on (the message batch sensor polls them)."""
 
     def metadata(self) -> dict[str, Any]:
         plain = {k: v for k, v in super().metadata().items() if k != "usage"}

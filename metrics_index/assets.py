@@ -151,6 +151,8 @@ def enriched_metric_metadata(
         failures=listed,
         usage=report.usage.as_dict(),
         **label_stats(frame),
+        awaiting_batch=report.awaiting,
+        message_batches=report.batches,
         duration_seconds=round(perf_counter() - started, 3),
     )
     return Output(frame, metadata=figures.metadata())

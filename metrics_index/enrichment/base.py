@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
 from metrics_index.enrichment.vocabulary import EnrichedFields
@@ -36,6 +37,16 @@ class EnrichmentUsage:
     def as_dict(self) -> dict[str, float | str]:
         return asdict(self)
 
+    def add(self, other: EnrichmentUsage) -> EnrichmentUsage:
+        """Both runs' counts together (the texts of `other` win when set)."""
+        mine, theirs = asdict(self), asdict(other)
+        return EnrichmentUsage(
+            **{
+                name: (theirs[name] or value) if isinstance(value, str) else value + theirs[name]
+                for name, value in mine.items()
+            }
+        )
+
 
 @dataclass
 class EnrichmentOutcome:
@@ -62,3 +73,56 @@ class Enricher(ABC):
     @abstractmethod
     def enrich(self, metrics: Sequence[RawMetric], progress: ProgressCallback | None = None) -> EnrichmentOutcome:
         """Enrich `metrics`; every name ends up in exactly one of `enriched` or `failures`."""
+
+
+@dataclass(frozen=True)
+class Ticket:
+    """Where a metric's answer will come from: one request of a batch submitted for later (Message Batches API)."""
+
+    batch_id: str
+    request_id: str
+
+    def text(self) -> str:
+        """How the ticket is kept in the catalog row (its `error` column) until the answer is collected."""
+        return f"awaiting batch {self.batch_id}, request {self.request_id}"
+
+    @staticmethod
+    def parse(text: object) -> Ticket | None:
+        match = _TICKET.match(text) if isinstance(text, str) else None
+        return Ticket(match["batch"], match["request"]) if match else None
+
+
+_TICKET = re.compile(r"^awaiting batch (?P<batch>[\w-]+), request (?P<request>[\w-]+)$")
+
+
+@dataclass
+class Collected:
+    """What a deferred enrichment gave back for the metrics that waited on it."""
+
+    enriched: dict[str, EnrichedFields] = field(default_factory=dict)
+    failures: dict[str, str] = field(default_factory=dict)
+    """Not answered (request errored or expired, answer invalid): the metric is enriched again now."""
+    waiting: set[str] = field(default_factory=set)
+    """Its batch is still being processed: the row stays as it is."""
+    usage: EnrichmentUsage = field(default_factory=EnrichmentUsage)
+
+
+class DeferredEnricher(Enricher):
+    """An enricher that can also answer later, cheaper: submit now, collect on a later run (Claude's Message
+    Batches API). Until then each submitted metric's row holds the fallback's answer and its ticket."""
+
+    @abstractmethod
+    def defers(self, count: int, first_run: bool) -> bool:
+        """Whether `count` metrics to enrich on this run go into a batch rather than being asked now."""
+
+    @abstractmethod
+    def submit(self, metrics: Sequence[RawMetric]) -> dict[str, Ticket]:
+        """Submit the metrics for later; the ticket of each."""
+
+    @abstractmethod
+    def collect(self, tickets: Mapping[str, Ticket], metrics: Mapping[str, RawMetric]) -> Collected:
+        """What the batches behind these tickets answered, for those that have ended."""
+
+    @abstractmethod
+    def batch_ended(self, batch_id: str) -> bool:
+        """Whether a submitted batch has finished processing (its answers can be collected)."""

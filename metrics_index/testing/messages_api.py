@@ -1,7 +1,7 @@
 """A local stand-in for the Anthropic Messages API, close enough to the real one that the enricher's handling of
 rate limits, prompt caching, cut or refused answers and the Message Batches API is tested offline with the real
 `anthropic` client. Everything modelled here follows Anthropic's published documentation (the sources are listed
-in bench/ENRICHMENT_RESULTS.md); what it leaves out is listed there too.
+in the README's Claude section); what it leaves out is listed there too.
 
 - POST /v1/messages answers the forced tool call with a deterministic enrichment of the metrics in the request's
   `<metrics>` block. `usage` models prompt caching: a tools + system prefix marked with `cache_control` is
@@ -620,6 +620,7 @@ class MessagesAPIServer:
 
     def _batch_result(self, params: dict[str, Any]) -> dict[str, Any]:
         reply = self.respond({}, params, rate_limit=False)
+        self._remember_prefix(reply.cache_key)  # requests of a batch share the cache too (on a best-effort basis)
         if reply.status == 200:
             return {"type": "succeeded", "message": reply.body}
         return {"type": "errored", "error": reply.body}

@@ -13,14 +13,22 @@ import math
 import os
 import threading
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
 import anthropic
 
-from metrics_index.enrichment.base import Enricher, EnrichmentOutcome, EnrichmentUsage, ProgressCallback
+from metrics_index.enrichment.base import (
+    Collected,
+    DeferredEnricher,
+    EnrichmentOutcome,
+    EnrichmentUsage,
+    ProgressCallback,
+    Ticket,
+)
+from metrics_index.enrichment.claude import batches
 from metrics_index.enrichment.claude.answers import BatchAnswers, read_answers
 from metrics_index.enrichment.claude.guard import InputTokenEstimate, RunGuard, RunStopped
 from metrics_index.enrichment.claude.limits import RateLimiter, limiter_for
@@ -87,8 +95,11 @@ class _Reply:
     error: Exception | None = None
 
 
-class ClaudeEnricher(Enricher):
+class ClaudeEnricher(DeferredEnricher):
     """Enriches through the Messages API with a forced tool call; see the module docstring for the safeguards.
+
+    First indexing and forced runs of more than `message_batch_threshold` metrics go through the Message Batches
+    API instead (`submit`, later `collect`): half the price, answers within 24 hours.
 
     The first request goes alone: it writes the prompt cache the others read, and a rejected key, model or
     request stops the run before anything is written. Then up to `concurrency` requests run at once, as far as
@@ -170,6 +181,31 @@ class ClaudeEnricher(Enricher):
             guard.usage.as_dict(),
         )
         return outcome
+
+    def defers(self, count: int, first_run: bool) -> bool:
+        threshold = self.options.message_batch_threshold
+        return first_run and threshold is not None and count > threshold
+
+    def submit(self, metrics: Sequence[RawMetric]) -> dict[str, Ticket]:
+        """One Message Batch for all the metrics. Batches have no per-minute output limit to protect, so each
+        request gets twice the usual room for its answer."""
+        planned = plan_batches(metrics, self.options.batch_size)
+        return batches.submit(self._client, planned, lambda batch: self.request_params(batch, output_factor=2.0))
+
+    def collect(self, tickets: Mapping[str, Ticket], metrics: Mapping[str, RawMetric]) -> Collected:
+        guard = RunGuard(self.options, self.limiter, self._estimate)
+        collected = batches.collect(self._client, tickets, metrics, lambda usage: guard.record(usage, True))
+        collected.usage = guard.usage
+        return collected
+
+    def batch_ended(self, batch_id: str) -> bool:
+        try:
+            return self._client.messages.batches.retrieve(batch_id).processing_status == "ended"
+        except anthropic.NotFoundError:
+            return True  # gone: the next run finds no results and asks its metrics again
+        except anthropic.AnthropicError as error:
+            logger.warning("Could not read Message Batch %s: %s", batch_id, _failure_reason(error))
+            return False
 
 
 class _Run:
