@@ -7,10 +7,10 @@ A metric is found three ways, each strong where another is weak:
 - cosine similarity of sentence embeddings: finds "bytes sent" for `transmit`.
 Their scores are merged (RankingParams: by default each ranker's scores scaled to [0, 1] over its top list
 and weighted, the dense ranker most), then weighed by what the question's wording asks for ("per second"
--> counters, "how long" -> durations, "is it up" -> up/status gauges, "last restarted" -> start times, "limit"
--> configuration values). The settings are chosen leave-one-service-out by bench/search_quality.py on a
-corpus of real services. A question that is, or starts, a metric name puts those metrics first whatever the
-fusion says. Everything is scoped to one namespace.
+-> counters, "right now" -> gauges, "how long" -> durations, "is it up" -> up/status gauges, "last restarted"
+-> start times, "limit" -> configuration values). The settings are chosen leave-one-service-out by
+bench/search_quality.py on a corpus of real services. A question that is, or starts, a metric name puts those
+metrics first whatever the fusion says. Everything is scoped to one namespace.
 
 The namespace's documents and vectors are read from the semantic index once and kept in memory with their
 BM25 indexes, so a warm search costs one query embedding and a few vector operations. The cache follows the
@@ -94,6 +94,11 @@ QUESTION_CUES: dict[str, re.Pattern[str]] = {
         r"|how fast)\b",
         re.IGNORECASE,
     ),
+    "current": re.compile(
+        r"\b(right now|currently|current|at (the|this) moment|in flight|in progress|simultaneous\w*|concurrent\w*"
+        r"|at once|how many \w+( \w+){0,2} (are|is))\b",
+        re.IGNORECASE,
+    ),
     "duration": re.compile(
         r"\b(how long|latency|latencies|duration|durations|slow|slowest|response times?|p\d\d|percentiles?|quantiles?"
         r"|time (taken|spent) (to|on|by|in))\b",
@@ -116,7 +121,8 @@ QUESTION_CUES: dict[str, re.Pattern[str]] = {
 }
 # Kinds a question must ask for before they rank fully (otherwise kind_penalty applies).
 PENALISED_KINDS = frozenset({"configuration", "info", "self_monitoring"})
-_SELF_MONITORING_WORDS = re.compile(r"\b(exporter|scrape\w*|collector\w*)\b", re.IGNORECASE)
+# Not "exporter": "can the exporter reach it" asks about the service, seen from the exporter.
+_SELF_MONITORING_WORDS = re.compile(r"\b(scrape\w*|collector\w*)\b", re.IGNORECASE)
 _INFO_WORDS = re.compile(r"\b(version|build|revision|info|information|release)\b", re.IGNORECASE)
 _AVAILABILITY_WORDS = re.compile(r"(^|_)(up|status|health|healthy|ready|alive|reachable|success)(_|$)")
 _START_WORDS = re.compile(r"(^|_)(start|started|boot|uptime)(_|$)")
@@ -133,9 +139,11 @@ def retrieval_text(question: str) -> str:
 
 
 def question_cues(question: str) -> frozenset[str]:
-    """The traits a question asks for by its wording ("per second" -> counter, "how long" -> duration...),
-    plus the metric kinds it names (configuration, info, self_monitoring)."""
+    """The traits a question asks for by its wording ("per second" -> counter, "right now" -> a gauge's current
+    value, "how long" -> duration...), plus the metric kinds it names (configuration, info, self_monitoring)."""
     cues = {cue for cue, pattern in QUESTION_CUES.items() if pattern.search(question)}
+    if "current" in cues:
+        cues.discard("counter")  # "how many requests is it handling right now" asks for a gauge, not a rate
     if _SELF_MONITORING_WORDS.search(question):
         cues.add("self_monitoring")
     if _INFO_WORDS.search(question):
@@ -151,6 +159,8 @@ def metric_traits(name: str, row: Mapping[str, Any]) -> set[str]:
     traits = {kind}
     if meter == "counter" or name.endswith("_total"):
         traits.add("counter")
+    elif meter in ("gauge", "unknown"):
+        traits.add("current")  # a value at this moment: what "right now" asks for
     timestamp = "epoch" in unit or name.endswith("_timestamp_seconds")
     if not timestamp and (meter in ("histogram", "summary") or unit in _DURATION_UNITS):
         traits.add("duration")

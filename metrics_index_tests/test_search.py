@@ -161,6 +161,11 @@ def test_question_wording_says_what_kind_of_metric_is_wanted() -> None:
     assert "start" in question_cues("when was it last restarted")
     assert "configuration" in question_cues("the configured memory limit")
     assert question_cues("memory used by keys") == frozenset()
+    # "Right now" asks for a gauge's value, even where the other words sound like a rate.
+    assert question_cues("how many requests is it handling right now") == {"current"}
+    assert question_cues("how many consumers are attached") == {"current"}
+    assert question_cues("can the exporter reach the server") == {"availability"}
+    assert "self_monitoring" in question_cues("scrape errors of each collector")
     # The rate is a cue, not words to match: "per second" would find metrics measured in seconds.
     assert retrieval_text("queries per second on the database") == "queries on the database"
     assert retrieval_text("per second") == "per second"
@@ -171,6 +176,8 @@ def test_metric_traits_come_from_meter_unit_and_name() -> None:
     assert {"counter", "activity"} <= metric_traits("x_requests_total", {"meter_type": "counter"})
     assert "duration" in metric_traits("x_request_duration_seconds", {"meter_type": "histogram"})
     assert "duration" not in metric_traits("x_last_seen_timestamp_seconds", {"meter_type": "gauge"})
+    assert "current" in metric_traits("x_requests_in_flight", {"meter_type": "gauge"})
+    assert "current" not in metric_traits("x_requests_total", {"meter_type": "counter"})
     assert "availability" in metric_traits("x_up", {"meter_type": "gauge"})
     assert "configuration" in metric_traits("x_config_maxmemory", {"meter_type": "gauge"})
     assert "configuration" in metric_traits("x_limit", {"meter_type": "gauge", "metric_kind": "configuration"})
