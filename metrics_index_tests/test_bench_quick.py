@@ -21,7 +21,7 @@ RANKERS = {
     "fuzzy name",
     "ours: before (fixed RRF)",
     "ours: fusion weights",
-    "ours: + question cues",
+    "ours: + kind penalty",
     "ours",
 }
 SNAPSHOT = ROOT / "metrics_index" / "data" / "demo-targets-metadata.json"
