@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import urllib.parse
+import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,16 @@ def run_namespace(
     return definitions.resolve_job_def("under_test").execute_in_process(
         tags={"dagster/partition": namespace}, instance=project.instance, raise_on_error=False
     )
+
+
+def graphql(url: str, query: str, variables: dict) -> dict:
+    """Ask a running dagster-webserver's GraphQL endpoint (what the UI sends); any GraphQL error fails the test."""
+    body = json.dumps({"query": query, "variables": variables}).encode()
+    request = urllib.request.Request(f"{url}/graphql", body, {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        answer = json.load(response)
+    assert "errors" not in answer, answer["errors"]
+    return answer["data"]
 
 
 class SlackReceiver(LoopbackHTTPServer):

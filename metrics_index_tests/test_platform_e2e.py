@@ -13,7 +13,6 @@ import os
 import shutil
 import subprocess
 import sys
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -27,7 +26,7 @@ from dagster_postgres import DagsterPostgresStorage
 from metrics_index.checks import CHROMA_POOL, HELP_SHARE, INDEX_MATCHES
 from metrics_index.jobs import ENRICHER_TAG
 from metrics_index.resources import SLACK_WEBHOOK_ENV
-from metrics_index_tests.platform import LabelledPrometheus, SlackReceiver
+from metrics_index_tests.platform import LabelledPrometheus, SlackReceiver, graphql
 from metrics_index_tests.servers import ManagedProcess, PrometheusStack, free_port, http_get, wait_until
 
 ROOT = Path(__file__).parents[1]
@@ -190,15 +189,6 @@ fragment execution on AssetCheckExecution { runId status partition evaluation { 
 """
 
 
-def _graphql(url: str, query: str, variables: dict) -> dict:
-    body = json.dumps({"query": query, "variables": variables}).encode()
-    request = urllib.request.Request(f"{url}/graphql", body, {"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=60) as response:
-        answer = json.load(response)
-    assert "errors" not in answer, answer["errors"]
-    return answer["data"]
-
-
 def test_sensor_discovers_runs_checks_alerts_and_the_ui_shows_it(
     tmp_path: Path, redis_server: str, prometheus_stack: PrometheusStack
 ) -> None:
@@ -249,7 +239,7 @@ def test_sensor_discovers_runs_checks_alerts_and_the_ui_shows_it(
                 timeout=300,
                 process=daemon,
             )
-            evidence = _graphql(url, EVIDENCE, {"partition": NAMESPACE})
+            evidence = graphql(url, EVIDENCE, {"partition": NAMESPACE})
         finally:
             webserver.stop()
             daemon.stop()

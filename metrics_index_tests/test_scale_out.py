@@ -21,7 +21,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +31,7 @@ import redis
 import yaml
 
 from metrics_index.alerts import SLACK_WEBHOOK_ENV
-from metrics_index_tests.platform import SlackReceiver
+from metrics_index_tests.platform import SlackReceiver, graphql
 from metrics_index_tests.servers import (
     LOOPBACK,
     POSTGRES_BIN,
@@ -150,14 +149,6 @@ class ScaleOutStack:
         return self.postgres.query(
             "SELECT count(*) FROM job_ticks WHERE tick_body LIKE %s AND status <> 'STARTED'", f'%"{sensor}"%'
         )[0][0]
-
-    def graphql(self, query: str, variables: dict) -> dict:
-        body = json.dumps({"query": query, "variables": variables}).encode()
-        request = urllib.request.Request(f"{self.url}/graphql", body, {"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=60) as response:
-            answer = json.load(response)
-        assert "errors" not in answer, answer["errors"]
-        return answer["data"]
 
 
 @pytest.fixture(scope="module")
@@ -308,7 +299,7 @@ def test_chroma_server_killed_mid_index_then_reexecution_converges(stack: ScaleO
     [(failed_run, _)] = stack.run_status(BULK)
     wait_until(lambda: any(failed_run in text for text in stack.slack.texts()), "the failed-run alert", 60, daemon)
 
-    launched = stack.graphql(REEXECUTE, {"parentRunId": failed_run})["launchPipelineReexecution"]
+    launched = graphql(stack.url, REEXECUTE, {"parentRunId": failed_run})["launchPipelineReexecution"]
     assert launched["__typename"] == "LaunchRunSuccess", launched
     wait_until(lambda: stack.run_status(BULK)[-1][1] == "SUCCESS", "the re-execution", 900, daemon)
     assert stack.chroma_count(BULK) == BULK_METRICS
