@@ -10,7 +10,7 @@ WORKDIR /opt/metrics-index
 COPY pyproject.toml README.md ./
 COPY metrics_index ./metrics_index
 RUN pip install . && mkdir -p "$DAGSTER_HOME"
-COPY workspace.yaml dagster.yaml ./
+COPY workspace.yaml ./
 COPY deploy ./deploy
 
 # Installs the instance configuration (Postgres when DAGSTER_POSTGRES_HOST is set) into $DAGSTER_HOME, then runs CMD.

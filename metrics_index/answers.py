@@ -21,6 +21,8 @@ def compact_result(result: Mapping[str, Any]) -> dict[str, Any]:
         item["promql"] = result["promql"]
     if result.get("matched"):
         item["matched"] = list(result["matched"])
+    if result.get("weak"):
+        item["weak"] = True
     return item
 
 

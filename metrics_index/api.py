@@ -1,29 +1,42 @@
-"""The Python API behind the CLI: index a namespace through Dagster, search it, validate names and PromQL against it."""
+"""The Python API behind the CLI: index a namespace through Dagster (its four assets and their checks, as the
+platform runs them), search it, validate names and PromQL against it."""
 
 from __future__ import annotations
 
 import logging
 import os
 import re
+import shutil
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import redis
-from dagster import DagsterInstance, ExecuteInProcessResult, materialize
+import yaml
+from dagster import (
+    AssetCheckEvaluation,
+    AssetCheckSeverity,
+    DagsterEventType,
+    DagsterInstance,
+    Definitions,
+    ExecuteInProcessResult,
+)
+from dagster._core.errors import DagsterAssetCheckFailedError  # what a failed blocking check raises in process
 from redis import RedisError
 
 from metrics_index.asset_metadata import EnrichmentFigures, IndexFigures, RawFigures
 from metrics_index.assets import METRIC_ASSETS, enriched_metric_metadata, metric_semantic_index, raw_metric_metadata
+from metrics_index.checks import METRIC_CHECKS
 from metrics_index.enrichment.incremental import FALLBACK, enrich_catalog
 from metrics_index.enrichment.rules import RulesEnricher
-from metrics_index.lookup import Validation, validate_names
-from metrics_index.namespaces import NAMESPACE_PARTITIONS, Namespace
+from metrics_index.jobs import INDEX_JOB, SOURCE_TAG, build_index_job
+from metrics_index.lookup import Validation, name_set_client, namespace_suggestions, validate_names
+from metrics_index.namespaces import NAMESPACE_PARTITIONS, Namespace, NamespaceError
 from metrics_index.promql import QueryValidation, validate_query
-from metrics_index.resources import ChromaResource, ProgressResource, RedisResource
+from metrics_index.resources import ChromaResource, ProgressResource, PrometheusResource, RedisResource
 from metrics_index.search import SearchResult, search
-from metrics_index.settings import metrics_home, resources_from_env
+from metrics_index.settings import DAGSTER_CONFIG, dagster_home, metrics_home, resources_from_env
 from metrics_index.sources import RawMetric
 from metrics_index.sources.prometheus import select_metrics
 from metrics_index.stores import revision
@@ -32,6 +45,29 @@ from metrics_index.stores.name_set import NameSetCatalog
 from metrics_index.stores.semantic_index import SemanticIndex
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    """One asset check's result in an index run."""
+
+    asset: str
+    name: str
+    passed: bool
+    severity: str  # ERROR or WARN
+    blocking: bool
+    summary: str
+
+    @classmethod
+    def from_evaluation(cls, evaluation: AssetCheckEvaluation) -> CheckOutcome:
+        return cls(
+            asset=evaluation.asset_key.path[-1],
+            name=evaluation.check_name,
+            passed=evaluation.passed,
+            severity="ERROR" if evaluation.severity == AssetCheckSeverity.ERROR else "WARN",
+            blocking=bool(evaluation.blocking),
+            summary=evaluation.description or "",
+        )
 
 
 @dataclass
@@ -51,10 +87,30 @@ class IndexSummary:
     usage: dict[str, float] = field(default_factory=dict)
     durations: dict[str, float] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)
+    checks: list[CheckOutcome] = field(default_factory=list)
 
     @property
     def success_rate(self) -> float:
         return (self.processed - self.failed) / self.processed if self.processed else 1.0
+
+    @property
+    def failed_checks(self) -> list[CheckOutcome]:
+        """Integrity checks (ERROR) that failed: the catalog is not what a reader may rely on."""
+        return [check for check in self.checks if not check.passed and check.severity == "ERROR"]
+
+
+class ChecksFailed(RuntimeError):
+    """A blocking check failed, so the run stopped before the steps after it touched their stores."""
+
+    def __init__(self, namespace: str, checks: list[CheckOutcome]) -> None:
+        self.namespace = namespace
+        self.checks = checks
+        failed = [c for c in checks if not c.passed and c.blocking]
+        reasons = "; ".join(f"{c.name} on {c.asset}: {c.summary}" for c in failed)
+        super().__init__(
+            f"{namespace}: blocking check failed ({reasons}); the run stopped before the steps after "
+            f"{', '.join(sorted({c.asset for c in failed}))}"
+        )
 
 
 def materialization_metadata(result: ExecuteInProcessResult) -> dict[str, dict[str, Any]]:
@@ -66,13 +122,14 @@ def materialization_metadata(result: ExecuteInProcessResult) -> dict[str, dict[s
 
 
 def dagster_instance(env: Mapping[str, str] = os.environ) -> DagsterInstance:
-    """The instance in DAGSTER_HOME, or in METRICS_INDEX_HOME/dagster when none is set, so CLI runs are kept and
-    show up in `dagster dev` started on that folder (deploy/dagster-home.sh does)."""
-    home = Path(env.get("DAGSTER_HOME") or metrics_home(env) / "dagster")
+    """The instance in the Dagster home (settings.dagster_home), given the project's dagster.yaml (pools, run queue,
+    telemetry off) when it has no configuration of its own, so CLI runs are kept and shown by `dagster dev` started
+    on that home (deploy/dagster-home.sh does)."""
+    home = dagster_home(env)
     home.mkdir(parents=True, exist_ok=True)
-    settings = home / "dagster.yaml"
-    if not settings.exists():
-        settings.write_text("# Local Dagster instance of the metrics-index CLI: SQLite storage in this folder.\n")
+    config = home / "dagster.yaml"
+    if not config.exists() or not yaml.safe_load(config.read_text()):
+        shutil.copyfile(DAGSTER_CONFIG, config)
     return DagsterInstance.from_config(str(home))
 
 
@@ -87,32 +144,42 @@ def index_namespace(
     log_level: str = "CRITICAL",
     notify: Notify | None = None,
 ) -> IndexSummary:
-    """Register the namespace as a partition and materialize its four assets in this process, as the namespace's
-    only writer: a run of it elsewhere makes this one wait (telling `notify`) up to METRICS_INDEX_LOCK_WAIT_SECONDS,
-    then fail with StoreBusyError."""
-    _check_exclude(exclude)
+    """Register the namespace as a partition and run the index job on it in this process: the four assets and their
+    checks, as a sensor run does. A failed blocking check raises ChecksFailed before the steps after it run; the
+    summary lists every check. The run is the namespace's only writer: a run of it elsewhere makes this one wait
+    (telling `notify`) up to METRICS_INDEX_LOCK_WAIT_SECONDS, then fail with StoreBusyError."""
+    _check_selection(limit, exclude)
     resources = resources_from_env(env)
-    resources["prometheus"].source(namespace)  # refuse a bad or unknown namespace before registering it
+    _known_source(resources["prometheus"], namespace, env)  # refuse a bad or unknown namespace before registering it
     instance = instance or dagster_instance(env)
     instance.add_dynamic_partitions(NAMESPACE_PARTITIONS.name, [namespace])
     resources["progress"] = ProgressResource(enabled=progress)
+    job = Definitions(
+        assets=METRIC_ASSETS,
+        asset_checks=METRIC_CHECKS,
+        jobs=[build_index_job(resources["enricher"])],
+        resources=resources,
+    ).resolve_job_def(INDEX_JOB)
+    run_id = str(uuid.uuid4())
     redis_resource: RedisResource = resources["redis"]
     with redis_resource.namespace_writer(namespace, notify):
-        result = materialize(
-            METRIC_ASSETS,
-            partition_key=namespace,
-            instance=instance,
-            resources=resources,
-            run_config={
-                "loggers": {"console": {"config": {"log_level": log_level}}},
-                "ops": {
-                    "raw_metric_metadata": {"config": {"limit": limit, "exclude": exclude}},
-                    "enriched_metric_metadata": {"config": {"force": force}},
+        try:
+            result = job.execute_in_process(
+                partition_key=namespace,
+                instance=instance,
+                run_id=run_id,
+                run_config={
+                    "loggers": {"console": {"config": {"log_level": log_level}}},
+                    "ops": {
+                        "raw_metric_metadata": {"config": {"limit": limit, "exclude": exclude}},
+                        "enriched_metric_metadata": {"config": {"force": force}},
+                    },
                 },
-            },
-            tags={"metrics_index/source": "cli"},
-            raise_on_error=True,
-        )
+                tags={SOURCE_TAG: "cli"},
+                raise_on_error=True,
+            )
+        except DagsterAssetCheckFailedError:
+            raise ChecksFailed(namespace, _check_outcomes(instance, run_id)) from None
     metadata = materialization_metadata(result)
     raw = RawFigures.from_metadata(metadata[raw_metric_metadata.key.path[-1]])
     enriched = EnrichmentFigures.from_metadata(metadata[enriched_metric_metadata.key.path[-1]])
@@ -131,7 +198,25 @@ def index_namespace(
         usage=enriched.usage,
         durations={asset: values["duration_seconds"] for asset, values in metadata.items()},
         failures=enriched.failures,
+        checks=[CheckOutcome.from_evaluation(e) for e in result.get_asset_check_evaluations()],
     )
+
+
+def _check_outcomes(instance: DagsterInstance, run_id: str) -> list[CheckOutcome]:
+    records = instance.get_records_for_run(run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION).records
+    return [CheckOutcome.from_evaluation(r.event_log_entry.dagster_event.event_specific_data) for r in records]
+
+
+def _known_source(prometheus: PrometheusResource, namespace: str, env: Mapping[str, str]) -> None:
+    """Refuse a namespace the registry does not know (and no Prometheus URL covers), naming the close ones."""
+    try:
+        prometheus.source(namespace)
+    except NamespaceError as error:
+        Namespace.parse(namespace)  # a malformed namespace: the rule alone says what is wrong
+        suggestions = namespace_suggestions(namespace, env)
+        if not suggestions:
+            raise
+        raise NamespaceError(f"{error}; did you mean {' or '.join(suggestions)}?") from None
 
 
 def dry_run(
@@ -139,8 +224,9 @@ def dry_run(
 ) -> IndexSummary:
     """Fetch and enrich with rules, write nothing: what an index run would cover, without side effects."""
     Namespace.parse(namespace)
-    _check_exclude(exclude)
+    _check_selection(limit, exclude)
     resources = resources_from_env(env)
+    _known_source(resources["prometheus"], namespace, env)
     fetched = resources["prometheus"].fetch(namespace)
     raw = select_metrics(fetched, limit, exclude)
     frame, report = enrich_catalog(RawMetric.from_frame(raw), RulesEnricher(), RulesEnricher())
@@ -195,12 +281,12 @@ def validate_metrics(namespace: str, names: Sequence[str], env: Mapping[str, str
 def validate_promql(namespace: str, expression: str, env: Mapping[str, str] = os.environ) -> QueryValidation:
     """Parse a PromQL expression and check its metric names, label names and `=` values against the namespace's
     name set and label schemas in Redis: each problem with its position and close matches."""
-    Namespace.parse(namespace)
-    redis_resource: RedisResource = resources_from_env(env)["redis"]
-    return validate_query(expression, NameSetCatalog(redis_resource.client(), namespace), namespace)
+    return validate_query(expression, NameSetCatalog(name_set_client(namespace, env), namespace), namespace)
 
 
-def _check_exclude(exclude: str | None) -> None:
+def _check_selection(limit: int | None, exclude: str | None) -> None:
+    if limit is not None and limit < 1:
+        raise ValueError(f"--limit must be at least 1 metric, not {limit}")
     if exclude:
         try:
             re.compile(exclude)

@@ -2,6 +2,10 @@
 
 Each command imports what it needs when it runs: `search` and `validate` never load Dagster or the Anthropic SDK,
 and with METRICS_INDEX_URL set they ask the running service (`metrics-index serve`) instead of opening the stores.
+
+Exit statuses: 0 done (search: a good match; validate: every name known); 1 no good match, an unknown name or a
+failed run or check; 2 a usage error; 3 the namespace is not indexed where the command looked. With --json, a
+failure is also an error object on stdout: {"error": {"code", "message", "namespace", ...}}.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
+from metrics_index.lookup import NotIndexed
 from metrics_index.namespaces import NamespaceError, load_registry
 from metrics_index.service.client import TOKEN_ENV, URL_ENV, ServiceClient, ServiceError
 from metrics_index.service.limits import NotFound
@@ -36,31 +41,52 @@ _FLAG_ENV = {
 }
 
 
+NO_MATCH, USAGE, NOT_INDEXED = 1, 2, 3
+"""Exit statuses besides 0 and the plain failure 1 (see the module's docstring)."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     env = {**os.environ, **{_FLAG_ENV[k]: str(v) for k, v in vars(args).items() if k in _FLAG_ENV and v is not None}}
     try:
         return args.run(args, env)
+    except NotIndexed as error:
+        return _fail(args, "not_indexed", str(error), NOT_INDEXED, suggestions=list(error.suggestions))
     except (NamespaceError, ValueError) as error:
-        print(f"metrics-index: {error}", file=sys.stderr)
-        return 2
+        return _fail(args, "usage", str(error), USAGE)
     except NotFound as error:
-        print(f"metrics-index: {error}", file=sys.stderr)
-        return 1
+        return _fail(args, "not_found", str(error), 1)
     except ServiceError as error:
-        print(f"metrics-index: {error}", file=sys.stderr)
-        return 2 if error.status is not None and 400 <= error.status < 500 else 1
+        if error.status == 404:
+            return _fail(args, "not_indexed", str(error), NOT_INDEXED)
+        if error.status is not None and 400 <= error.status < 500:
+            return _fail(args, "usage", str(error), USAGE)
+        return _fail(args, "service", str(error), 1)
+
+
+def _fail(args: argparse.Namespace, code: str, message: str, status: int, **details: object) -> int:
+    """The message on stderr; with --json also an error object on stdout, so a program tells the cases apart."""
+    print(f"metrics-index: {message}", file=sys.stderr)
+    if getattr(args, "json", False):
+        error = {"code": code, "message": message, "namespace": getattr(args, "namespace", None), **details}
+        print(json.dumps({"error": error}))
+    return status
 
 
 def _index(args: argparse.Namespace, env: dict[str, str]) -> int:
     from dagster import DagsterExecutionStepExecutionError
 
+    from metrics_index.api import ChecksFailed
     from metrics_index.sources import SourceError
     from metrics_index.stores.lock import StoreBusyError
 
     try:
         return _run_index(args, env)
     except (SourceError, StoreBusyError) as error:
+        print(f"metrics-index: {error}", file=sys.stderr)
+        return 1
+    except ChecksFailed as error:
+        _print_checks(error.checks)
         print(f"metrics-index: {error}", file=sys.stderr)
         return 1
     except DagsterExecutionStepExecutionError as error:
@@ -87,7 +113,10 @@ def _run_index(args: argparse.Namespace, env: dict[str, str]) -> int:
         summaries.append(summary)
     if len(summaries) > 1:
         print(f"{len(summaries)} namespaces, {sum(s.processed for s in summaries)} metrics")
-    return 0
+    failed = [f"{summary.namespace} {check.name}" for summary in summaries for check in summary.failed_checks]
+    if failed:
+        print(f"metrics-index: integrity checks failed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def _tell(message: str) -> None:
@@ -121,11 +150,22 @@ def _print_summary(summary: api.IndexSummary, dry_run: bool) -> None:
         ]
     if summary.durations:
         lines.append(("seconds", ", ".join(f"{asset} {sec:.2f}" for asset, sec in summary.durations.items())))
+    if summary.checks:
+        failed = sum(not c.passed and c.severity == "ERROR" for c in summary.checks)
+        warned = sum(not c.passed and c.severity == "WARN" for c in summary.checks)
+        lines.append(("checks", f"{len(summary.checks) - failed - warned} passed, {warned} warned, {failed} failed"))
     print(f"\n== {title}")
     for label, value in lines:
         print(f"  {label:<13} {value}")
+    _print_checks(summary.checks)
     for name, reason in list(summary.failures.items())[:10]:
         print(f"  ! {name}: {reason}")
+
+
+def _print_checks(checks: Sequence[api.CheckOutcome]) -> None:
+    for check in checks:
+        status = "ok" if check.passed else ("FAIL" if check.severity == "ERROR" else "WARN")
+        print(f"    {status:<4} {check.asset}.{check.name}: {check.summary}")
 
 
 def _service(env: Mapping[str, str]) -> ServiceClient | None:
@@ -145,20 +185,24 @@ def _search(args: argparse.Namespace, env: dict[str, str]) -> int:
 
         found = search_metrics(args.namespace, args.question, k=args.k, explain=args.explain, env=env)
         results = [asdict(result) for result in found]
+    status = 0 if any(not result.get("weak") for result in results) else NO_MATCH
     if args.json:
         print(compact_json(results))
-        return 0
-    if not results:
-        print(f"no metrics indexed for {args.namespace}: run `metrics-index index {args.namespace}` first")
-        return 1
+        return status
+    if status == NO_MATCH:
+        print(
+            f"no good match in {args.namespace}: none of these is close in meaning to the question "
+            "(the namespace may have no such metric)"
+        )
     for rank, result in enumerate(results, 1):
         _print_result(rank, result, args.explain)
-    return 0
+    return status
 
 
 def _print_result(rank: int, result: Mapping[str, Any], explain: bool) -> None:
     unit = f" [{result['unit']}]" if result["unit"] else ""
-    print(f"{rank:>2}. {result['metric_name']}  ({result['type']}{unit}, score {result['score']:.3f})")
+    weak = ", weak match" if result.get("weak") else ""
+    print(f"{rank:>2}. {result['metric_name']}  ({result['type']}{unit}, score {result['score']:.3f}{weak})")
     print(f"    {result['description']}")
     if result.get("promql"):
         print(f"    promql: {result['promql']}")
@@ -237,8 +281,21 @@ def _validate_promql(args: argparse.Namespace, env: dict[str, str]) -> int:
     return 0 if all(check.valid for check in checked) else 1
 
 
+def _positive(text: str) -> int:
+    """A whole number of at least 1 (argparse reports anything else as a usage error, exit status 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="metrics-index", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="metrics-index", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--registry", help="namespace registry file (default: $METRICS_INDEX_REGISTRY or the demo)")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
@@ -250,10 +307,10 @@ def _parser() -> argparse.ArgumentParser:
     chroma = index.add_mutually_exclusive_group()
     chroma.add_argument("--chroma-path", help="embedded Chroma directory")
     chroma.add_argument("--chroma-host", help="Chroma server host")
-    index.add_argument("--chroma-port", type=int, help="Chroma server port")
-    index.add_argument("--batch-size", type=int, help="documents embedded and upserted per batch")
+    index.add_argument("--chroma-port", type=_positive, help="Chroma server port")
+    index.add_argument("--batch-size", type=_positive, help="documents embedded and upserted per batch")
     index.add_argument("--enricher", choices=("auto", "claude", "rules"))
-    index.add_argument("--limit", type=int, help="index only the first N metrics by name")
+    index.add_argument("--limit", type=_positive, help="index only the first N metrics by name")
     index.add_argument("--exclude", metavar="REGEX", help="leave out metrics whose name matches")
     index.add_argument("--force", action="store_true", help="re-enrich every metric, changed or not")
     index.add_argument("--dry-run", action="store_true", help="fetch and enrich with rules; write nothing")
@@ -262,12 +319,12 @@ def _parser() -> argparse.ArgumentParser:
     search = commands.add_parser("search", help="rank the namespace's metrics for a question")
     search.add_argument("namespace")
     search.add_argument("question")
-    search.add_argument("-k", type=int, default=10, help="number of results (default 10)")
+    search.add_argument("-k", type=_positive, default=10, help="number of results (default 10)")
     search.add_argument("--json", action="store_true", help="compact JSON for programs and LLMs")
     search.add_argument("--explain", action="store_true", help="say which fields matched")
     search.add_argument("--chroma-path")
     search.add_argument("--chroma-host")
-    search.add_argument("--chroma-port", type=int)
+    search.add_argument("--chroma-port", type=_positive)
     search.add_argument("--redis-url", help="Redis server holding the namespaces' revisions")
     search.set_defaults(run=_search)
 
@@ -291,14 +348,14 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="run the search service (HTTP API, /metrics, MCP at /mcp)")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8765, help="port (default 8765)")
+    serve.add_argument("--port", type=_positive, default=8765, help="port (default 8765)")
     serve.add_argument("--preload", nargs="*", default=[], metavar="NAMESPACE", help="namespaces to load at start")
     serve.set_defaults(run=_serve)
 
     mcp = commands.add_parser("mcp", help="run the MCP server (stdio for a local client, or streamable HTTP)")
     mcp.add_argument("--transport", choices=("stdio", "http"), default="stdio")
     mcp.add_argument("--host", default="127.0.0.1")
-    mcp.add_argument("--port", type=int, default=8766)
+    mcp.add_argument("--port", type=_positive, default=8766)
     mcp.set_defaults(run=_mcp)
     return parser
 

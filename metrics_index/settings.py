@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from dagster import ConfigurableResource, EnvVar
 
@@ -23,6 +24,16 @@ from metrics_index.resources import (
 )
 from metrics_index.stores.connections import StoreSettings, metrics_home
 from metrics_index.stores.lock import DEFAULT_WAIT_SECONDS
+
+DAGSTER_CONFIG = Path(__file__).parent / "data" / "dagster.yaml"
+"""The project's Dagster instance configuration (run queue, pools, telemetry off), for every Dagster home it uses."""
+
+
+def dagster_home(env: Mapping[str, str] = os.environ) -> Path:
+    """The Dagster home the CLI records its runs in: DAGSTER_HOME, else `dagster` in the metrics-index home."""
+    if env.get("DAGSTER_HOME"):
+        return Path(env["DAGSTER_HOME"]).expanduser().absolute()
+    return metrics_home(env) / "dagster"
 
 
 def resources_from_env(env: Mapping[str, str] = os.environ) -> dict[str, ConfigurableResource]:

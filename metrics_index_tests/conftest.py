@@ -16,13 +16,15 @@ from metrics_index_tests.servers import PrometheusStack, RedisServer, ScriptedHT
 
 
 @pytest.fixture(autouse=True)
-def _isolated_environment() -> Iterator[None]:
+def _isolated_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """A developer's own settings must not reach the tests (no real LLM calls, no configured Redis or Prometheus),
-    and whatever a test or the code under test puts in the environment (e.g. DAGSTER_HOME) is undone after it."""
+    and whatever a test or the code under test puts in the environment (e.g. DAGSTER_HOME) is undone after it. The
+    per-user data folder (the default home) is a fresh temporary folder, never the developer's."""
     saved = dict(os.environ)
     for name in saved:
         if name.startswith("METRICS_INDEX_") or name in {"ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "DAGSTER_HOME"}:
             del os.environ[name]
+    os.environ["XDG_DATA_HOME"] = str(tmp_path_factory.mktemp("xdg-data"))
     yield
     os.environ.clear()
     os.environ.update(saved)

@@ -11,15 +11,20 @@ from pathlib import Path
 
 import pytest
 import redis
-from dagster import DagsterInstance
+import yaml
+from dagster import DagsterEventType, DagsterInstance
 
-from metrics_index import cli
-from metrics_index.namespaces import NAMESPACE_RULE
+from metrics_index import api, cli
+from metrics_index.checks import METRIC_CHECKS
+from metrics_index.namespaces import DEFAULT_REGISTRY_PATH, NAMESPACE_RULE
+from metrics_index.settings import DAGSTER_CONFIG, dagster_home
+from metrics_index.stores.connections import metrics_home
 from metrics_index.stores.name_set import names_key
 from metrics_index_tests.project import Project
 from metrics_index_tests.servers import PrometheusStack, free_port
 
-SUMMARY_LABELS = ("total", "processed", "enriched", "indexed", "failed", "skipped", "success rate")
+SUMMARY_LABELS = ("total", "processed", "enriched", "indexed", "failed", "skipped", "success rate", "checks")
+PLATFORM_CHECKS = {key.name for check in METRIC_CHECKS for key in check.check_keys}
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -64,10 +69,18 @@ def test_index_search_validate_on_a_live_namespace(
     assert block["indexed"].startswith(f"{metrics} (0 unchanged, 0 removed)")
     assert (block["failed"].split()[0], block["success rate"]) == ("0", "100.0%")
 
-    # The run is in the Dagster home the CLI used, where `dagster dev` with the same home shows it.
+    assert block["checks"] == f"{len(PLATFORM_CHECKS)} passed, 0 warned, 0 failed", out
+
+    # The run is in the Dagster home the CLI used, where `dagster dev` with the same home shows it, with the same
+    # checks the platform runs, under the project's instance configuration.
     instance = DagsterInstance.from_config(str(live.home / "dagster"))
     assert instance.get_dynamic_partitions("namespace") == ["live:node"]
-    assert [run.tags.get("metrics_index/source") for run in instance.get_runs()] == ["cli"]
+    [cli_run] = instance.get_runs()
+    assert cli_run.tags.get("metrics_index/source") == "cli"
+    evaluations = instance.get_records_for_run(cli_run.run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION)
+    checked = {r.event_log_entry.dagster_event.event_specific_data.check_name for r in evaluations.records}
+    assert checked == PLATFORM_CHECKS
+    assert (live.home / "dagster" / "dagster.yaml").read_text() == DAGSTER_CONFIG.read_text()
 
     status, out, err = run(capsys, "search", "live:node", "seconds the CPUs spent", "-k", "3", "--json",
                            "--chroma-path", chroma)  # fmt: skip
@@ -77,8 +90,24 @@ def test_index_search_validate_on_a_live_namespace(
     assert "node_cpu_seconds_total" in [r["metric"] for r in results]
     assert {"metric", "type", "score", "description"} <= set(results[0])
 
+    # Nonsense has no good match: every answer is marked weak, the text says so, the exit status is 1.
+    status, out, _ = run(capsys, "search", "live:node", "xyzzy qwerty", "-k", "3", "--json", "--chroma-path", chroma)
+    assert (status, [r.get("weak") for r in json.loads(out)]) == (1, [True, True, True])
+    status, out, _ = run(capsys, "search", "live:node", "xyzzy qwerty", "-k", "2", "--chroma-path", chroma)
+    assert status == 1 and out.startswith("no good match in live:node") and out.count("weak match") == 2, out
+    # A typo in the namespace: not indexed (3), distinct from no match, with the close namespace, also in JSON.
+    status, out, err = run(capsys, "search", "live:nod", "cpu", "--json", "--chroma-path", chroma,
+                           "--redis-url", live.redis_url)  # fmt: skip
+    error = json.loads(out)["error"]
+    assert (status, error["code"], error["suggestions"]) == (3, "not_indexed", ["live:node"])
+    assert "did you mean live:node?" in err
+    status, _out, err = run(capsys, "search", "live:node", "  ", "--chroma-path", chroma)
+    assert (status, err.strip()) == (2, "metrics-index: the question is empty")
+
     status, out, _ = run(capsys, "validate", "live:node", "node_cpu_seconds_total", "--redis-url", live.redis_url)
     assert (status, out.split()) == (0, ["known", "node_cpu_seconds_total"])
+    status, _out, err = run(capsys, "validate", "live:nod", "up", "--redis-url", live.redis_url)
+    assert status == 3 and "live:nod is not indexed in the Redis at 127.0.0.1" in err and "live:node?" in err, err
     status, out, _ = run(
         capsys,
         "validate",
@@ -132,6 +161,87 @@ def test_usage_errors_exit_2_with_a_clear_message(
     assert "Traceback" not in err
     with redis.Redis.from_url(live.redis_url) as client:
         assert client.keys("*") == []
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("index", "live:node", "--limit", "-5"),
+        ("index", "live:node", "--limit", "0"),
+        ("search", "live:node", "disk", "-k", "0"),
+        ("search", "live:node", "disk", "-k", "-1"),
+        ("search", "live:node", "disk", "-k", "ten"),
+    ],
+)
+def test_numeric_options_are_validated(
+    live: Project, capsys: pytest.CaptureFixture[str], argv: tuple[str, ...]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["--registry", str(live.registry_path), *argv])
+    assert exited.value.code == 2
+    assert re.search(
+        r"argument (-k|--limit): ('.+' is not a whole number|must be at least 1, not -?\d)", capsys.readouterr().err
+    )
+
+
+def test_a_failed_blocking_check_stops_the_cli_run_before_the_stores(
+    live: Project, capsys: pytest.CaptureFixture[str]
+) -> None:
+    entries = json.loads((DEFAULT_REGISTRY_PATH.parent / "demo-targets-metadata.json").read_text())["data"]
+    pushgateway = [entry for entry in entries if entry["target"]["job"] == "pushgateway"]
+    snapshot = live.write_snapshot("broken.json", [*pushgateway, {**pushgateway[0], "metric": "pushgateway-requests"}])
+    live.register("demo:broken", snapshot=snapshot, selector='{job="pushgateway"}')
+    status, out, err = run(capsys, "--registry", str(live.registry_path), "index", "demo:broken",
+                           "--redis-url", live.redis_url)  # fmt: skip
+    assert status == 1
+    assert re.search(r"FAIL raw_metric_metadata\.valid_metric_names: 1 names are not valid", out), out
+    assert "blocking check failed (valid_metric_names on raw_metric_metadata" in err, err
+    with redis.Redis.from_url(live.redis_url) as client:
+        assert not client.exists(names_key("demo:broken"))
+    assert not (live.home / "chroma").exists()
+    assert not (live.home / "catalog" / "enriched_metric_metadata").exists()
+
+
+def test_search_and_validate_never_create_a_store(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    home = tmp_path / "never-indexed"
+    os.environ["METRICS_INDEX_HOME"] = str(home)
+    status, out, err = run(capsys, "search", "demo:node", "free disk space", "--json")
+    assert (status, json.loads(out)["error"]["code"]) == (3, "not_indexed")
+    assert f"(home {home}, which does not exist" in err and "metrics-index index demo:node" in err, err
+    status, _out, err = run(capsys, "validate", "demo:node", "up")
+    assert status == 3 and f"embedded Redis {home / 'redis.db'}" in err, err
+    missing = tmp_path / "elsewhere"
+    status, _out, _err = run(capsys, "search", "demo:node", "disk", "--chroma-path", str(missing))
+    assert status == 3
+    assert not home.exists() and not missing.exists()
+
+
+def test_one_home_whatever_the_current_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert metrics_home({"METRICS_INDEX_HOME": "~/mi"}) == Path.home() / "mi"
+    assert metrics_home({"XDG_DATA_HOME": "/data", "HOME": "/home/u"}) == Path("/data/metrics-index")
+    assert metrics_home({"HOME": "/home/u"}) == Path("/home/u/.local/share/metrics-index")
+    assert dagster_home({"HOME": "/home/u"}) == Path("/home/u/.local/share/metrics-index/dagster")
+    assert dagster_home({"DAGSTER_HOME": "/d", "METRICS_INDEX_HOME": "/m"}) == Path("/d")
+
+
+def test_every_dagster_home_gets_the_project_configuration(tmp_path: Path) -> None:
+    """An empty dagster.yaml (as older demos left) is replaced; a home configured by its owner is kept."""
+    (tmp_path / "dagster").mkdir()
+    (tmp_path / "dagster" / "dagster.yaml").write_text("# empty\n")
+    instance = api.dagster_instance({"METRICS_INDEX_HOME": str(tmp_path)})
+    config = yaml.safe_load(DAGSTER_CONFIG.read_text())
+    assert config["telemetry"] == {"enabled": False} and config["concurrency"]["pools"]
+    assert instance.get_settings("telemetry") == {"enabled": False}
+    assert (
+        instance.get_concurrency_config().pool_config.default_pool_limit
+        == config["concurrency"]["pools"]["default_limit"]
+    )
+    own = tmp_path / "own"
+    own.mkdir()
+    (own / "dagster.yaml").write_text("telemetry:\n  enabled: true\n")
+    api.dagster_instance({"DAGSTER_HOME": str(own)})
+    assert (own / "dagster.yaml").read_text() == "telemetry:\n  enabled: true\n"
 
 
 def test_prometheus_down_fails_with_the_reason_last(live: Project, capsys: pytest.CaptureFixture[str]) -> None:

@@ -46,6 +46,7 @@ class SearchResultItem(BaseModel):
     unit: str
     description: str
     matched: list[str] = []
+    weak: bool = Field(False, description="not close in meaning to the question: the namespace may have no such metric")
 
 
 class SearchResponse(BaseModel):

@@ -32,7 +32,7 @@ from metrics_index.service.limits import (
 )
 from metrics_index.stores import revision
 from metrics_index.stores.connections import StoreSettings, metrics_home
-from metrics_index.stores.name_set import KEY_PREFIX, names_key
+from metrics_index.stores.name_set import indexed_namespaces, names_key
 
 log = logging.getLogger(__name__)
 
@@ -71,11 +71,7 @@ class CatalogService:
     def list_namespaces(self) -> list[dict[str, Any]]:
         """Every namespace with a name set in Redis (indexed at least once), with what is held in memory."""
         warm = self.catalog.namespaces()
-        suffix = ":names"
-        keys = [
-            key.decode() if isinstance(key, bytes) else key for key in self.redis.scan_iter(f"{KEY_PREFIX}:*{suffix}")
-        ]
-        indexed = sorted(key[len(KEY_PREFIX) + 1 : -len(suffix)] for key in keys)
+        indexed = indexed_namespaces(self.redis)
         with self.redis.pipeline(transaction=False) as pipe:
             for namespace in indexed:
                 pipe.scard(names_key(namespace))

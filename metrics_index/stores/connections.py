@@ -23,8 +23,13 @@ DEFAULT_COLLECTION = "metrics_index"
 
 
 def metrics_home(env: Mapping[str, str] = os.environ) -> Path:
-    """The folder for the embedded Redis, embedded Chroma, the Parquet catalog and the CLI's Dagster instance."""
-    return Path(env.get("METRICS_INDEX_HOME", ".metrics-index")).absolute()
+    """The folder for the embedded Redis, embedded Chroma, the Parquet catalog and the CLI's Dagster instance:
+    METRICS_INDEX_HOME, else the user's data folder ($XDG_DATA_HOME/metrics-index, by default
+    ~/.local/share/metrics-index), never the current folder. deploy/dagster-home.sh follows the same rule."""
+    if env.get("METRICS_INDEX_HOME"):
+        return Path(env["METRICS_INDEX_HOME"]).expanduser().absolute()
+    data = env.get("XDG_DATA_HOME") or str(Path(env.get("HOME") or Path.home()) / ".local" / "share")
+    return Path(data).expanduser().absolute() / "metrics-index"
 
 
 @dataclass(frozen=True)

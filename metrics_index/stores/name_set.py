@@ -98,6 +98,13 @@ def all_names(client: redis.Redis, namespace: str) -> set[str]:
     return {name.decode() if isinstance(name, bytes) else name for name in client.smembers(names_key(namespace))}
 
 
+def indexed_namespaces(client: redis.Redis) -> list[str]:
+    """Every namespace with a name set (indexed at least once), sorted."""
+    prefix, suffix = names_key("*").split("*")
+    keys = (key.decode() if isinstance(key, bytes) else key for key in client.scan_iter(names_key("*"), count=1000))
+    return sorted(key.removeprefix(prefix).removesuffix(suffix) for key in keys)
+
+
 def close_matches(candidates: Iterable[str], name: str, limit: int = 3, score_cutoff: int = 80) -> list[str]:
     """Names that look like a mistyped `name`, best first, for 'did you mean' answers."""
     matches = process.extract(name, list(candidates), scorer=fuzz.ratio, limit=limit, score_cutoff=score_cutoff)
