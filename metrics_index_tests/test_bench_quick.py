@@ -101,3 +101,12 @@ def test_scale_bench_indexes_everything_once_then_nothing(tmp_path: Path) -> Non
     assert run["search"]["results"] == 10
     assert run["search"]["top"]["node_load5"] == "node_load5"
     assert answer["redis_only"]["stored"] == 1000
+
+
+def test_weak_match_bench_never_alarms_on_a_question_that_names_its_metric(tmp_path: Path) -> None:
+    out = run_bench("weak_match.py", "--quick", "--corpus", str(small_corpus(tmp_path)))
+    chosen = next(line for line in out.splitlines() if line.startswith("chosen on the corpus questions"))
+    assert 0.05 <= float(chosen.rsplit(" ", 1)[1]) <= 0.70, out
+    # Every corpus question is an exact metric name: named results are never weak, whatever the threshold.
+    assert "  corpus            false alarms 0/4 (0.0%)" in out, out
+    assert "nonsense          missed (no alarm)" in out, out
