@@ -49,6 +49,11 @@ class RawFigures(LabelCounts):
     label_requests: int = 0
     label_seconds: float = 0.0
     label_errors: str = ""
+    previous_metrics: int = 0
+    conflicting_types: dict[str, str] = field(default_factory=dict)
+    """Names whose targets declare different types (the first 50), with those types."""
+    warning: str = ""
+    """Set when the previous output could not be read and was treated as absent."""
 
 
 @dataclass(frozen=True)
@@ -74,6 +79,8 @@ class EnrichmentFigures(LabelCounts):
     """Rows holding the rules' answer until the Message Batch they wait on is collected."""
     message_batches: list[str] = field(default_factory=list)
     """The batches those rows wait on (the message batch sensor polls them)."""
+    warning: str = ""
+    """Set when the previous output could not be read and was treated as absent (every metric enriched again)."""
 
     def metadata(self) -> dict[str, Any]:
         plain = {k: v for k, v in super().metadata().items() if k != "usage"}

@@ -30,8 +30,9 @@ from metrics_index.resources import (
     RedisResource,
 )
 from metrics_index.sources import RawMetric, SourceError
+from metrics_index.sources.base import CONFLICTING_TYPES
 from metrics_index.sources.labels import LabelFetch, label_stats, series_name_schemas, with_labels
-from metrics_index.sources.prometheus import select_metrics
+from metrics_index.sources.prometheus import select_metrics, shrink_problem
 from metrics_index.stores import revision
 from metrics_index.stores.name_set import promql_names, replace_names
 
@@ -47,11 +48,17 @@ class SelectionConfig(Config):
     allow_empty: bool = False
     """Accept a namespace with no metrics, which empties its name set and index. Off by default: an empty
     answer is more often a wrong selector or a Prometheus that has not scraped yet than a retired service."""
+    allow_shrink: bool = False
+    """Accept losing more than the resource's `max_shrink_share` of the namespace's metrics in one run. Off by
+    default for the same reason as `allow_empty`: a collapse is more often a broken answer than a change."""
 
 
 @asset(partitions_def=NAMESPACE_PARTITIONS, group_name=GROUP, io_manager_key=PARQUET_IO)
 def raw_metric_metadata(
-    context: AssetExecutionContext, config: SelectionConfig, prometheus: PrometheusResource
+    context: AssetExecutionContext,
+    config: SelectionConfig,
+    prometheus: PrometheusResource,
+    parquet_io_manager: ResourceParam[ParquetIOManager],
 ) -> Output[pd.DataFrame]:
     """Name, type, help and unit of every metric in the namespace, from Prometheus (or its snapshot), and its label
     schema (`labels`, JSON) from the namespace's series. Labels that cannot be read leave `labels` empty and the
@@ -66,6 +73,12 @@ def raw_metric_metadata(
             else f"Prometheus returned no metrics for {context.partition_key}: check its selector in the registry. "
             "Nothing downstream was changed; set allow_empty to empty the namespace on purpose."
         )
+    previous, unreadable = parquet_io_manager.load_previous(context.asset_key.path[-1], context.partition_key)
+    if previous is not None and not (config.allow_shrink or config.allow_empty):
+        problem = shrink_problem(context.partition_key, len(previous), len(frame), prometheus.max_shrink_share)
+        if problem:
+            raise Failure(problem)
+    conflicts = frame.loc[frame[CONFLICTING_TYPES] != "", ["metric_name", CONFLICTING_TYPES]].head(_FAILURES_LISTED)
     try:
         labels = prometheus.fetch_labels(context.partition_key, frame)
     except SourceError as error:
@@ -83,6 +96,9 @@ def raw_metric_metadata(
         label_seconds=labels.seconds,
         label_errors="; ".join(labels.errors),
         duration_seconds=round(perf_counter() - started, 3),
+        previous_metrics=len(previous) if previous is not None else 0,
+        conflicting_types=dict(conflicts.itertuples(index=False, name=None)),
+        warning=unreadable,
     )
     return Output(frame, metadata=figures.metadata())
 
@@ -128,7 +144,9 @@ def enriched_metric_metadata(
     """Every metric described in the controlled vocabularies. A metric the enricher fails on is enriched by
     rules instead (enricher=fallback, reason in `error`) and retried first on the next run."""
     started = perf_counter()
-    previous = parquet_io_manager.load_partition(context.asset_key.path[-1], context.partition_key)
+    previous, unreadable = parquet_io_manager.load_previous(context.asset_key.path[-1], context.partition_key)
+    if unreadable:
+        context.log.warning(f"{unreadable}: every metric is enriched again")
     primary = enricher.build()
     with progress.bar(f"enrich ({primary.name})", len(raw_metric_metadata)) as advance:
         frame, report = enrich_catalog(
@@ -154,6 +172,7 @@ def enriched_metric_metadata(
         awaiting_batch=report.awaiting,
         message_batches=report.batches,
         duration_seconds=round(perf_counter() - started, 3),
+        warning=unreadable,
     )
     return Output(frame, metadata=figures.metadata())
 

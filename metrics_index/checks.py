@@ -44,6 +44,7 @@ from metrics_index.resources import (
     PrometheusResource,
     RedisResource,
 )
+from metrics_index.sources.base import CONFLICTING_TYPES
 from metrics_index.stores.name_set import all_names, promql_names
 from metrics_index.stores.semantic_index import document_id
 
@@ -126,6 +127,22 @@ def help_share(raw: pd.DataFrame, minimum: float) -> Measurement:
         if len(raw)
         else "the namespace has no metrics: check its selector",
         details={"without_help": _listed(without)},
+    )
+
+
+def type_conflicts(raw: pd.DataFrame) -> Measurement:
+    """Names whose targets declare different types (a counter here, a histogram there): the merge kept the most
+    common type, which a query of the other targets would get wrong."""
+    declared = raw[CONFLICTING_TYPES].fillna("") if CONFLICTING_TYPES in raw else pd.Series("", index=raw.index)
+    conflicts = {str(name): str(types) for name, types in zip(raw["metric_name"], declared, strict=True) if types}
+    return Measurement(
+        passed=not conflicts,
+        measured=len(conflicts),
+        expected="= 0",
+        summary=f"{len(conflicts)} metric names are declared with conflicting types"
+        if conflicts
+        else "every name has one declared type",
+        details={"conflicts": dict(sorted(conflicts.items())[:_LISTED])},
     )
 
 
@@ -272,6 +289,7 @@ def golden_recall(queries: Sequence[GoldenQuery], ranked: Sequence[Sequence[str]
 UNIQUE_NAMES = "unique_metric_names"
 VALID_NAMES = "valid_metric_names"
 HELP_SHARE = "help_text_share"
+CONSISTENT_TYPES = "consistent_metric_types"
 NAME_SET_MATCHES = "name_set_matches_raw"
 SUCCESS_RATE = "enrichment_success_rate"
 VOCABULARY = "vocabulary_valid"
@@ -297,6 +315,7 @@ def _spec(name: str, asset: Any, description: str, blocking: bool = False, **kwa
         _spec(UNIQUE_NAMES, raw_metric_metadata, "ERROR: every metric name appears once.", blocking=True),
         _spec(VALID_NAMES, raw_metric_metadata, "ERROR: every name is a valid Prometheus metric name.", blocking=True),
         _spec(HELP_SHARE, raw_metric_metadata, "WARN: enough metrics have help text."),
+        _spec(CONSISTENT_TYPES, raw_metric_metadata, "WARN: no metric name is declared with two types."),
     ]
 )
 def raw_metadata_checks(
@@ -305,6 +324,7 @@ def raw_metadata_checks(
     yield duplicate_names(raw_metric_metadata).result(UNIQUE_NAMES, ERROR)
     yield invalid_names(raw_metric_metadata).result(VALID_NAMES, ERROR)
     yield help_share(raw_metric_metadata, check_thresholds.min_help_share).result(HELP_SHARE, WARN)
+    yield type_conflicts(raw_metric_metadata).result(CONSISTENT_TYPES, WARN)
 
 
 @multi_asset_check(

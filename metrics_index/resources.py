@@ -24,7 +24,7 @@ from metrics_index.sources.labels import (
     fetch_label_schemas,
     read_series_snapshot,
 )
-from metrics_index.sources.prometheus import PrometheusApi, discover_namespaces, fetch_raw_metadata
+from metrics_index.sources.prometheus import PrometheusApi, RequestLimits, discover_namespaces, fetch_raw_metadata
 from metrics_index.stores.connections import DEFAULT_MODEL, open_redis, open_semantic_index
 from metrics_index.stores.lock import DEFAULT_WAIT_SECONDS, Notify, namespace_writer
 from metrics_index.stores.semantic_index import DEFAULT_COLLECTION, SemanticIndex
@@ -36,6 +36,14 @@ class PrometheusResource(ConfigurableResource):
     registry_path: str = ""
     url: str = ""
     timeout_seconds: float = 10.0
+    """Deadline of one whole request (connect, redirects, headers and body), not of one read."""
+    max_bytes: int = RequestLimits.max_bytes
+    """Largest answer accepted, decoded."""
+    redirects_to_other_hosts: bool = False
+    """Follow a redirect to another host; off, so a namespace is never filled with another server's metrics."""
+    max_shrink_share: float = 0.5
+    """Largest share of a namespace's metrics one run may drop before it fails like an empty answer
+    (`allow_shrink` in the run config accepts it)."""
     label_budget_seconds: float = DEFAULT_BUDGET_SECONDS
 
     def registry(self) -> Registry:
@@ -46,13 +54,16 @@ class PrometheusResource(ConfigurableResource):
 
     def fetch(self, namespace: str, registry: Registry | None = None) -> pd.DataFrame:
         """The namespace's raw metadata; pass `registry` when fetching many namespaces to read the file once."""
-        return fetch_raw_metadata(self.source(namespace, registry), self.timeout_seconds)
+        return fetch_raw_metadata(self.source(namespace, registry), self.limits())
 
     def discover(self, registry: Registry | None = None) -> dict[str, set[str]]:
         """`tenant:service` → metric names found on Prometheus targets by the registry's `discover:` rule (none
         without a rule)."""
         rule = (registry or self.registry()).discovery
-        return discover_namespaces(rule, self.timeout_seconds) if rule else {}
+        return discover_namespaces(rule, self.limits()) if rule else {}
+
+    def limits(self) -> RequestLimits:
+        return RequestLimits(self.timeout_seconds, self.max_bytes, self.redirects_to_other_hosts)
 
     def fetch_labels(self, namespace: str, raw: pd.DataFrame) -> LabelFetch:
         """The label schemas of the metrics in `raw`: from the namespace's series snapshot, or its Prometheus
@@ -62,7 +73,7 @@ class PrometheusResource(ConfigurableResource):
             return LabelFetch(family_schemas(raw, read_series_snapshot(source.series_snapshot, source.selector)))
         if source.snapshot is not None or not source.prometheus_url:
             return LabelFetch({}, errors=["no series snapshot for this namespace: labels unknown"])
-        api = PrometheusApi(source.prometheus_url, self.timeout_seconds)
+        api = PrometheusApi(source.prometheus_url, self.limits())
         return fetch_label_schemas(api, source.selector, raw, self.label_budget_seconds)
 
 

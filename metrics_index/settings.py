@@ -22,6 +22,7 @@ from metrics_index.resources import (
     RedisResource,
     SlackResource,
 )
+from metrics_index.sources.prometheus import RequestLimits
 from metrics_index.stores.connections import StoreSettings, metrics_home
 from metrics_index.stores.lock import DEFAULT_WAIT_SECONDS
 
@@ -45,6 +46,9 @@ def resources_from_env(env: Mapping[str, str] = os.environ) -> dict[str, Configu
             registry_path=env.get("METRICS_INDEX_REGISTRY", ""),
             url=env.get("METRICS_INDEX_PROMETHEUS_URL", ""),
             timeout_seconds=float(env.get("METRICS_INDEX_PROMETHEUS_TIMEOUT", "10")),
+            max_bytes=int(env.get("METRICS_INDEX_PROMETHEUS_MAX_BYTES", RequestLimits.max_bytes)),
+            redirects_to_other_hosts=_flag(env.get("METRICS_INDEX_PROMETHEUS_REDIRECTS_TO_OTHER_HOSTS")),
+            max_shrink_share=float(env.get("METRICS_INDEX_MAX_SHRINK_SHARE", "0.5")),
         ),
         "redis": RedisResource(
             url=stores.redis_url, embedded_path=stores.redis_embedded_path, lock_wait_seconds=lock_wait_seconds
@@ -118,8 +122,12 @@ def platform_settings_from_env(env: Mapping[str, str] = os.environ) -> PlatformS
             env.get("METRICS_INDEX_SENSOR_INTERVAL_SECONDS", default.namespace_sensor_interval_seconds)
         ),
         max_runs_per_tick=int(env.get("METRICS_INDEX_SENSOR_MAX_RUNS_PER_TICK", default.max_runs_per_tick)),
-        delete_removed_namespaces=env.get("METRICS_INDEX_DELETE_REMOVED_NAMESPACES", "") in {"1", "true", "yes"},
+        delete_removed_namespaces=_flag(env.get("METRICS_INDEX_DELETE_REMOVED_NAMESPACES")),
         alert_sensor_interval_seconds=int(
             env.get("METRICS_INDEX_ALERT_INTERVAL_SECONDS", default.alert_sensor_interval_seconds)
         ),
     )
+
+
+def _flag(value: str | None) -> bool:
+    return (value or "").strip().lower() in {"1", "true", "yes", "on"}

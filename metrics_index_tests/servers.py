@@ -283,6 +283,9 @@ class CannedResponse:
     status: int
     body: bytes
     content_type: str = "application/json"
+    headers: tuple[tuple[str, str], ...] = ()
+    seconds_per_byte: float = 0.0
+    """Trickle the body a byte at a time (a server that is slow on purpose or broken); 0 sends it at once."""
 
 
 class LoopbackHTTPServer:
@@ -304,8 +307,19 @@ class LoopbackHTTPServer:
                 self.send_response(answer.status)
                 self.send_header("Content-Type", answer.content_type)
                 self.send_header("Content-Length", str(len(answer.body)))
+                for name, value in answer.headers:
+                    self.send_header(name, value)
                 self.end_headers()
-                self.wfile.write(answer.body)
+                if not answer.seconds_per_byte:
+                    self.wfile.write(answer.body)
+                    return
+                try:
+                    for offset in range(len(answer.body)):
+                        self.wfile.write(answer.body[offset : offset + 1])
+                        self.wfile.flush()
+                        time.sleep(answer.seconds_per_byte)
+                except OSError:  # the client gave up: what the trickle is there to prove
+                    pass
 
             def log_message(self, format: str, *args: object) -> None:
                 pass

@@ -200,6 +200,7 @@ def test_every_check_fails_when_its_data_is_broken(project: Project, demo_node: 
     raw_path = catalog / "raw_metric_metadata" / "demo" / "node.parquet"
     raw = pd.read_parquet(raw_path)
     raw.loc[: len(raw) // 5, "help"] = ""
+    raw.loc[raw["metric_name"] == "node_load1", "conflicting_types"] = "counter,gauge"
     raw.to_parquet(raw_path)
 
     redis_client.srem(names_key(demo_node), "node_load1")
@@ -230,6 +231,7 @@ def test_every_check_fails_when_its_data_is_broken(project: Project, demo_node: 
     passing = sorted(name for name, (passed, _) in outcomes.items() if passed)
     assert passing == [checks.UNIQUE_NAMES, checks.VALID_NAMES, checks.VOCABULARY], outcomes
     assert outcomes[checks.HELP_SHARE][1] < 0.9
+    assert metadata[checks.CONSISTENT_TYPES]["conflicts"] == {"node_load1": "counter,gauge"}
     assert outcomes[checks.NAME_SET_MATCHES][1] == 2
     assert metadata[checks.NAME_SET_MATCHES]["missing"] == ["node_load1"]
     assert outcomes[checks.SUCCESS_RATE][1] < 0.95
@@ -242,7 +244,12 @@ def test_every_check_fails_when_its_data_is_broken(project: Project, demo_node: 
     # The integrity checks block what would be corrupted after them: the name set and the index.
     pd.concat([raw, raw.head(3)]).to_parquet(raw_path)
     outcomes = _outcomes(run_namespace(project, demo_node, AssetSelection.checks_for_assets(*METRIC_ASSETS[:2])))
-    assert outcomes == {checks.UNIQUE_NAMES: (False, 3), checks.VALID_NAMES: (True, 0), checks.HELP_SHARE: ANY}
+    assert outcomes == {
+        checks.UNIQUE_NAMES: (False, 3),
+        checks.VALID_NAMES: (True, 0),
+        checks.HELP_SHARE: ANY,
+        checks.CONSISTENT_TYPES: (False, 1),
+    }
     enriched.loc[enriched.index[-1], "golden_signal_type"] = "vibes"
     enriched.to_parquet(enriched_path)
     outcomes = _outcomes(run_namespace(project, demo_node, AssetSelection.checks_for_assets(*METRIC_ASSETS[2:])))

@@ -11,8 +11,9 @@ import pytest
 
 from metrics_index.namespaces import Namespace, NamespaceError, NamespaceSource
 from metrics_index.resources import PrometheusResource
-from metrics_index.sources import RAW_COLUMNS, SourceError
-from metrics_index.sources.prometheus import fetch_raw_metadata, merge_entries, select_metrics
+from metrics_index.sources import SourceError
+from metrics_index.sources.base import RAW_COLUMNS, RAW_FRAME_COLUMNS
+from metrics_index.sources.prometheus import RequestLimits, fetch_raw_metadata, merge_entries, select_metrics
 from metrics_index_tests.servers import PrometheusStack, ScriptedHTTPServer, free_port
 
 HISTOGRAM = "prometheus_http_request_duration_seconds"  # a histogram the prometheus job always exposes
@@ -44,7 +45,7 @@ def target_entry(metric: str, job: str = "node", type_: str = "gauge", help_: st
 
 
 def assert_raw_frame(frame: pd.DataFrame) -> None:
-    assert list(frame.columns) == list(RAW_COLUMNS)
+    assert list(frame.columns) == list(RAW_FRAME_COLUMNS)
     assert frame["metric_name"].is_unique
     assert list(frame["metric_name"]) == sorted(frame["metric_name"])
 
@@ -157,7 +158,7 @@ def test_snapshot_in_the_metadata_format_is_read_whole(tmp_path: Path) -> None:
         },
     )
     frame = fetch_raw_metadata(snapshot_source(path))
-    assert frame.to_dict("records") == [
+    assert frame[list(RAW_COLUMNS)].to_dict("records") == [
         {"metric_name": "http_request_duration_seconds", "type": "histogram", "help": "Latency.", "unit": "seconds"},
         {"metric_name": "up", "type": "gauge", "help": "Whether the target is up.", "unit": ""},
     ]
@@ -183,7 +184,7 @@ def test_several_entries_for_one_name_merge_the_same_way_in_any_order() -> None:
 
 
 def test_entry_without_a_metric_name_is_rejected() -> None:
-    with pytest.raises(SourceError, match="no metric name"):
+    with pytest.raises(SourceError, match="entry 0: metric: Field required"):
         merge_entries([{"type": "gauge", "help": "nameless"}])
 
 
@@ -214,7 +215,7 @@ def test_broken_snapshot_is_a_clear_error(tmp_path: Path, content: str | None, e
 def test_prometheus_down_is_reported_as_unreachable() -> None:
     url = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(SourceError, match="unreachable") as raised:
-        fetch_raw_metadata(live_source(url, "node"), timeout=2)
+        fetch_raw_metadata(live_source(url, "node"), limits=RequestLimits(timeout_seconds=2))
     assert url in str(raised.value)
 
 
@@ -286,7 +287,7 @@ def test_series_selector_is_sent_as_match_and_joined_with_metadata(http_stub: Sc
     )
     frame = fetch_raw_metadata(live_source(http_stub.url, "orders", kind="series"))
     assert frame.to_dict("records") == [
-        {"metric_name": "odd_count", "type": "unknown", "help": "", "unit": ""},
-        {"metric_name": "rpc_seconds", "type": "histogram", "help": "RPC time.", "unit": ""},
+        {"metric_name": "odd_count", "type": "unknown", "help": "", "unit": "", "conflicting_types": ""},
+        {"metric_name": "rpc_seconds", "type": "histogram", "help": "RPC time.", "unit": "", "conflicting_types": ""},
     ]
     assert any("match%5B%5D=%7Bjob%3D%22orders%22%7D" in path for path in http_stub.requests)

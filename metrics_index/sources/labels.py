@@ -22,10 +22,15 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import requests
 
 from metrics_index.sources.base import SourceError
-from metrics_index.sources.prometheus import PrometheusApi, labels_match, parse_selector, unwrap_api_body
+from metrics_index.sources.prometheus import (
+    AnswerTooLarge,
+    PrometheusApi,
+    labels_match,
+    parse_selector,
+    unwrap_api_body,
+)
 from metrics_index.stores.name_set import SERIES_SUFFIXES
 
 MAX_VALUES = 25  # a label with at most this many distinct values keeps them all
@@ -259,25 +264,18 @@ def _series(
 ) -> tuple[list[dict[str, str]], bool]:
     """The series matching `match` (at most `limit`) and whether the answer was cut by the limit or the byte cap."""
     params = {"match[]": match, "limit": str(limit), **window}
-    url = f"{api.base_url}{_SERIES_PATH}"
     fetch.requests += 1
     try:
-        with api.session.get(url, params=params, timeout=api.timeout, stream=True) as response:
-            if response.status_code != 200:
-                raise SourceError(
-                    f"Prometheus {_SERIES_PATH} at {api.base_url} answered HTTP {response.status_code}: "
-                    f"{response.text[:200]}"
-                )
-            chunks, size = [], 0
-            for chunk in response.iter_content(chunk_size=1 << 16):
-                size += len(chunk)
-                if size > max_bytes:
-                    return [], True
-                chunks.append(chunk)
-    except requests.RequestException as error:
-        raise SourceError(f"Prometheus at {api.base_url} is unreachable: {type(error).__name__}") from None
+        status, raw_body = api.request(_SERIES_PATH, params, max_bytes=max_bytes)
+    except AnswerTooLarge:
+        return [], True
+    if status != 200:
+        raise SourceError(
+            f"Prometheus {_SERIES_PATH} at {api.base_url} answered HTTP {status}: "
+            f"{raw_body[:200].decode('utf-8', errors='replace')}"
+        )
     try:
-        body = json.loads(b"".join(chunks))
+        body = json.loads(raw_body)
     except ValueError:
         raise SourceError(f"Prometheus {_SERIES_PATH} at {api.base_url} did not answer JSON") from None
     data = unwrap_api_body(body, api.base_url, _SERIES_PATH)
