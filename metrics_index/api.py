@@ -133,6 +133,12 @@ def dagster_instance(env: Mapping[str, str] = os.environ) -> DagsterInstance:
     return DagsterInstance.from_config(str(home))
 
 
+def _forget_if_new(instance: DagsterInstance, namespace: str, new: bool) -> None:
+    """Take away a partition registered by a first run that stored nothing, so no empty namespace is left behind."""
+    if new and namespace not in instance.get_materialized_partitions(raw_metric_metadata.key):
+        instance.delete_dynamic_partition(NAMESPACE_PARTITIONS.name, namespace)
+
+
 def index_namespace(
     namespace: str,
     env: Mapping[str, str] = os.environ,
@@ -143,16 +149,17 @@ def index_namespace(
     instance: DagsterInstance | None = None,
     log_level: str = "CRITICAL",
     notify: Notify | None = None,
+    allow_shrink: bool = False,
 ) -> IndexSummary:
     """Register the namespace as a partition and run the index job on it in this process: the four assets and their
     checks, as a sensor run does. A failed blocking check raises ChecksFailed before the steps after it run; the
     summary lists every check. The run is the namespace's only writer: a run of it elsewhere makes this one wait
-    (telling `notify`) up to METRICS_INDEX_LOCK_WAIT_SECONDS, then fail with StoreBusyError."""
+    (telling `notify`) up to METRICS_INDEX_LOCK_WAIT_SECONDS, then fail with StoreBusyError. A first run that fails
+    before anything was stored takes its new partition away again, so no empty namespace is left behind."""
     _check_selection(limit, exclude)
     resources = resources_from_env(env)
     _known_source(resources["prometheus"], namespace, env)  # refuse a bad or unknown namespace before registering it
     instance = instance or dagster_instance(env)
-    instance.add_dynamic_partitions(NAMESPACE_PARTITIONS.name, [namespace])
     resources["progress"] = ProgressResource(enabled=progress)
     job = Definitions(
         assets=METRIC_ASSETS,
@@ -163,6 +170,8 @@ def index_namespace(
     run_id = str(uuid.uuid4())
     redis_resource: RedisResource = resources["redis"]
     with redis_resource.namespace_writer(namespace, notify):
+        new = not instance.has_dynamic_partition(NAMESPACE_PARTITIONS.name, namespace)
+        instance.add_dynamic_partitions(NAMESPACE_PARTITIONS.name, [namespace])
         try:
             result = job.execute_in_process(
                 partition_key=namespace,
@@ -171,7 +180,9 @@ def index_namespace(
                 run_config={
                     "loggers": {"console": {"config": {"log_level": log_level}}},
                     "ops": {
-                        "raw_metric_metadata": {"config": {"limit": limit, "exclude": exclude}},
+                        "raw_metric_metadata": {
+                            "config": {"limit": limit, "exclude": exclude, "allow_shrink": allow_shrink}
+                        },
                         "enriched_metric_metadata": {"config": {"force": force}},
                     },
                 },
@@ -179,7 +190,11 @@ def index_namespace(
                 raise_on_error=True,
             )
         except DagsterAssetCheckFailedError:
+            _forget_if_new(instance, namespace, new)
             raise ChecksFailed(namespace, _check_outcomes(instance, run_id)) from None
+        except BaseException:
+            _forget_if_new(instance, namespace, new)
+            raise
     metadata = materialization_metadata(result)
     raw = RawFigures.from_metadata(metadata[raw_metric_metadata.key.path[-1]])
     enriched = EnrichmentFigures.from_metadata(metadata[enriched_metric_metadata.key.path[-1]])

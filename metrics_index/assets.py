@@ -31,7 +31,7 @@ from metrics_index.resources import (
 )
 from metrics_index.sources import RawMetric, SourceError
 from metrics_index.sources.base import CONFLICTING_TYPES
-from metrics_index.sources.labels import LabelFetch, label_stats, series_name_schemas, with_labels
+from metrics_index.sources.labels import LabelFetch, label_stats, name_set_labels, with_labels
 from metrics_index.sources.prometheus import select_metrics, shrink_problem
 from metrics_index.stores import revision
 from metrics_index.stores.name_set import promql_names, replace_names
@@ -109,7 +109,7 @@ def metric_name_set(
 ) -> MaterializeResult:
     """The namespace's metric names and their label schemas in Redis for validation, replaced atomically together."""
     started = perf_counter()
-    labels = {name: schema.to_json() for name, schema in series_name_schemas(raw_metric_metadata).items()}
+    labels = name_set_labels(raw_metric_metadata)
     try:
         with redis.namespace_writer(context.partition_key, context.log.warning):
             size = replace_names(redis.client(), context.partition_key, promql_names(raw_metric_metadata), labels)

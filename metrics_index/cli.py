@@ -15,12 +15,15 @@ import json
 import os
 import re
 import sys
+import traceback
+import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from metrics_index.lookup import NotIndexed
 from metrics_index.namespaces import NamespaceError, load_registry
+from metrics_index.secrets import redact
 from metrics_index.service.client import TOKEN_ENV, URL_ENV, ServiceClient, ServiceError
 from metrics_index.service.limits import NotFound
 
@@ -39,6 +42,10 @@ _FLAG_ENV = {
     "enricher": "METRICS_INDEX_ENRICHER",
     "registry": "METRICS_INDEX_REGISTRY",
 }
+# Characters never printed as they are: controls (ANSI escapes, BEL, NUL), format characters (bidi overrides such
+# as U+202E, zero-width characters), surrogates and line/paragraph separators.
+_UNSAFE_CATEGORIES = {"Cc", "Cf", "Cs", "Zl", "Zp"}
+_USAGE = (NamespaceError, ValueError)
 
 
 NO_MATCH, USAGE, NOT_INDEXED = 1, 2, 3
@@ -50,81 +57,175 @@ def main(argv: Sequence[str] | None = None) -> int:
     env = {**os.environ, **{_FLAG_ENV[k]: str(v) for k, v in vars(args).items() if k in _FLAG_ENV and v is not None}}
     try:
         return args.run(args, env)
+    except KeyboardInterrupt:
+        print("metrics-index: interrupted", file=sys.stderr)
+        return 130
     except NotIndexed as error:
-        return _fail(args, "not_indexed", str(error), NOT_INDEXED, suggestions=list(error.suggestions))
-    except (NamespaceError, ValueError) as error:
-        return _fail(args, "usage", str(error), USAGE)
-    except NotFound as error:
-        return _fail(args, "not_found", str(error), 1)
-    except ServiceError as error:
+        return _fail(args, "not_indexed", error, NOT_INDEXED, suggestions=list(error.suggestions))
+    except Exception as error:  # every failure ends as one line; the traceback only with --debug
+        return _fail(args, *_classify(error), error)
+
+
+def _classify(error: BaseException) -> tuple[str, int]:
+    """The error object's code and the exit status (see the module's docstring)."""
+    if isinstance(error, ServiceError):
         if error.status == 404:
-            return _fail(args, "not_indexed", str(error), NOT_INDEXED)
+            return "not_indexed", NOT_INDEXED
         if error.status is not None and 400 <= error.status < 500:
-            return _fail(args, "usage", str(error), USAGE)
-        return _fail(args, "service", str(error), 1)
+            return "usage", USAGE
+        return "service", 1
+    if isinstance(error, _USAGE):
+        return "usage", USAGE
+    if isinstance(error, NotFound):
+        return "not_found", 1
+    return "failed", 1
 
 
-def _fail(args: argparse.Namespace, code: str, message: str, status: int, **details: object) -> int:
-    """The message on stderr; with --json also an error object on stdout, so a program tells the cases apart."""
-    print(f"metrics-index: {message}", file=sys.stderr)
+def _fail(args: argparse.Namespace, code: str, status: int, error: BaseException, **details: object) -> int:
+    """One line on stderr (the traceback too with --debug); with --json also an error object on stdout, so a program
+    tells the cases apart."""
+    _report(error, getattr(args, "debug", False), hint=code in ("failed", "service"))
     if getattr(args, "json", False):
-        error = {"code": code, "message": message, "namespace": getattr(args, "namespace", None), **details}
-        print(json.dumps({"error": error}))
+        namespace = getattr(args, "namespace", None)
+        failure = {"code": code, "message": failure_message(error), "namespace": namespace, **details}
+        print(printable(json.dumps({"error": failure})))
     return status
 
 
+def _expected() -> tuple[type[BaseException], ...]:
+    """Errors whose message is written for the user (others are shown with their type). Dagster's and the
+    sources' types are only looked at when loaded: `search` and `validate` never import Dagster."""
+    types: list[type[BaseException]] = [NamespaceError, ValueError, OSError, NotFound, ServiceError]
+    for module, name in (
+        ("metrics_index.sources.base", "SourceError"),
+        ("metrics_index.stores.lock", "StoreBusyError"),
+        ("metrics_index.api", "ChecksFailed"),
+        ("dagster", "Failure"),
+    ):
+        if module in sys.modules:
+            types.append(getattr(sys.modules[module], name))
+    return tuple(types)
+
+
+def _step_error(error: BaseException) -> bool:
+    dagster = sys.modules.get("dagster")
+    return dagster is not None and isinstance(error, dagster.DagsterExecutionStepExecutionError)
+
+
+def failure_message(error: BaseException) -> str:
+    """What failed, on one line, printable and with secrets redacted: a step's own error rather than Dagster's
+    wrapper, the message of an expected error, the type and message of anything else."""
+    expected = _expected()
+    if _step_error(error):
+        cause = error.__cause__ or error
+        text = f"step {error.step_key} failed: {cause if isinstance(cause, expected) else _typed(cause)}"  # type: ignore[attr-defined]
+    elif isinstance(error, expected):
+        text = str(error)
+    else:
+        text = _typed(error)
+    return printable(redact(" ".join(text.split())))
+
+
+def printable(text: object) -> str:
+    """`text` safe for a terminal: control, format (bidi) and line-separator characters shown as `\\uXXXX` escapes,
+    so an exporter's help text cannot move the cursor, recolour, hide or reorder what a user reads. Applied to JSON
+    output too, where such an escape means the same character."""
+    text = str(text)
+    if text.isprintable():
+        return text
+    return "".join(_escape(ch) if unicodedata.category(ch) in _UNSAFE_CATEGORIES else ch for ch in text)
+
+
+def _escape(ch: str) -> str:
+    return f"\\u{ord(ch):04x}" if ord(ch) <= 0xFFFF else f"\\U{ord(ch):08x}"
+
+
+def _typed(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"
+
+
+def _report(error: BaseException, debug: bool, hint: bool = True) -> None:
+    if debug:
+        lines = redact("".join(traceback.format_exception(error))).splitlines()
+        print("\n".join(printable(line) for line in lines), file=sys.stderr)
+    more = " (--debug shows the traceback)" if hint and not debug else ""
+    print(f"metrics-index: {failure_message(error)}{more}", file=sys.stderr)
+
+
 def _index(args: argparse.Namespace, env: dict[str, str]) -> int:
-    from dagster import DagsterExecutionStepExecutionError
-
-    from metrics_index.api import ChecksFailed
-    from metrics_index.sources import SourceError
-    from metrics_index.stores.lock import StoreBusyError
-
-    try:
-        return _run_index(args, env)
-    except (SourceError, StoreBusyError) as error:
-        print(f"metrics-index: {error}", file=sys.stderr)
-        return 1
-    except ChecksFailed as error:
-        _print_checks(error.checks)
-        print(f"metrics-index: {error}", file=sys.stderr)
-        return 1
-    except DagsterExecutionStepExecutionError as error:
-        print(f"metrics-index: step {error.step_key} failed: {error.__cause__ or error}", file=sys.stderr)
-        return 1
-
-
-def _run_index(args: argparse.Namespace, env: dict[str, str]) -> int:
-    from metrics_index import api
-
     namespaces = sorted(load_registry(env.get("METRICS_INDEX_REGISTRY") or None).sources) if args.all else []
     namespaces += args.namespaces
     if not namespaces:
         raise ValueError("name at least one namespace, or --all for every namespace in the registry")
-    summaries = []
-    for namespace in namespaces:
-        if args.dry_run:
-            summary = api.dry_run(namespace, env, args.limit, args.exclude)
-        else:
-            summary = api.index_namespace(
-                namespace, env, args.limit, args.exclude, args.force, progress=True, notify=_tell
-            )
-        _print_summary(summary, args.dry_run)
-        summaries.append(summary)
-    if len(summaries) > 1:
-        print(f"{len(summaries)} namespaces, {sum(s.processed for s in summaries)} metrics")
+    if len(namespaces) == 1:
+        summaries = [_index_one(args, env, namespaces[0])]
+        _print_summary(summaries[0], args.dry_run)
+    else:
+        outcomes: dict[str, api.IndexSummary | str] = {}
+        for namespace in namespaces:  # one failing namespace does not stop the others
+            try:
+                outcomes[namespace] = _index_one(args, env, namespace)
+            except Exception as error:
+                _report(error, getattr(args, "debug", False))
+                outcomes[namespace] = failure_message(error)
+                continue
+            _print_summary(outcomes[namespace], args.dry_run)
+        _print_outcomes(outcomes)
+        summaries = [outcome for outcome in outcomes.values() if not isinstance(outcome, str)]
+        if len(summaries) < len(outcomes):
+            return 1
     failed = [f"{summary.namespace} {check.name}" for summary in summaries for check in summary.failed_checks]
     if failed:
-        print(f"metrics-index: integrity checks failed: {', '.join(failed)}", file=sys.stderr)
+        print(f"metrics-index: integrity checks failed: {printable(', '.join(failed))}", file=sys.stderr)
     return 1 if failed else 0
 
 
+def _index_one(args: argparse.Namespace, env: dict[str, str], namespace: str) -> api.IndexSummary:
+    """One namespace indexed (or dry-run); a failed blocking check prints the run's checks before it is raised."""
+    from metrics_index import api
+
+    if args.dry_run:
+        return api.dry_run(namespace, env, args.limit, args.exclude)
+    try:
+        return api.index_namespace(
+            namespace,
+            env,
+            args.limit,
+            args.exclude,
+            args.force,
+            progress=True,
+            notify=_tell,
+            allow_shrink=args.allow_shrink,
+        )
+    except api.ChecksFailed as error:
+        _print_checks(error.checks)
+        raise
+
+
+def _print_outcomes(outcomes: dict[str, api.IndexSummary | str]) -> None:
+    """The table after several namespaces: each one's result, then the totals."""
+    width = max(len("namespace"), *(len(printable(namespace)) for namespace in outcomes))
+    print(f"\n{'namespace':<{width}}  {'result':<6}  {'metrics':>7}  detail")
+    for namespace, outcome in outcomes.items():
+        if isinstance(outcome, str):
+            print(f"{printable(namespace):<{width}}  {'FAILED':<6}  {'-':>7}  {outcome}")
+        else:
+            detail = f"{outcome.failed} fallbacks" if outcome.failed else ""
+            print(f"{printable(namespace):<{width}}  {'ok':<6}  {outcome.processed:>7}  {detail}")
+    failed = sum(isinstance(outcome, str) for outcome in outcomes.values())
+    indexed = [outcome for outcome in outcomes.values() if not isinstance(outcome, str)]
+    print(
+        f"{len(outcomes)} namespaces: {len(indexed)} indexed ({sum(s.processed for s in indexed)} metrics), "
+        f"{failed} failed"
+    )
+
+
 def _tell(message: str) -> None:
-    print(f"metrics-index: {message}", file=sys.stderr)
+    print(f"metrics-index: {printable(message)}", file=sys.stderr)
 
 
 def _print_summary(summary: api.IndexSummary, dry_run: bool) -> None:
-    title = f"{summary.namespace}{' (dry run: nothing written)' if dry_run else ''}"
+    title = f"{printable(summary.namespace)}{' (dry run: nothing written)' if dry_run else ''}"
     lines = [
         ("total", summary.total),
         ("processed", summary.processed),
@@ -159,13 +260,13 @@ def _print_summary(summary: api.IndexSummary, dry_run: bool) -> None:
         print(f"  {label:<13} {value}")
     _print_checks(summary.checks)
     for name, reason in list(summary.failures.items())[:10]:
-        print(f"  ! {name}: {reason}")
+        print(f"  ! {printable(name)}: {printable(redact(reason))}")
 
 
 def _print_checks(checks: Sequence[api.CheckOutcome]) -> None:
     for check in checks:
         status = "ok" if check.passed else ("FAIL" if check.severity == "ERROR" else "WARN")
-        print(f"    {status:<4} {check.asset}.{check.name}: {check.summary}")
+        print(f"    {status:<4} {check.asset}.{check.name}: {printable(check.summary)}")
 
 
 def _service(env: Mapping[str, str]) -> ServiceClient | None:
@@ -187,11 +288,11 @@ def _search(args: argparse.Namespace, env: dict[str, str]) -> int:
         results = [asdict(result) for result in found]
     status = 0 if any(not result.get("weak") for result in results) else NO_MATCH
     if args.json:
-        print(compact_json(results))
+        print(printable(compact_json(results)))
         return status
     if status == NO_MATCH:
         print(
-            f"no good match in {args.namespace}: none of these is close in meaning to the question "
+            f"no good match in {printable(args.namespace)}: none of these is close in meaning to the question "
             "(the namespace may have no such metric)"
         )
     for rank, result in enumerate(results, 1):
@@ -202,12 +303,13 @@ def _search(args: argparse.Namespace, env: dict[str, str]) -> int:
 def _print_result(rank: int, result: Mapping[str, Any], explain: bool) -> None:
     unit = f" [{result['unit']}]" if result["unit"] else ""
     weak = ", weak match" if result.get("weak") else ""
-    print(f"{rank:>2}. {result['metric_name']}  ({result['type']}{unit}, score {result['score']:.3f}{weak})")
-    print(f"    {result['description']}")
+    heading = f"{result['metric_name']}  ({result['type']}{unit}, score {result['score']:.3f}{weak})"
+    print(f"{rank:>2}. {printable(heading)}")
+    print(f"    {printable(result['description'])}")
     if result.get("promql"):
-        print(f"    promql: {result['promql']}")
+        print(f"    promql: {printable(result['promql'])}")
     if explain and result.get("matched"):
-        print(f"    matched: {', '.join(result['matched'])}")
+        print(f"    matched: {printable(', '.join(result['matched']))}")
 
 
 def _validate(args: argparse.Namespace, env: dict[str, str]) -> int:
@@ -221,11 +323,12 @@ def _validate(args: argparse.Namespace, env: dict[str, str]) -> int:
 
         validations = [asdict(v) for v in validate_metrics(args.namespace, args.names, env)]
     if args.json:
-        print(json.dumps([{**v, "suggestions": list(v["suggestions"])} for v in validations]))
+        print(printable(json.dumps([{**v, "suggestions": list(v["suggestions"])} for v in validations])))
     else:
         for v in validations:
             hint = f" (did you mean: {', '.join(v['suggestions'])})" if v["suggestions"] else ""
-            print(f"{'known  ' if v['known'] else 'UNKNOWN'} {v['name']}{'' if v['known'] else hint}")
+            shown = printable(v["name"]) + ("" if v["known"] else printable(hint))
+            print(f"{'known  ' if v['known'] else 'UNKNOWN'} {shown}")
     return 0 if all(v["known"] for v in validations) else 1
 
 
@@ -241,7 +344,7 @@ def _feedback(args: argparse.Namespace, env: dict[str, str]) -> int:
         store = FeedbackStore(metrics_home(env) / FEEDBACK_FILE)
         client = redis_client(StoreSettings.from_env(env))
         record_feedback(store, client, args.namespace, args.question, args.metric, args.good)
-    print(f"recorded: {args.metric} is a {'good' if args.good else 'bad'} answer to {args.question!r}")
+    print(printable(f"recorded: {args.metric} is a {'good' if args.good else 'bad'} answer to {args.question!r}"))
     return 0
 
 
@@ -265,19 +368,20 @@ def _validate_promql(args: argparse.Namespace, env: dict[str, str]) -> int:
 
     checked = [api.validate_promql(args.namespace, expression, env) for expression in args.names]
     if args.json:
-        print(json.dumps([check.as_dict() for check in checked]))
+        print(printable(json.dumps([check.as_dict() for check in checked])))
         return 0 if all(check.valid for check in checked) else 1
     for check in checked:
-        print(f"{'valid  ' if check.valid else 'INVALID'} {check.expression}")
+        print(f"{'valid  ' if check.valid else 'INVALID'} {printable(check.expression)}")
         for problem in check.problems:
             if problem.offset is None:
-                print(f"  {problem.message}")
+                print(f"  {printable(problem.message)}")
                 continue
             line, column = check.position(problem.offset)
-            print(f"  {line}:{column}: {problem.message}")
-            print(f"    {check.expression.splitlines()[line - 1]}\n    {' ' * (column - 1)}^")
+            text = check.expression.splitlines()[line - 1]
+            print(f"  {line}:{column}: {printable(problem.message)}")
+            print(f"    {printable(text)}\n    {' ' * len(printable(text[: column - 1]))}^")
         for note in check.notes:
-            print(f"  note: {note}")
+            print(f"  note: {printable(note)}")
     return 0 if all(check.valid for check in checked) else 1
 
 
@@ -293,13 +397,23 @@ def _positive(text: str) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
+    debug = argparse.ArgumentParser(add_help=False)  # accepted before or after the command
+    debug.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="print a failure's traceback, not only its message",
+    )
     parser = argparse.ArgumentParser(
-        prog="metrics-index", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="metrics-index",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[debug],
     )
     parser.add_argument("--registry", help="namespace registry file (default: $METRICS_INDEX_REGISTRY or the demo)")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
-    index = commands.add_parser("index", help="fetch, enrich and index namespaces through Dagster")
+    index = commands.add_parser("index", parents=[debug], help="fetch, enrich and index namespaces through Dagster")
     index.add_argument("namespaces", nargs="*", metavar="NAMESPACE", help="tenant:service")
     index.add_argument("--all", action="store_true", help="every namespace in the registry")
     index.add_argument("--prometheus-url", help="Prometheus for namespaces the registry does not pin")
@@ -313,10 +427,13 @@ def _parser() -> argparse.ArgumentParser:
     index.add_argument("--limit", type=_positive, help="index only the first N metrics by name")
     index.add_argument("--exclude", metavar="REGEX", help="leave out metrics whose name matches")
     index.add_argument("--force", action="store_true", help="re-enrich every metric, changed or not")
+    index.add_argument(
+        "--allow-shrink", action="store_true", help="accept losing more than half the namespace's metrics at once"
+    )
     index.add_argument("--dry-run", action="store_true", help="fetch and enrich with rules; write nothing")
     index.set_defaults(run=_index)
 
-    search = commands.add_parser("search", help="rank the namespace's metrics for a question")
+    search = commands.add_parser("search", parents=[debug], help="rank the namespace's metrics for a question")
     search.add_argument("namespace")
     search.add_argument("question")
     search.add_argument("-k", type=_positive, default=10, help="number of results (default 10)")
@@ -329,7 +446,9 @@ def _parser() -> argparse.ArgumentParser:
     search.set_defaults(run=_search)
 
     validate = commands.add_parser(
-        "validate", help="check metric names or PromQL expressions: names, labels, values (exit 1 on any problem)"
+        "validate",
+        parents=[debug],
+        help="check metric names or PromQL expressions: names, labels, values (exit 1 on any problem)",
     )
     validate.add_argument("namespace")
     validate.add_argument("names", nargs="+", metavar="NAME|PROMQL", help="metric names, or PromQL expressions")
@@ -337,7 +456,7 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument("--redis-url")
     validate.set_defaults(run=_validate)
 
-    feedback = commands.add_parser("feedback", help="say whether a metric answered a question")
+    feedback = commands.add_parser("feedback", parents=[debug], help="say whether a metric answered a question")
     feedback.add_argument("namespace")
     feedback.add_argument("question")
     feedback.add_argument("metric")
@@ -346,13 +465,17 @@ def _parser() -> argparse.ArgumentParser:
     vote.add_argument("--bad", dest="good", action="store_false", help="it does not")
     feedback.set_defaults(run=_feedback)
 
-    serve = commands.add_parser("serve", help="run the search service (HTTP API, /metrics, MCP at /mcp)")
+    serve = commands.add_parser(
+        "serve", parents=[debug], help="run the search service (HTTP API, /metrics, MCP at /mcp)"
+    )
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=_positive, default=8765, help="port (default 8765)")
     serve.add_argument("--preload", nargs="*", default=[], metavar="NAMESPACE", help="namespaces to load at start")
     serve.set_defaults(run=_serve)
 
-    mcp = commands.add_parser("mcp", help="run the MCP server (stdio for a local client, or streamable HTTP)")
+    mcp = commands.add_parser(
+        "mcp", parents=[debug], help="run the MCP server (stdio for a local client, or streamable HTTP)"
+    )
     mcp.add_argument("--transport", choices=("stdio", "http"), default="stdio")
     mcp.add_argument("--host", default="127.0.0.1")
     mcp.add_argument("--port", type=_positive, default=8766)

@@ -58,7 +58,7 @@ def semantic_index(settings: StoreSettings) -> SemanticIndex:
 
 @functools.cache
 def redis_client(settings: StoreSettings) -> redis.Redis:
-    return open_redis(settings.redis_url, settings.redis_embedded_path)
+    return open_redis(settings.redis_url, settings.redis_embedded_path, settings.catalog_dir)
 
 
 def search_metrics(

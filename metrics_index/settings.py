@@ -51,7 +51,10 @@ def resources_from_env(env: Mapping[str, str] = os.environ) -> dict[str, Configu
             max_shrink_share=float(env.get("METRICS_INDEX_MAX_SHRINK_SHARE", "0.5")),
         ),
         "redis": RedisResource(
-            url=stores.redis_url, embedded_path=stores.redis_embedded_path, lock_wait_seconds=lock_wait_seconds
+            url=stores.redis_url,
+            embedded_path=stores.redis_embedded_path,
+            catalog_dir=stores.catalog_dir,
+            lock_wait_seconds=lock_wait_seconds,
         ),
         "chroma": ChromaResource(
             path=stores.chroma_path,
@@ -66,7 +69,7 @@ def resources_from_env(env: Mapping[str, str] = os.environ) -> dict[str, Configu
         ),
         "progress": ProgressResource(),
         "feedback": FeedbackResource(home=str(home)),
-        PARQUET_IO: ParquetIOManager(base_dir=str(home / "catalog"), lock_wait_seconds=lock_wait_seconds),
+        PARQUET_IO: ParquetIOManager(base_dir=stores.catalog_dir, lock_wait_seconds=lock_wait_seconds),
         "check_thresholds": CheckThresholds(**_thresholds_from_env(env)),
         "slack": SlackResource(
             webhook_url=EnvVar(SLACK_WEBHOOK_ENV) if env.get(SLACK_WEBHOOK_ENV) else "",

