@@ -23,6 +23,7 @@ from dagster import DagsterInstance
 from metrics_index import cli
 from metrics_index.api import materialization_metadata
 from metrics_index.embedded_redis import embedded_servers, settings_path
+from metrics_index.enrichment.claude import ClaudeOptions
 from metrics_index.enrichment.incremental import enrich_catalog
 from metrics_index.enrichment.rules import RulesEnricher
 from metrics_index.namespaces import NamespaceError, load_registry
@@ -32,8 +33,7 @@ from metrics_index.settings import resources_from_env
 from metrics_index.sources import RawMetric, SourceError
 from metrics_index.sources.prometheus import RequestLimits, fetch_raw_metadata, merge_entries
 from metrics_index.stores.name_set import all_names, promql_names
-from metrics_index_tests import messages_api_server
-from metrics_index_tests.messages_api_server import Fault
+from metrics_index.testing.messages_api import Fault, MessagesAPIServer
 from metrics_index_tests.project import Project, step_failures, target_entry
 from metrics_index_tests.servers import ScriptedHTTPServer, free_port
 from metrics_index_tests.test_prometheus_source import live_source
@@ -336,7 +336,6 @@ def test_a_failed_parquet_write_leaves_the_previous_file_and_no_temporary_file(p
 # --- secrets -------------------------------------------------------------------------------------------------------
 
 KEY = "sk-ant-fault-4f9c2a7e81d3b6c05e7a9d1f3b8c6e2a"  # fake, random-looking: no ordinary text shares 8 characters
-messages_api = messages_api_server.messages_api
 
 
 def leaked(text: str, secret: str = KEY) -> list[str]:
@@ -357,18 +356,18 @@ def test_every_run_of_8_characters_of_a_secret_is_redacted() -> None:
 
 
 def test_a_key_echoed_by_a_failing_endpoint_reaches_no_log_error_or_stored_column(
-    messages_api: messages_api_server.MessagesAPIServer, monkeypatch: pytest.MonkeyPatch
+    messages_api: MessagesAPIServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """As with ANTHROPIC_LOG=debug: the SDK logs every response's headers, and this endpoint echoes the key in a
-    header and 24 characters of it in the error message."""
+    """As with ANTHROPIC_LOG=debug: the SDK logs every response's headers, and this failing endpoint echoes the key
+    in a header and 24 characters of it in the error message that is recorded for each failed metric."""
     monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
 
     def echo_prefix(headers: dict[str, str], _body: dict) -> dict:
         sent = headers.get("x-api-key") or headers.get("authorization", "").removeprefix("Bearer ")
         message = f"invalid credentials {sent[:24]}"
-        return {"type": "error", "error": {"type": "authentication_error", "message": message}}
+        return {"type": "error", "error": {"type": "api_error", "message": message}}
 
-    messages_api.script(Fault(401, headers={"x-echoed-key": KEY}, body=echo_prefix))
+    messages_api.script(*[Fault(500, headers={"x-echoed-key": KEY}, body=echo_prefix)] * 3)
     log = io.StringIO()
     handler = logging.StreamHandler(log)
     handler.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
@@ -378,7 +377,8 @@ def test_a_key_echoed_by_a_failing_endpoint_reaches_no_log_error_or_stored_colum
     try:
         for logger in loggers:
             logger.setLevel(logging.DEBUG)  # what ANTHROPIC_LOG=debug sets when the SDK is imported
-        enricher = EnricherResource(mode="claude", base_url=messages_api.url, concurrency=1, max_retries=0).build()
+        options = ClaudeOptions(base_url=messages_api.url, batch_size=1, concurrency=1, max_retries=0)
+        enricher = EnricherResource(mode="claude", claude=options).build()
         metrics = [RawMetric(f"app_{i}_total", "counter", "Things.", "") for i in range(3)]
         frame, report = enrich_catalog(metrics, enricher, RulesEnricher())
     finally:
@@ -386,7 +386,7 @@ def test_a_key_echoed_by_a_failing_endpoint_reaches_no_log_error_or_stored_colum
         for logger, level in zip(loggers, levels, strict=True):
             logger.setLevel(level)
 
-    assert report.failed == 3 and "HTTP 401" in next(iter(report.failures.values()))
+    assert report.failed == 3 and "HTTP 500" in next(iter(report.failures.values()))
     assert "x-echoed-key" in log.getvalue(), "the SDK's debug log did show the response headers"
     assert leaked(log.getvalue()) == []
     assert leaked(json.dumps(report.failures)) == []
