@@ -69,7 +69,7 @@ def test_runs_are_tagged_with_the_enricher_the_run_queue_limits(
 
 def test_the_index_job_runs_the_checks_too(dagster_instance: DagsterInstance) -> None:
     job = defs.resolve_job_def("index_namespace")
-    assert len(job.asset_layer.asset_graph.asset_check_keys) == 10
+    assert len(job.asset_layer.asset_graph.asset_check_keys) == 11
 
 
 def test_automation_off_leaves_schedule_and_sensors_stopped() -> None:
