@@ -288,8 +288,13 @@ def test_hostile_help_texts_are_escaped_when_printed_and_stored_as_received(
                                                                           "bell", "--json")[1])}  # fmt: skip
     assert "\x07" in described["app_bell_total"], "JSON escapes mean the same characters to a program"
 
-    status, out, _err = cli_run(capsys, project, "validate", "acme:app", "app_bell_total", "\x1b]0;pwned\x07")
-    assert status == 1 and "UNKNOWN \\u001b]0;pwned\\u0007" in out
+    for expressions, shown in (
+        (("app_bell_total", "\x1b]0;pwned\x07"), "INVALID \\u001b]0;pwned\\u0007"),
+        (('rate(app_bell_total{job="\u202e\x07"}[5m])',), '{job="\\u202e\\u0007"}'),
+    ):
+        status, out, _err = cli_run(capsys, project, "validate", "acme:app", *expressions)
+        assert all(ch == "\n" or ch.isprintable() for ch in out), repr(out)
+        assert shown in out, out
     raw = project.catalog("raw_metric_metadata", "acme:app").set_index("metric_name")["help"].to_dict()
     assert raw == HOSTILE_HELP, "the stored help stays as received"
     assert_stores_agree(project, "acme:app", set(HOSTILE_HELP))

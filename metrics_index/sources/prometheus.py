@@ -202,7 +202,9 @@ class PrometheusApi:
             while chunk := response.raw.read1(_CHUNK_BYTES, decode_content=True):
                 size += len(chunk)
                 if size > cap:
-                    raise AnswerTooLarge(self._size_message(path, f"is larger (more than {size:,} bytes read)", cap))
+                    raise AnswerTooLarge(
+                        self._size_message(path, f"is larger than that (more than {size:,} bytes read)", cap)
+                    )
                 if time.monotonic() > deadline:
                     raise SourceError(self._deadline_message(path, self.limits.timeout_seconds))
                 chunks.append(chunk)
