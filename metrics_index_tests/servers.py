@@ -286,6 +286,8 @@ class CannedResponse:
     headers: tuple[tuple[str, str], ...] = ()
     seconds_per_byte: float = 0.0
     """Trickle the body a byte at a time (a server that is slow on purpose or broken); 0 sends it at once."""
+    declare_length: bool = True
+    """Send Content-Length; without it the body ends when the connection closes, as a streaming server's does."""
 
 
 class LoopbackHTTPServer:
@@ -306,14 +308,15 @@ class LoopbackHTTPServer:
             def _reply(self, answer: CannedResponse) -> None:
                 self.send_response(answer.status)
                 self.send_header("Content-Type", answer.content_type)
-                self.send_header("Content-Length", str(len(answer.body)))
+                if answer.declare_length:
+                    self.send_header("Content-Length", str(len(answer.body)))
                 for name, value in answer.headers:
                     self.send_header(name, value)
                 self.end_headers()
-                if not answer.seconds_per_byte:
-                    self.wfile.write(answer.body)
-                    return
                 try:
+                    if not answer.seconds_per_byte:
+                        self.wfile.write(answer.body)
+                        return
                     for offset in range(len(answer.body)):
                         self.wfile.write(answer.body[offset : offset + 1])
                         self.wfile.flush()
@@ -361,7 +364,7 @@ class ScriptedHTTPServer(LoopbackHTTPServer):
     def url(self) -> str:
         return self.base_url
 
-    def answer(self, path: str, status: int = 200, body: bytes | str | dict | list = b"", **kwargs: str) -> None:
+    def answer(self, path: str, status: int = 200, body: bytes | str | dict | list = b"", **kwargs: object) -> None:
         """Serve `body` (JSON-encoded unless bytes or str) with `status` at `path`."""
         if isinstance(body, dict | list):
             body = json.dumps(body)

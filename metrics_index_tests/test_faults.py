@@ -10,9 +10,11 @@ import io
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import time
+import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -89,6 +91,24 @@ def test_a_compressed_answer_is_capped_by_its_decoded_size(http_stub: ScriptedHT
     with pytest.raises(SourceError, match=r"is larger than that .*the limit is 1,000,000 bytes"):
         fetch_app(http_stub, max_bytes=1_000_000)
     assert len(fetch_app(http_stub, max_bytes=10_000_000)) == 0  # the same answer under a larger cap is read
+
+
+def test_a_200_mb_answer_that_does_not_announce_its_size_is_cut_off_at_the_default_cap(
+    http_stub: ScriptedHTTPServer,
+) -> None:
+    """The issue's probe (200 MB took 866 MB of memory): streamed without Content-Length, so only the cap on what
+    is read stops it; the reader never holds much more than the cap."""
+    http_stub.answer_healthy()
+    body = b'{"status": "success", "data": [' + b" " * 200_000_000 + b"]}"
+    http_stub.answer(TARGETS, body=body, declare_length=False)
+    tracemalloc.start()
+    try:
+        with pytest.raises(SourceError, match=r"is larger than that .*the limit is 67,108,864 bytes"):
+            fetch_app(http_stub)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1.5 * RequestLimits.max_bytes, f"{peak:,} bytes held while reading"
 
 
 def test_a_redirect_to_another_host_is_refused_unless_allowed(http_stub: ScriptedHTTPServer) -> None:
@@ -220,6 +240,21 @@ def cli_partitions(project: Project) -> list[str]:
     return DagsterInstance.from_config(str(project.home / "dagster")).get_dynamic_partitions("namespace")
 
 
+def start_cli(project: Project, *argv: str, **popen: object) -> subprocess.Popen:
+    """`metrics-index ARGV` in a process of its own (its own Chroma client, its own Redis connections), in a
+    session of its own so that it can be killed with everything it started."""
+    env = {key: value for key, value in os.environ.items() if key != "DAGSTER_HOME"} | project.env
+    return subprocess.Popen(
+        [sys.executable, "-m", "metrics_index.cli", *argv], env=env, text=True, start_new_session=True, **popen
+    )
+
+
+def cli_subprocess(project: Project, *argv: str) -> tuple[int, str, str]:
+    run = start_cli(project, *argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = run.communicate(timeout=300)
+    return run.returncode, out, err
+
+
 def test_index_all_continues_past_a_failed_namespace_and_ends_with_a_table(
     project: Project, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -298,6 +333,74 @@ def test_hostile_help_texts_are_escaped_when_printed_and_stored_as_received(
     raw = project.catalog("raw_metric_metadata", "acme:app").set_index("metric_name")["help"].to_dict()
     assert raw == HOSTILE_HELP, "the stored help stays as received"
     assert_stores_agree(project, "acme:app", set(HOSTILE_HELP))
+
+
+@contextlib.contextmanager
+def read_only(folder: Path) -> Iterator[None]:
+    """`folder` read-only for new opens, root's included (root ignores file modes): a read-only bind mount over it;
+    file modes when not root."""
+    if os.geteuid() != 0:
+        modes = {path: path.stat().st_mode for path in [folder, *folder.rglob("*")]}
+        for path, mode in modes.items():
+            path.chmod(mode & ~0o222)
+        try:
+            yield
+        finally:
+            for path, mode in modes.items():
+                path.chmod(mode)
+        return
+    for argv in (["mount", "--bind", str(folder), str(folder)], ["mount", "-o", "remount,bind,ro", str(folder)]):
+        done = subprocess.run(argv, capture_output=True, text=True)
+        if done.returncode != 0:
+            subprocess.run(["umount", "--lazy", str(folder)], capture_output=True)
+            pytest.skip(f"cannot make a read-only bind mount here: {done.stderr.strip()}")
+    try:
+        yield
+    finally:
+        subprocess.run(["umount", "--lazy", str(folder)], check=True)
+
+
+def test_a_read_only_chroma_folder_fails_in_one_line_and_search_keeps_answering(
+    project: Project, capsys: pytest.CaptureFixture[str]
+) -> None:
+    project.register("acme:app", snapshot=project.write_snapshot("app.json", SERVICE_METRICS), selector='{job="app"}')
+    assert cli_run(capsys, project, "index", "acme:app")[0] == 0
+    project.write_snapshot("app.json", [*SERVICE_METRICS, target_entry("app_new_total", "counter", "New things.")])
+
+    with read_only(project.home / "chroma"):
+        status, _out, err = cli_subprocess(project, "index", "acme:app")
+        assert status == 1 and len(err.strip().splitlines()) == 1, err
+        assert "Chroma store" in err and "Read-only file system" in err and "Traceback" not in err
+        status, out, err = cli_subprocess(project, "search", "acme:app", "things number 7", "-k", "3")
+        assert status == 0 and "app_metric_07_total" in out, err
+
+    assert cli_run(capsys, project, "index", "acme:app")[0] == 0
+    assert_stores_agree(project, "acme:app", {e["metric"] for e in SERVICE_METRICS} | {"app_new_total"})
+
+
+def test_a_run_killed_with_sigkill_mid_run_is_completed_by_the_next_one_at_once(
+    project: Project, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """kill -9 while the run writes Chroma (its enriched catalog is written, its index not yet): the next run
+    neither waits for the dead run's writer lease to expire nor finds a store it cannot use."""
+    metrics = [target_entry(f"app_metric_{i:04d}_total", "counter", f"Things number {i}.") for i in range(1500)]
+    project.register("acme:app", snapshot=project.write_snapshot("app.json", metrics), selector='{job="app"}')
+    enriched = project.home / "catalog" / "enriched_metric_metadata" / "acme" / "app.parquet"
+    with (project.home / "killed-run.log").open("w") as log:
+        run = start_cli(project, "index", "acme:app", stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 180
+        while not enriched.exists() and run.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert run.poll() is None, "the run ended before it could be killed mid-way"
+        os.killpg(run.pid, signal.SIGKILL)
+        assert run.wait(timeout=30) == -signal.SIGKILL
+
+    started = time.monotonic()
+    status, _out, err = cli_run(capsys, project, "index", "acme:app")
+    assert status == 0, err
+    assert "another run is writing" not in err, "the dead run's lease was taken over, not waited out"
+    assert time.monotonic() - started < 120
+    assert_stores_agree(project, "acme:app", {e["metric"] for e in metrics})
 
 
 # --- corrupt files and full disks ----------------------------------------------------------------------------------
@@ -397,6 +500,43 @@ def test_a_key_echoed_by_a_failing_endpoint_reaches_no_log_error_or_stored_colum
     assert leaked(json.dumps(report.failures)) == []
     assert leaked(frame.to_json()) == []
     assert "[redacted]" in frame["error"].iloc[0]
+
+
+_ENRICH_WITH_THE_SDK_LOGGING = """
+import sys
+from metrics_index.enrichment.claude import ClaudeOptions
+from metrics_index.enrichment.incremental import enrich_catalog
+from metrics_index.enrichment.rules import RulesEnricher
+from metrics_index.resources import EnricherResource
+from metrics_index.sources import RawMetric
+options = ClaudeOptions(base_url=sys.argv[1], batch_size=1, concurrency=1, max_retries=0)
+enricher = EnricherResource(mode="claude", claude=options).build()
+frame, report = enrich_catalog([RawMetric("app_total", "counter", "Things.", "")], enricher, RulesEnricher())
+print(frame["error"].iloc[0])
+"""
+
+
+def test_anthropic_log_debug_in_a_real_process_prints_no_part_of_the_key(messages_api: MessagesAPIServer) -> None:
+    """ANTHROPIC_LOG=debug as a user sets it: the SDK configures logging to stderr (a run's compute log) when it is
+    imported and logs every response's headers, here one echoing the key."""
+
+    def echo_prefix(headers: dict[str, str], _body: dict) -> dict:
+        sent = headers.get("x-api-key") or headers.get("authorization", "").removeprefix("Bearer ")
+        return {"type": "error", "error": {"type": "api_error", "message": f"invalid credentials {sent[:24]}"}}
+
+    messages_api.script(*[Fault(500, headers={"x-echoed-key": KEY}, body=echo_prefix)] * 3)
+    env = {**os.environ, "ANTHROPIC_LOG": "debug", "ANTHROPIC_API_KEY": KEY}
+    done = subprocess.run(
+        [sys.executable, "-c", _ENRICH_WITH_THE_SDK_LOGGING, messages_api.url],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "x-echoed-key" in done.stderr and "DEBUG" in done.stderr, "the SDK's debug log is there, headers and all"
+    assert "HTTP 500" in done.stdout and "[redacted]" in done.stdout
+    assert leaked(done.stdout + done.stderr) == []
 
 
 # --- the embedded Redis recovers by itself -------------------------------------------------------------------------

@@ -15,9 +15,11 @@ takes the namespace lease around a whole run and the steps inside that run take 
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import logging
 import os
+import re
 import socket
 import sys
 import threading
@@ -35,6 +37,8 @@ from metrics_index.stores.name_set import KEY_PREFIX
 DEFAULT_WAIT_SECONDS = 600.0
 LEASE_SECONDS = 30.0
 _POLL_SECONDS = 0.05
+_HOLDER = re.compile(r"pid (\d+) on (\S+) since ")
+_DELETE_IF_UNCHANGED = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
 
 log = logging.getLogger(__name__)
 Notify = Callable[[str], None]
@@ -122,7 +126,7 @@ class StoreLock:
                 yield self.generation()
                 return
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = self._open(mode)
             try:
                 _wait(lambda: _try_flock(fd, mode), wait_seconds, self._waiting_for, notify)
                 seen = self.generation()
@@ -136,6 +140,16 @@ class StoreLock:
                     del _held()[key]
             finally:
                 os.close(fd)  # drops the flock
+
+    def _open(self, mode: int) -> int:
+        try:
+            return os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as error:
+            if mode == fcntl.LOCK_EX or error.errno not in (errno.EROFS, errno.EACCES):
+                raise OSError(error.errno, f"{self.what} cannot be written: {error.strerror}", str(self.path)) from None
+            # A read-only store can still be read: flock needs no write access (the folder stands in for a lock
+            # file no writer ever made there).
+            return os.open(self.path if self.path.exists() else self.path.parent, os.O_RDONLY)
 
     def _waiting_for(self) -> str:
         last = self.generation().rsplit(" ", 1)[0].strip()
@@ -176,7 +190,12 @@ def namespace_writer(
             who = current.decode(errors="replace").rsplit(" ", 1)[0] if isinstance(current, bytes) else current
             return f"another run is writing namespace {namespace}" + (f" ({who})" if who else "")
 
-        _wait(lambda: lease.acquire(blocking=False, token=token), wait_seconds, waiting_for, notify)
+        def take() -> bool:
+            if lease.acquire(blocking=False, token=token):
+                return True
+            return _release_if_holder_died(client, key, namespace) and lease.acquire(blocking=False, token=token)
+
+        _wait(take, wait_seconds, waiting_for, notify)
         stop = threading.Event()
         renewer = threading.Thread(
             target=_renew, args=(lease, namespace, lease_seconds / 3, stop), name=f"lease {key}", daemon=True
@@ -193,6 +212,32 @@ def namespace_writer(
                 lease.release()
             except (LockError, redis.RedisError) as error:
                 log.warning("the writer lease of %s could not be released (it expires by itself): %s", namespace, error)
+
+
+def _release_if_holder_died(client: redis.Redis, key: str, namespace: str) -> bool:
+    """Delete a lease held by a process of this host that no longer exists (killed with -9, say), so the next run
+    starts at once rather than after the lease expires; True when it was deleted. A holder on another host, or one
+    whose pid is alive, is left alone."""
+    current = client.get(key)
+    match = _HOLDER.match(current.decode(errors="replace")) if isinstance(current, bytes) else None
+    if match is None or match.group(2) != socket.gethostname() or _alive(int(match.group(1))):
+        return False
+    if not client.eval(_DELETE_IF_UNCHANGED, 1, key, current):
+        return False
+    log.warning(
+        "the writer lease of %s belonged to pid %s of this host, which is gone: taken over", namespace, match[1]
+    )
+    return True
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _renew(lease: redis.lock.Lock, namespace: str, every: float, stop: threading.Event) -> None:
