@@ -61,7 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("metrics-index: interrupted", file=sys.stderr)
         return 130
     except NotIndexed as error:
-        return _fail(args, "not_indexed", error, NOT_INDEXED, suggestions=list(error.suggestions))
+        return _fail(args, "not_indexed", NOT_INDEXED, error, suggestions=list(error.suggestions))
     except Exception as error:  # every failure ends as one line; the traceback only with --debug
         return _fail(args, *_classify(error), error)
 

@@ -15,7 +15,6 @@ takes the namespace lease around a whole run and the steps inside that run take 
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import logging
 import os
@@ -126,7 +125,7 @@ class StoreLock:
                 yield self.generation()
                 return
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = self._open(mode)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
                 _wait(lambda: _try_flock(fd, mode), wait_seconds, self._waiting_for, notify)
                 seen = self.generation()
@@ -140,16 +139,6 @@ class StoreLock:
                     del _held()[key]
             finally:
                 os.close(fd)  # drops the flock
-
-    def _open(self, mode: int) -> int:
-        try:
-            return os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as error:
-            if mode == fcntl.LOCK_EX or error.errno not in (errno.EROFS, errno.EACCES):
-                raise OSError(error.errno, f"{self.what} cannot be written: {error.strerror}", str(self.path)) from None
-            # A read-only store can still be read: flock needs no write access (the folder stands in for a lock
-            # file no writer ever made there).
-            return os.open(self.path if self.path.exists() else self.path.parent, os.O_RDONLY)
 
     def _waiting_for(self) -> str:
         last = self.generation().rsplit(" ", 1)[0].strip()
