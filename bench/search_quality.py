@@ -386,7 +386,8 @@ def load_services(args: argparse.Namespace) -> tuple[dict[str, NamespaceSource],
     if args.quick:
         keep = sorted({q.namespace for q in questions})[: args.quick_services]
         questions = [q for ns in keep for q in [q for q in questions if q.namespace == ns][: args.quick_questions]]
-        dev_sets = {name: [q for q in qs if q.namespace in keep][:4] for name, qs in dev_sets.items()}
+        kept = {name: [q for q in qs if q.namespace in keep][:4] for name, qs in dev_sets.items()}
+        dev_sets = {name: qs for name, qs in kept.items() if qs}  # a dev set about other services is left out
     used = {q.namespace for q in questions} | {q.namespace for qs in dev_sets.values() for q in qs}
     return {ns: s for ns, s in sources.items() if ns in used and s is not None}, questions, dev_sets
 
