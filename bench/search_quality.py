@@ -70,6 +70,7 @@ from metrics_index.sources import RawMetric
 from metrics_index.sources.prometheus import fetch_raw_metadata
 from metrics_index.stores.semantic_index import SemanticIndex
 from metrics_index.text import split_name
+from metrics_index.units import unit_of
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS_DIR = ROOT / "bench" / "corpora"
@@ -155,6 +156,7 @@ class FileEnricher(Enricher):
                 outcome.failures[metric.metric_name] = "not in the enrichments file"
                 continue
             fields = {key: record.get(key) for key in EnrichedFields.model_fields}
+            fields["unit"] = unit_of(metric.metric_name, metric.unit, metric.help, answered=record.get("unit") or "")
             try:
                 outcome.enriched[metric.metric_name] = EnrichedFields.model_validate(fields)
             except ValueError as error:

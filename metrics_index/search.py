@@ -34,7 +34,7 @@ import numpy as np
 
 from metrics_index.answers import compact_json
 from metrics_index.confidence import is_weak
-from metrics_index.enrichment.rules import metric_kind, unit_of
+from metrics_index.enrichment.rules import metric_kind
 from metrics_index.label_preference import DEPTH as LABEL_DEPTH
 from metrics_index.label_preference import prefer_labelled, wanted_labels
 from metrics_index.stores.lock import StoreBusyError
@@ -155,7 +155,7 @@ def question_cues(question: str) -> frozenset[str]:
 def metric_traits(name: str, row: Mapping[str, Any]) -> set[str]:
     """The traits of one metric that question cues can ask for, and its kind."""
     meter = str(row.get("meter_type") or row.get("type") or "unknown")
-    unit = str(row.get("unit") or unit_of(name))
+    unit = str(row.get("unit") or "")  # resolved at enrichment (metrics_index.units)
     kind = str(row.get("metric_kind") or metric_kind(name, meter, str(row.get("description") or "")))
     traits = {kind}
     if meter == "counter" or name.endswith("_total"):
@@ -373,7 +373,7 @@ def rank(
                 metric_name=corpus.names[doc],
                 score=round(min(score, 1.0), 4),
                 type=row.get("type", ""),
-                unit=row.get("unit") or unit_of(corpus.names[doc]),
+                unit=row.get("unit", ""),
                 description=row.get("description", ""),
                 matched=matched,
                 promql=row.get("promql_hint", ""),

@@ -39,6 +39,7 @@ def _enriched(rows: Iterable[tuple[str, str, str, str]]) -> pd.DataFrame:
                 "golden_signal_type": "traffic",
                 "golden_signal_description": "why",
                 "meter_type": meter,
+                "unit": "",
                 "enricher": "rules",
             }
             for name, kind, meter, category in rows

@@ -235,6 +235,7 @@ def test_an_invented_metric_is_dropped(
         ({"meter_type": "gauge"}, "contradicts the declared type 'counter'"),
         ({"description": ""}, "description"),
         ({"owner": "someone"}, "owner"),
+        ({"unit": "parsecs"}, "unknown unit 'parsecs'"),
     ],
 )
 def test_an_answer_outside_the_vocabulary_or_the_declared_type_is_never_indexed(
@@ -250,6 +251,40 @@ def test_an_answer_outside_the_vocabulary_or_the_declared_type_is_never_indexed(
     assert row["enricher"] == FALLBACK and row["meter_type"] == "counter"
     others = frame[frame["metric_name"] != counter.metric_name]
     assert (others["enricher"] == "claude").all()
+
+
+def test_the_stored_unit_is_the_metrics_own_and_claudes_answer_only_fills_a_gap(
+    messages_api: MessagesAPIServer,
+) -> None:
+    metrics = [
+        RawMetric("app_request_duration_seconds", "histogram", "Time to answer a request.", ""),
+        RawMetric("app_queue_wait", "gauge", "Time a job waits in the queue.", ""),
+        RawMetric("app_uptime", "gauge", "Uptime of the app in seconds.", ""),
+        RawMetric("app_disk_temp", "gauge", "Disk temperature.", "celsius"),
+        RawMetric("app_requests_total", "counter", "Requests served.", ""),
+    ]
+    answered = {
+        "app_request_duration_seconds": "bytes",  # contradicts the name: the name wins
+        "app_queue_wait": "milliseconds",  # the name, help and metadata say nothing: Claude's answer is kept
+        "app_uptime": "",  # the help says seconds
+    }
+    messages_api.script(
+        Fault(
+            edit=lambda given: {
+                "metrics": [{**m, "unit": answered.get(m["metric_name"], m["unit"])} for m in given["metrics"]]
+            }
+        )
+    )
+    frame, report = enrich_catalog(metrics, claude(messages_api), RulesEnricher())
+
+    assert report.failures == {}
+    assert frame.set_index("metric_name")["unit"].to_dict() == {
+        "app_request_duration_seconds": "seconds",
+        "app_queue_wait": "milliseconds",
+        "app_uptime": "seconds",
+        "app_disk_temp": "degrees Celsius",
+        "app_requests_total": "",
+    }
 
 
 def test_injected_help_is_sent_alone_as_escaped_data_and_cannot_touch_other_metrics(

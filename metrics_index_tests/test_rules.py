@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from metrics_index.enrichment.incremental import enrich_catalog
-from metrics_index.enrichment.rules import RulesEnricher, enrich_metric, meter_type, unit_of
+from metrics_index.enrichment.rules import RulesEnricher, enrich_metric, meter_type
 from metrics_index.namespaces import DEFAULT_REGISTRY_PATH
 from metrics_index.sources import RawMetric
 from metrics_index.sources.prometheus import merge_entries, read_snapshot
@@ -102,9 +102,15 @@ def test_meter_type_and_unit_come_from_type_and_suffixes() -> None:
     assert meter_type("node_uname_info", "gauge") == "info"
     assert meter_type("x_latency", "gaugehistogram") == "histogram"
     assert meter_type("x", "") == "unknown"
-    assert unit_of("redis_rdb_last_save_timestamp_seconds") == "seconds since the Unix epoch"
-    assert unit_of("go_memstats_alloc_bytes_total") == "bytes"
-    assert unit_of("x_things", "widgets") == "widgets"
+    assert enrich_metric(RawMetric("redis_rdb_last_save_timestamp_seconds", "gauge", "", "")).unit == (
+        "seconds since the Unix epoch"
+    )
+    assert enrich_metric(RawMetric("go_memstats_alloc_bytes_total", "counter", "", "")).unit == "bytes"
+    assert enrich_metric(RawMetric("x_things", "gauge", "", "widgets")).unit == "widgets"
+    assert enrich_metric(RawMetric("bird_protocol_uptime", "gauge", "Uptime of the protocol in seconds", "")).unit == (
+        "seconds"
+    )
+    assert enrich_metric(RawMetric("http_requests_total", "counter", "Requests served.", "")).unit == ""
 
 
 def test_output_is_deterministic_and_plugs_into_incremental_enrichment(snapshot_metrics: dict[str, RawMetric]) -> None:

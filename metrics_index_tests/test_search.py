@@ -183,6 +183,18 @@ def test_metric_traits_come_from_meter_unit_and_name() -> None:
     assert "configuration" in metric_traits("x_limit", {"meter_type": "gauge", "metric_kind": "configuration"})
 
 
+def test_the_unit_is_read_as_enrichment_stored_it_never_inferred_at_query_time() -> None:
+    assert "duration" in metric_traits("app_queue_wait", {"meter_type": "gauge", "unit": "milliseconds"})
+    assert "duration" not in metric_traits("app_wait_seconds", {"meter_type": "gauge", "unit": ""})
+    rows = [
+        {"metric_name": "app_queue_wait", "type": "gauge", "unit": "milliseconds", "description": "queue wait"},
+        {"metric_name": "app_wait_seconds", "type": "gauge", "unit": "", "description": "queue wait"},
+    ]
+    built = NamespaceCorpus.build([r["metric_name"] for r in rows], ["queue wait"] * 2, rows, np.ones((2, 2)))
+    found = {r.metric_name: r.unit for r in rank(built, "queue wait", np.ones(2))}
+    assert found == {"app_queue_wait": "milliseconds", "app_wait_seconds": ""}
+
+
 def test_a_configuration_value_yields_unless_the_question_asks_for_a_limit() -> None:
     # Same words and vectors; only the kind differs. Without kind weighting the name order decides.
     vectors = np.ones((2, 2), dtype=np.float32)

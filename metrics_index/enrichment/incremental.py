@@ -27,6 +27,7 @@ from metrics_index.enrichment.vocabulary import (
 )
 from metrics_index.secrets import redact
 from metrics_index.sources import RawMetric
+from metrics_index.units import unit_of
 
 FALLBACK = "fallback"
 ENRICHED_FRAME_COLUMNS = (*ENRICHED_COLUMNS, *PROVENANCE_COLUMNS)
@@ -169,7 +170,7 @@ def _row(metric: RawMetric, fields: EnrichedFields, enricher: str, when: str, di
         "metric_name": metric.metric_name,
         "type": metric.type,
         "description": fields.description,
-        "unit": metric.unit,
+        "unit": fields.unit,
         "category": fields.category,
         "subcategory": fields.subcategory,
         "category_description": CATEGORIES[fields.category].description,
@@ -195,4 +196,5 @@ def _minimal_fields(metric: RawMetric) -> EnrichedFields:
         golden_signal_type="none",
         golden_signal_description=GOLDEN_SIGNALS["none"],
         meter_type=meter,
+        unit=unit_of(metric.metric_name, metric.unit, metric.help),
     )

@@ -19,8 +19,10 @@ from metrics_index.enrichment.base import Enricher, EnrichmentOutcome, ProgressC
 from metrics_index.enrichment.vocabulary import GOLDEN_SIGNALS, METER_TYPES, EnrichedFields
 from metrics_index.sources import RawMetric
 from metrics_index.text import metric_words, readable_words
+from metrics_index.units import UNIT_SUFFIXES, unit_of, without_series_suffix
 
-VERSION = "3"
+VERSION = "4"
+"""Feeds every rules row's input hash: bump it when the rows change (4: the resolved unit is stored)."""
 
 
 @dataclass(frozen=True)
@@ -322,37 +324,6 @@ _NOT_CONFIGURATION = re.compile(r" reload | reloads | last | success | successfu
 _NONE_DEFAULT = "a value that describes state rather than load, errors, latency or saturation"
 
 
-@dataclass(frozen=True)
-class Suffix:
-    """A unit suffix of a metric name (after `_total` and friends are stripped)."""
-
-    suffix: str
-    unit: str
-
-
-UNIT_SUFFIXES: tuple[Suffix, ...] = (
-    Suffix("_timestamp_seconds", "seconds since the Unix epoch"),
-    Suffix("_seconds", "seconds"),
-    Suffix("_sec", "seconds"),
-    Suffix("_milliseconds", "milliseconds"),
-    Suffix("_ms", "milliseconds"),
-    Suffix("_microseconds", "microseconds"),
-    Suffix("_usec", "microseconds"),
-    Suffix("_nanoseconds", "nanoseconds"),
-    Suffix("_bytes", "bytes"),
-    Suffix("_bits", "bits"),
-    Suffix("_ratio", "ratio"),
-    Suffix("_percent", "percent"),
-    Suffix("_percentage", "percent"),
-    Suffix("_hertz", "hertz"),
-    Suffix("_celsius", "degrees Celsius"),
-    Suffix("_volts", "volts"),
-    Suffix("_amperes", "amperes"),
-    Suffix("_watts", "watts"),
-    Suffix("_joules", "joules"),
-    Suffix("_meters", "meters"),
-    Suffix("_grams", "grams"),
-)
 # Series suffixes that say the meter type when the exporter did not declare one.
 METER_SUFFIXES: dict[str, str] = {
     "_total": "counter",
@@ -362,7 +333,6 @@ METER_SUFFIXES: dict[str, str] = {
     "_bucket": "histogram",
     "_info": "info",
 }
-_STRIPPED_SUFFIXES = ("_total", "_count", "_sum", "_bucket", "_created", "_info")
 
 # Help texts that only restate the name ("connected_clients metric", "Statistic TcpInErrs.") carry no
 # information; these words are ignored when checking that.
@@ -408,15 +378,6 @@ def meter_type(name: str, prometheus_type: str) -> str:
     if declared in METER_TYPES and declared != "unknown":
         return declared
     return next((meter for suffix, meter in METER_SUFFIXES.items() if name.endswith(suffix)), "unknown")
-
-
-def unit_of(name: str, declared_unit: str = "") -> str:
-    """The unit the name (or the exporter's metadata) declares, spelled out; empty when there is none."""
-    base = name
-    for suffix in _STRIPPED_SUFFIXES:
-        base = base.removesuffix(suffix)
-    found = next((s.unit for s in UNIT_SUFFIXES if base.endswith(s.suffix)), "")
-    return found or declared_unit
 
 
 def categorise(name: str, words: str) -> tuple[str, str]:
@@ -497,9 +458,7 @@ def describe(metric: RawMetric, meter: str, unit: str) -> str:
 
 def _base_name(name: str) -> str:
     """The name without meter and unit suffixes: what is measured."""
-    base = name
-    for suffix in _STRIPPED_SUFFIXES:
-        base = base.removesuffix(suffix)
+    base = without_series_suffix(name)
     for suffix in UNIT_SUFFIXES:
         if base.endswith(suffix.suffix) and len(base) > len(suffix.suffix):
             return base.removesuffix(suffix.suffix).removesuffix("_in")
@@ -511,7 +470,7 @@ def enrich_metric(metric: RawMetric) -> EnrichedFields:
     name = metric.metric_name
     words = f" {' '.join(metric_words(name))} "
     meter = meter_type(name, metric.type)
-    unit = unit_of(name, metric.unit)
+    unit = unit_of(name, metric.unit, metric.help)
     category = categorise(name, words)
     help_words = f" {' '.join(_HELP_WORD.findall(metric.help.lower()))} "
     signal, why = golden_signal(words, help_words, unit, meter, category)
@@ -523,6 +482,7 @@ def enrich_metric(metric: RawMetric) -> EnrichedFields:
         golden_signal_type=signal,
         golden_signal_description=why[:400],
         meter_type=meter,
+        unit=unit,
     )
 
 

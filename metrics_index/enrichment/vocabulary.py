@@ -206,6 +206,8 @@ class EnrichedFields(BaseModel):
     golden_signal_type: str
     golden_signal_description: str = Field(min_length=1, max_length=400)
     meter_type: str
+    unit: str = Field(default="", max_length=60)
+    """Spelled out as metrics_index.units stores it ("" when none); resolved from the metric, see units.unit_of."""
 
     @field_validator(*VOCABULARY_FIELDS)
     @classmethod

@@ -14,7 +14,6 @@ from typing import Any
 
 import pandas as pd
 
-from metrics_index.enrichment.rules import unit_of
 from metrics_index.enrichment.vocabulary import ENRICHED_COLUMNS, PROVENANCE_COLUMNS
 from metrics_index.feedback import FEEDBACK_FILE, QUERY_LOG_FILE, FeedbackStore, QueryLog, record_feedback
 from metrics_index.lookup import Validation, redis_client, semantic_index, validate_names
@@ -119,7 +118,6 @@ class CatalogService:
             raise NotFound(f"metric {metric!r} is not in the catalog of {namespace!r}")
         record = records[metric]
         card = {"namespace": namespace, **{column: record.get(column) or "" for column in ENRICHED_COLUMNS}}
-        card["unit"] = card["unit"] or unit_of(metric)  # as search results show it
         card["provenance"] = {column: _plain(record.get(column)) for column in PROVENANCE_COLUMNS}
         return card
 

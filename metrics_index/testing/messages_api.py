@@ -43,6 +43,7 @@ from typing import Any
 from metrics_index.enrichment.claude.models import cache_minimum_tokens, model_family
 from metrics_index.enrichment.rules import meter_type
 from metrics_index.enrichment.vocabulary import GOLDEN_SIGNALS
+from metrics_index.units import help_unit, name_unit
 
 ToolInputEdit = Callable[[dict[str, Any]], Any]
 """Changes the tool input the server would answer with (a dict with a `metrics` list)."""
@@ -209,6 +210,7 @@ def deterministic_enrichment(metric: dict[str, Any]) -> dict[str, Any]:
         "golden_signal_type": signal,
         "golden_signal_description": GOLDEN_SIGNALS[signal],
         "meter_type": meter,
+        "unit": name_unit(name) or help_unit(metric.get("help", "")),
     }
 
 

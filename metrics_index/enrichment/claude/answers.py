@@ -14,6 +14,7 @@ from metrics_index.enrichment.claude.prompt import TOOL_NAME
 from metrics_index.enrichment.rules import meter_type
 from metrics_index.enrichment.vocabulary import METER_TYPES, EnrichedFields
 from metrics_index.sources import RawMetric
+from metrics_index.units import UNITS, unit_of
 
 
 @dataclass
@@ -28,7 +29,7 @@ class BatchAnswers:
 
 
 def read_answers(message: anthropic.types.Message, batch: Sequence[RawMetric]) -> BatchAnswers:
-    """Validate a reply metric by metric: vocabulary, declared type, exactly one answer per metric.
+    """Validate a reply metric by metric: vocabulary, declared type, unit, exactly one answer per metric.
 
     The SDK does not validate replies either, so nothing about their shape is taken for granted."""
     expected = {m.metric_name: m for m in batch}
@@ -79,6 +80,9 @@ def _validated_answer(metric: RawMetric, answers: list[Any], stop_reason: str | 
     conventional = meter_type(metric.metric_name, declared)
     if declared in METER_TYPES and declared != "unknown" and fields.meter_type not in (declared, conventional):
         return f"invalid answer: meter_type {fields.meter_type!r} contradicts the declared type {declared!r}"
+    if fields.unit and fields.unit not in UNITS:
+        return f"invalid answer: unknown unit {fields.unit!r}; expected one of {list(UNITS)} or none"[:400]
+    update = {"unit": unit_of(metric.metric_name, metric.unit, metric.help, answered=fields.unit)}
     if fields.meter_type == declared and conventional != declared:
-        fields = fields.model_copy(update={"meter_type": conventional})  # a gauge named *_info is an info metric
-    return fields
+        update["meter_type"] = conventional  # a gauge named *_info is an info metric
+    return fields.model_copy(update=update)

@@ -15,6 +15,7 @@ from typing import Any
 
 from metrics_index.enrichment.vocabulary import CATEGORIES, GOLDEN_SIGNALS, METER_TYPES, EnrichedFields
 from metrics_index.sources import RawMetric
+from metrics_index.units import UNITS, unit_of
 
 TOOL_NAME = "record_enrichments"
 MAX_HELP_CHARS = 1000
@@ -37,6 +38,7 @@ _EXAMPLES: tuple[tuple[dict[str, str], dict[str, str]], ...] = tuple(
             "golden_signal_type": signal,
             "golden_signal_description": signal_description,
             "meter_type": meter,
+            "unit": unit_of(name, "", help_text),
         },
     )
     for name, declared, help_text, description, category, subcategory, signal, signal_description, meter in (
@@ -193,9 +195,10 @@ def _vocabulary_text() -> str:
     )
     signals = "\n".join(f"- {name}: {text}" for name, text in GOLDEN_SIGNALS.items())
     meters = "\n".join(f"- {name}: {text}" for name, text in METER_TYPES.items())
+    units = "\n".join(f"- {unit}" for unit in UNITS)
     return (
         f"## Categories and their subcategories\n{categories}\n\n"
-        f"## Golden signals\n{signals}\n\n## Meter types\n{meters}"
+        f"## Golden signals\n{signals}\n\n## Meter types\n{meters}\n\n## Units\n{units}"
     )
 
 
@@ -216,6 +219,9 @@ Call the {TOOL_NAME} tool once, with exactly one entry per metric of the block, 
 - meter_type: the declared type, unchanged, unless it is "unknown" or missing; then infer it from the
   name and help (a name ending in _total, or a cumulative kernel statistic, is a counter). A gauge or
   untyped metric whose name ends in _info is "info".
+- unit: the unit of the value, from the list below, spelled exactly; "" when it has none (a count of
+  events or things, a state, a version). A unit declared in the block or a unit suffix of the name
+  (_seconds, _bytes, _ratio...) decides; otherwise the help text ("in milliseconds").
 Use only the values listed below, spelled exactly as written.
 
 ## Choosing between subcategories that overlap
@@ -261,6 +267,7 @@ _ITEM_SCHEMA: dict[str, Any] = {
         "golden_signal_type": {"type": "string", "enum": list(GOLDEN_SIGNALS)},
         "golden_signal_description": {"type": "string"},
         "meter_type": {"type": "string", "enum": list(METER_TYPES)},
+        "unit": {"type": "string", "enum": ["", *UNITS]},
     },
     "required": list(EnrichedFields.model_fields),
     "additionalProperties": False,
