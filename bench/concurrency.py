@@ -30,8 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from metrics_index_tests.concurrency_drill import BYSTANDER, NAMESPACE, Drill
-from metrics_index_tests.servers import RedisServer
+from metrics_index.testing.concurrency_drill import BYSTANDER, NAMESPACE, Drill
+from metrics_index.testing.servers import RedisServer
 
 ROOT = Path(__file__).resolve().parents[1]
 BASELINE = "e0d6630"  # main before the store locks and the namespace revision

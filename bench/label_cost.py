@@ -39,7 +39,7 @@ from metrics_index.sources.labels import (
 )
 from metrics_index.sources.prometheus import PrometheusApi, fetch_raw_metadata, merge_entries, read_snapshot
 from metrics_index.stores.name_set import labels_key, names_key, promql_names, replace_names
-from metrics_index_tests.servers import (
+from metrics_index.testing.servers import (
     LOOPBACK,
     RedisServer,
     ScriptedHTTPServer,

@@ -1,4 +1,5 @@
-"""Fixtures that start real servers on free 127.0.0.1 ports (see servers.py) and keep each test's state apart."""
+"""Fixtures that start real servers on free 127.0.0.1 ports (metrics_index/testing/servers.py) and keep each
+test's state apart."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ import redis
 from dagster import DagsterInstance, instance_for_test
 
 from metrics_index.testing.messages_api import MessagesAPIServer
+from metrics_index.testing.servers import PrometheusStack, RedisServer, ScriptedHTTPServer
 from metrics_index_tests.project import Project
-from metrics_index_tests.servers import PrometheusStack, RedisServer, ScriptedHTTPServer
 
 
 @pytest.fixture(autouse=True)

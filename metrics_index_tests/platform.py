@@ -17,8 +17,7 @@ from metrics_index.checks import METRIC_CHECKS
 from metrics_index.namespaces import NAMESPACE_PARTITIONS
 from metrics_index.resources import CheckThresholds
 from metrics_index.settings import resources_from_env
-from metrics_index_tests.project import Project
-from metrics_index_tests.servers import (
+from metrics_index.testing.servers import (
     LOOPBACK,
     CannedResponse,
     LoopbackHTTPServer,
@@ -28,6 +27,7 @@ from metrics_index_tests.servers import (
     system_binary,
     wait_until,
 )
+from metrics_index_tests.project import Project
 
 
 def run_namespace(

@@ -15,8 +15,8 @@ from fastapi.testclient import TestClient
 from metrics_index.namespaces import DEFAULT_REGISTRY_PATH
 from metrics_index.service.app import create_app
 from metrics_index.service.core import CatalogService
+from metrics_index.testing.servers import LOOPBACK, free_port, wait_until
 from metrics_index_tests.project import Project, target_entry
-from metrics_index_tests.servers import LOOPBACK, free_port, wait_until
 
 SHOP = "shop:checkout"
 PAYMENTS = "shop:payments"

@@ -24,9 +24,9 @@ from metrics_index.namespaces import DEFAULT_REGISTRY_PATH
 from metrics_index.resources import SLACK_WEBHOOK_ENV, SlackResource
 from metrics_index.sensors import build_alert_sensor
 from metrics_index.settings import PlatformSettings, resources_from_env
+from metrics_index.testing.servers import free_port
 from metrics_index_tests.platform import SlackReceiver, run_namespace
 from metrics_index_tests.project import Project
-from metrics_index_tests.servers import free_port
 
 DEMO_SNAPSHOT = DEFAULT_REGISTRY_PATH.parent / "demo-targets-metadata.json"
 UI = "http://dagster.example:3000"

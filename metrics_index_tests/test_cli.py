@@ -20,8 +20,8 @@ from metrics_index.namespaces import DEFAULT_REGISTRY_PATH, NAMESPACE_RULE
 from metrics_index.settings import DAGSTER_CONFIG, dagster_home
 from metrics_index.stores.connections import metrics_home
 from metrics_index.stores.name_set import names_key
+from metrics_index.testing.servers import PrometheusStack, free_port
 from metrics_index_tests.project import Project
-from metrics_index_tests.servers import PrometheusStack, free_port
 
 SUMMARY_LABELS = ("total", "processed", "enriched", "indexed", "failed", "skipped", "success rate", "checks")
 PLATFORM_CHECKS = {key.name for check in METRIC_CHECKS for key in check.check_keys}

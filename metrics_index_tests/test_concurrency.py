@@ -12,7 +12,8 @@ import pytest
 import redis
 
 from metrics_index.stores.lock import StoreBusyError, StoreLock, namespace_writer, writer_key
-from metrics_index_tests.concurrency_drill import BYSTANDER, NAMESPACE, ChromaServer, Drill
+from metrics_index.testing.concurrency_drill import BYSTANDER, NAMESPACE, Drill
+from metrics_index.testing.servers import ChromaServer
 
 RUN_TIMEOUT = 600.0
 HOLD_LOCK = """

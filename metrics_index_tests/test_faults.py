@@ -36,8 +36,8 @@ from metrics_index.sources import RawMetric, SourceError
 from metrics_index.sources.prometheus import RequestLimits, fetch_raw_metadata, merge_entries
 from metrics_index.stores.name_set import all_names, promql_names
 from metrics_index.testing.messages_api import Fault, MessagesAPIServer
+from metrics_index.testing.servers import ScriptedHTTPServer, free_port
 from metrics_index_tests.project import Project, step_failures, target_entry
-from metrics_index_tests.servers import ScriptedHTTPServer, free_port
 from metrics_index_tests.test_prometheus_source import live_source
 
 TARGETS = "/api/v1/targets/metadata"

@@ -7,7 +7,7 @@ import json
 import pytest
 import redis
 
-from metrics_index_tests.servers import PrometheusStack, RedisServer, ScriptedHTTPServer, http_get
+from metrics_index.testing.servers import PrometheusStack, RedisServer, ScriptedHTTPServer, http_get
 
 
 def test_redis_server_answers_and_starts_empty(redis_client: redis.Redis) -> None:

@@ -32,8 +32,8 @@ from metrics_index.sources.labels import (
 )
 from metrics_index.sources.prometheus import PrometheusApi, fetch_raw_metadata
 from metrics_index.stores.name_set import label_schemas, labels_key, names_key, replace_names
+from metrics_index.testing.servers import PrometheusStack, http_get
 from metrics_index_tests.project import Project, step_failures
-from metrics_index_tests.servers import PrometheusStack, http_get
 from metrics_index_tests.test_prometheus_source import live_source
 
 NAMESPACE = "test:orders"

@@ -17,7 +17,7 @@ from metrics_index.stores.name_set import (
     promql_names,
     replace_names,
 )
-from metrics_index_tests.servers import RedisServer
+from metrics_index.testing.servers import RedisServer
 
 NAMESPACE = "test:orders"
 

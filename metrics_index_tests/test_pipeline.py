@@ -25,8 +25,7 @@ from metrics_index.namespaces import NAMESPACE_PARTITIONS, NAMESPACE_RULE
 from metrics_index.resources import PrometheusResource
 from metrics_index.stores.name_set import names_key, promql_names
 from metrics_index.stores.revision import revision_key
-from metrics_index_tests.project import Project, step_failures, target_entry
-from metrics_index_tests.servers import (
+from metrics_index.testing.servers import (
     ManagedProcess,
     PrometheusStack,
     RedisServer,
@@ -35,6 +34,7 @@ from metrics_index_tests.servers import (
     http_get,
     wait_until,
 )
+from metrics_index_tests.project import Project, step_failures, target_entry
 
 ASSETS = ("raw_metric_metadata", "metric_name_set", "enriched_metric_metadata", "metric_semantic_index")
 ENRICHED_FIELDS = (*ENRICHED_COLUMNS, *PROVENANCE_COLUMNS)

@@ -26,8 +26,8 @@ from dagster_postgres import DagsterPostgresStorage
 from metrics_index.checks import CHROMA_POOL, HELP_SHARE, INDEX_MATCHES
 from metrics_index.jobs import ENRICHER_TAG
 from metrics_index.resources import SLACK_WEBHOOK_ENV
+from metrics_index.testing.servers import ManagedProcess, PrometheusStack, free_port, http_get, wait_until
 from metrics_index_tests.platform import LabelledPrometheus, SlackReceiver, graphql
-from metrics_index_tests.servers import ManagedProcess, PrometheusStack, free_port, http_get, wait_until
 
 ROOT = Path(__file__).parents[1]
 BIN = Path(sys.executable).parent

@@ -14,7 +14,7 @@ from metrics_index.resources import PrometheusResource
 from metrics_index.sources import SourceError
 from metrics_index.sources.base import RAW_COLUMNS, RAW_FRAME_COLUMNS
 from metrics_index.sources.prometheus import RequestLimits, fetch_raw_metadata, merge_entries, select_metrics
-from metrics_index_tests.servers import PrometheusStack, ScriptedHTTPServer, free_port
+from metrics_index.testing.servers import PrometheusStack, ScriptedHTTPServer, free_port
 
 HISTOGRAM = "prometheus_http_request_duration_seconds"  # a histogram the prometheus job always exposes
 SUMMARY = "go_gc_duration_seconds"  # a summary every Go exporter exposes

@@ -19,7 +19,7 @@ from metrics_index.promql import hints_for, query_hint, syntax_error, validate_q
 from metrics_index.sources.labels import LabelSchema, fetch_label_schemas, series_name_schemas, summarize, with_labels
 from metrics_index.sources.prometheus import PrometheusApi, fetch_raw_metadata
 from metrics_index.stores.name_set import NameSetCatalog, promql_names, replace_names
-from metrics_index_tests.servers import PrometheusStack, http_get
+from metrics_index.testing.servers import PrometheusStack, http_get
 
 NAMESPACE = "live:both"
 SELECTOR = '{job=~"prometheus|node"}'

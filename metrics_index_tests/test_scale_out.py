@@ -31,8 +31,7 @@ import redis
 import yaml
 
 from metrics_index.alerts import SLACK_WEBHOOK_ENV
-from metrics_index_tests.platform import SlackReceiver, graphql
-from metrics_index_tests.servers import (
+from metrics_index.testing.servers import (
     LOOPBACK,
     POSTGRES_BIN,
     ChromaServer,
@@ -43,6 +42,7 @@ from metrics_index_tests.servers import (
     http_get,
     wait_until,
 )
+from metrics_index_tests.platform import SlackReceiver, graphql
 
 ROOT = Path(__file__).parents[1]
 BIN = Path(sys.executable).parent

@@ -32,8 +32,8 @@ from metrics_index.sensors import (
 from metrics_index.settings import PlatformSettings
 from metrics_index.sources import SourceError
 from metrics_index.sources.prometheus import discover_namespaces
+from metrics_index.testing.servers import PrometheusStack
 from metrics_index_tests.platform import LabelledPrometheus
-from metrics_index_tests.servers import PrometheusStack
 
 DEMO_SNAPSHOT = DEFAULT_REGISTRY_PATH.parent / "demo-targets-metadata.json"
 

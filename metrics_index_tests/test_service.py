@@ -22,10 +22,10 @@ from metrics_index.service.app import create_app
 from metrics_index.service.client import ServiceClient, ServiceError
 from metrics_index.service.core import CatalogService
 from metrics_index.settings import resources_from_env
+from metrics_index.testing.servers import LOOPBACK, http_get, wait_until
 from metrics_index_tests.platform import LabelledPrometheus, run_namespace
 from metrics_index_tests.project import Project, target_entry
 from metrics_index_tests.served import PAYMENT_METRICS, PAYMENTS, SHOP, ServedApp, client, indexed, service
-from metrics_index_tests.servers import LOOPBACK, http_get, wait_until
 
 __all__ = ["client", "indexed", "service"]  # the module-scoped fixtures of served.py
 

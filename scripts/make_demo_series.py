@@ -16,7 +16,7 @@ import time
 import urllib.parse
 from pathlib import Path
 
-from metrics_index_tests.servers import (
+from metrics_index.testing.servers import (
     LOOPBACK,
     ManagedProcess,
     RedisServer,

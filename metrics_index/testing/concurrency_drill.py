@@ -9,8 +9,8 @@
 - `SearchLoop`: a process that warms `api.search_metrics` and then searches in a loop, counting errors and empty
   answers, while other processes re-index.
 
-Run as a script (`python -P concurrency_drill.py check|search ...`), this module is the checker and the search
-loop; it runs with whatever `metrics_index` is first on PYTHONPATH, so the bench can drill another checkout.
+The checker and the search loop are the script drill_worker.py, run with whatever `metrics_index` is first on
+PYTHONPATH, so the bench can drill another checkout.
 """
 
 from __future__ import annotations
@@ -20,20 +20,17 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from metrics_index_tests.servers import LOOPBACK, ManagedProcess, free_port, wait_until
+from metrics_index.testing import drill_worker
+from metrics_index.testing.drill_worker import STOP_FILE
 
-ROOT = Path(__file__).resolve().parents[1]
-SNAPSHOT = ROOT / "metrics_index" / "data" / "demo-targets-metadata.json"
+SNAPSHOT = Path(__file__).resolve().parents[1] / "data" / "demo-targets-metadata.json"
 NAMESPACE = "acme:node"
 BYSTANDER = "acme:prometheus"
-STOP_FILE = "stop-searching"  # in the home; holds the variant ("a" or "b") the search loop may stop at
-QUESTIONS = ("free disk space", "cpu time by mode", "network bytes received", "memory available", "boot time")
 
 
 @dataclass
@@ -107,7 +104,7 @@ class Drill:
         """What a fresh process finds: per namespace, the differences between the stores (empty when they agree),
         and `error` when a store could not be read (exit code 139: a segfault)."""
         run = subprocess.Popen(
-            [sys.executable, "-P", __file__, "check", NAMESPACE, BYSTANDER],
+            [sys.executable, "-P", drill_worker.__file__, "check", NAMESPACE, BYSTANDER],
             env=self.env(),
             cwd=self.home,
             stdout=subprocess.PIPE,
@@ -123,7 +120,7 @@ class Drill:
     def search_loop(self, searches: int) -> SearchLoop:
         return SearchLoop(
             subprocess.Popen(
-                [sys.executable, "-P", __file__, "search", NAMESPACE, str(searches)],
+                [sys.executable, "-P", drill_worker.__file__, "search", NAMESPACE, str(searches)],
                 env=self.env(),
                 cwd=self.home,
                 stdin=subprocess.DEVNULL,
@@ -133,27 +130,6 @@ class Drill:
                 start_new_session=True,
             )
         )
-
-
-class ChromaServer:
-    """`chroma run` (the chromadb package's own server) on a free loopback port, storing its data in `directory`."""
-
-    def __init__(self, directory: Path) -> None:
-        self.port = free_port()
-        chroma = Path(sys.executable).with_name("chroma")
-        argv = [str(chroma), "run", "--path", str(directory / "data"), "--host", LOOPBACK, "--port", str(self.port)]
-        self.process = ManagedProcess("chroma", argv, directory)
-
-    def start(self) -> ChromaServer:
-        import urllib.request
-
-        self.process.start()
-        heartbeat = f"http://{LOOPBACK}:{self.port}/api/v2/heartbeat"
-        wait_until(lambda: urllib.request.urlopen(heartbeat, timeout=2).status == 200, "chroma run", 60, self.process)
-        return self
-
-    def stop(self) -> None:
-        self.process.stop()
 
 
 @dataclass
@@ -196,81 +172,3 @@ class SearchLoop:
         if outcome.code != 0:
             return {"error": f"search loop exit {outcome.code}: {outcome.stderr.strip()[-500:]}"}
         return json.loads(outcome.stdout.strip().splitlines()[-1])
-
-
-def check(namespaces: list[str]) -> dict:
-    """Per namespace: names in Redis but not in the raw catalog (and the reverse), ids in Chroma but not in the
-    enriched catalog (and the reverse), metrics raw but not enriched; plus the variant the data is from."""
-    import pandas as pd
-
-    from metrics_index.settings import metrics_home, resources_from_env
-    from metrics_index.stores.name_set import all_names, promql_names
-
-    resources = resources_from_env()
-    client, index = resources["redis"].client(), resources["chroma"].index()
-    catalog = metrics_home() / "catalog"
-    report = {}
-    for namespace in namespaces:
-        tenant, service = namespace.split(":")
-        raw = pd.read_parquet(catalog / "raw_metric_metadata" / tenant / f"{service}.parquet")
-        enriched = pd.read_parquet(catalog / "enriched_metric_metadata" / tenant / f"{service}.parquet")
-        names = all_names(client, namespace)
-        documents = index.documents(namespace)
-        chroma = set(documents["metric_name"])
-        expected = promql_names(raw)
-        report[namespace] = {
-            "redis_not_raw": len(names - expected),
-            "raw_not_redis": len(expected - names),
-            "chroma_not_enriched": len(chroma - set(enriched["metric_name"])),
-            "enriched_not_chroma": len(set(enriched["metric_name"]) - chroma),
-            "raw_not_enriched": len(set(raw["metric_name"]) ^ set(enriched["metric_name"])),
-            "duplicate_ids": int(documents["id"].duplicated().sum()),
-            "documents": len(documents),
-            "revised": int(documents["document"].str.contains("(revised)", regex=False).sum()),
-        }
-    return report
-
-
-def search(namespace: str, searches: int, stop_file: Path) -> dict:
-    """Warm up, say so on stdout, then search until `searches` are done, or until `stop_file` exists and the
-    answers come from the variant it names. Counts errors, empty answers and switches between variants."""
-    from metrics_index import api
-
-    api.search_metrics(namespace, QUESTIONS[0])
-    print("warm", flush=True)
-    errors: dict[str, int] = {}
-    done = empty = switches = 0
-    variant = None
-    while done < searches:
-        done += 1
-        try:
-            results = api.search_metrics(namespace, QUESTIONS[done % len(QUESTIONS)], k=5)
-        except Exception as error:
-            key = f"{type(error).__name__}: {str(error)[:80]}"
-            errors[key] = errors.get(key, 0) + 1
-            continue
-        if not results:
-            empty += 1
-            continue
-        seen = "b" if any("(revised)" in result.description for result in results) else "a"
-        switches += variant is not None and seen != variant
-        variant = seen
-        if stop_file.exists() and stop_file.read_text() == variant:
-            break
-    return {"searches": done, "errors": sum(errors.values()), "empty": empty, "switches": switches, "kinds": errors}
-
-
-def _main(argv: list[str]) -> None:
-    command, *rest = argv
-    if command == "check":
-        print(json.dumps(check(rest)))
-    elif command == "search":
-        started = time.perf_counter()
-        result = search(rest[0], int(rest[1]), Path(STOP_FILE))
-        print(json.dumps({**result, "seconds": round(time.perf_counter() - started, 1)}), flush=True)
-    else:
-        raise SystemExit(f"unknown command {command!r}")
-
-
-if __name__ == "__main__":
-    _main(sys.argv[1:])

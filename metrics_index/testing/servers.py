@@ -14,6 +14,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -477,12 +478,13 @@ class ChromaServer:
     """A Chroma server from the chromadb package's own CLI (`chroma run`) on a free 127.0.0.1 port; `kill()` then
     `start()` restarts it on the same port and data folder."""
 
-    def __init__(self, directory: Path, chroma_bin: str) -> None:
+    def __init__(self, directory: Path, chroma_bin: str = "") -> None:
         self.port = free_port()
         self.directory = directory
+        chroma = chroma_bin or str(Path(sys.executable).with_name("chroma"))  # the venv's, beside this Python
         self.process = ManagedProcess(
             "chroma",
-            [chroma_bin, "run", "--path", str(directory / "data"), "--host", LOOPBACK, "--port", str(self.port)],
+            [chroma, "run", "--path", str(directory / "data"), "--host", LOOPBACK, "--port", str(self.port)],
             directory,
             env={**os.environ, "ANONYMIZED_TELEMETRY": "False"},
         )
