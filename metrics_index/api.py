@@ -23,6 +23,7 @@ from dagster import (
     ExecuteInProcessResult,
 )
 from dagster._core.errors import DagsterAssetCheckFailedError  # what a failed blocking check raises in process
+from dagster._core.storage.defs_state.base import set_defs_state_storage
 from redis import RedisError
 
 from metrics_index.asset_metadata import EnrichmentFigures, IndexFigures, RawFigures
@@ -161,12 +162,15 @@ def index_namespace(
     _known_source(resources["prometheus"], namespace, env)  # refuse a bad or unknown namespace before registering it
     instance = instance or dagster_instance(env)
     resources["progress"] = ProgressResource(enabled=progress)
-    job = Definitions(
+    definitions = Definitions(
         assets=METRIC_ASSETS,
         asset_checks=METRIC_CHECKS,
         jobs=[build_index_job(resources["enricher"])],
         resources=resources,
-    ).resolve_job_def(INDEX_JOB)
+    )
+    # Resolved against this instance's state storage, not one a disposed instance left current in this process.
+    with set_defs_state_storage(instance.defs_state_storage):
+        job = definitions.resolve_job_def(INDEX_JOB)
     run_id = str(uuid.uuid4())
     redis_resource: RedisResource = resources["redis"]
     with redis_resource.namespace_writer(namespace, notify):

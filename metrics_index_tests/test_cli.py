@@ -76,7 +76,7 @@ def test_index_search_validate_on_a_live_namespace(
     instance = DagsterInstance.from_config(str(live.home / "dagster"))
     assert instance.get_dynamic_partitions("namespace") == ["live:node"]
     [cli_run] = instance.get_runs()
-    assert cli_run.tags.get("metrics_index/source") == "cli"
+    assert cli_run.tags.get("metrics-index/source") == "cli"
     evaluations = instance.get_records_for_run(cli_run.run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION)
     checked = {r.event_log_entry.dagster_event.event_specific_data.check_name for r in evaluations.records}
     assert checked == PLATFORM_CHECKS

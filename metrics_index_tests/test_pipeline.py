@@ -96,7 +96,8 @@ def test_dagster_dev_starts_and_shows_every_asset(tmp_path: Path) -> None:
     finally:
         dev.stop()
     [location] = data["workspaceOrError"]["locationEntries"]
-    assert (location["loadStatus"], location["locationOrLoadError"]["__typename"]) == (
+    assert (location["name"], location["loadStatus"], location["locationOrLoadError"]["__typename"]) == (
+        "metrics-index",
         "LOADED",
         "RepositoryLocation",
     ), location

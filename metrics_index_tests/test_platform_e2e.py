@@ -263,3 +263,19 @@ def test_sensor_discovers_runs_checks_alerts_and_the_ui_shows_it(
     assert fields[0] == f"*Namespace*\n`{NAMESPACE}`" and fields[3] == "*Measured*\n1.0 (expected &gt;= 1.01)"
     assert f"<{url}/runs/{run['runId']}|" in json.dumps(alert)
     assert not any(INDEX_MATCHES in json.dumps(message) for message in slack.messages)
+
+
+def test_setup_disables_only_the_services_its_install_enabled() -> None:
+    """scripts/setup.sh's apt step: what the install enabled to start at boot is disabled, what was enabled before
+    is left alone (root commands stubbed: they would change this machine)."""
+    script = f"""
+        source <(sed -n '/^disable_new_services()/,/^}}/p' {ROOT / "scripts" / "setup.sh"})
+        as_root() {{ echo "root: $*"; }}
+        log() {{ :; }}
+        enabled_services() {{
+            printf '%s\\n' 'systemd redis-server.service' 'systemd prometheus.service' 'sysv prometheus'
+        }}
+        disable_new_services 'systemd redis-server.service'
+    """
+    done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True).stdout.splitlines()
+    assert done == ["root: deb-systemd-helper disable prometheus.service", "root: update-rc.d prometheus disable"]

@@ -49,7 +49,32 @@ ensure_system_packages() {
     return
   fi
   log "installing Debian packages: ${missing[*]}"
+  local before
+  before=$(enabled_services)
   apt_install "${missing[@]}"
+  disable_new_services "$before"
+}
+
+# What starts at boot: systemd units wanted by a target, and SysV init scripts with a start link.
+enabled_services() {
+  find /etc/systemd/system -path '*.wants/*' -name '*.service' -printf 'systemd %f\n' 2>/dev/null
+  find /etc/rc[2-5].d -name 'S*' -printf 'sysv %f\n' 2>/dev/null | sed -E 's/ S[0-9]+/ /'
+  return 0
+}
+
+# Packages with a service enable it to start at boot (policy-rc.d only keeps apt from starting it now). The tests
+# start their own servers on free ports, so whatever the install enabled is disabled again; services that were
+# enabled before are left as they were. Works with or without systemd running (deb-systemd-helper, update-rc.d).
+disable_new_services() {
+  local kind name
+  comm -13 <(echo "$1" | sort -u) <(enabled_services | sort -u) | while read -r kind name; do
+    log "disabling the system service $name that the install enabled"
+    if [ "$kind" = systemd ]; then
+      as_root deb-systemd-helper disable "$name" || as_root systemctl disable "$name"
+    else
+      as_root update-rc.d "$name" disable
+    fi
+  done
 }
 
 is_python311() { "$1" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null; }
