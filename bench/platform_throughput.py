@@ -25,7 +25,7 @@ from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFil
 
 from metrics_index.checks import METRIC_CHECKS
 from metrics_index.namespaces import load_registry
-from metrics_index_tests.servers import ManagedProcess
+from metrics_index.testing.servers import ManagedProcess
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
