@@ -8,7 +8,8 @@ A metric is found three ways, each strong where another is weak:
 Their scores are merged (RankingParams: by default each ranker's scores scaled to [0, 1] over its top list
 and weighted, the dense ranker most), then weighed by what the question's wording asks for ("per second"
 -> counters, "right now" -> gauges, "how long" -> durations, "is it up" -> up/status gauges, "last restarted"
--> start times, "limit" -> configuration values). The settings are chosen leave-one-service-out by
+-> start times, "limit" -> configuration values); in an exporter's namespace the exporter's own runtime metrics
+(go_*, process_*) yield unless asked for. The settings are chosen leave-one-service-out by
 bench/search_quality.py on a corpus of real services. A question that is, or starts, a metric name puts those
 metrics first whatever the fusion says. Everything is scoped to one namespace.
 
@@ -72,7 +73,9 @@ class RankingParams:
     fusion "rrf": sum of weight / (rrf_k + rank) over the rankers; "score": sum of weight x the ranker's
     score scaled to [0, 1] over its top DEPTH. A metric of a trait the question asks for (question_cues)
     is multiplied by 1 + cue_boost; a configuration value or build information the question does not ask
-    for is multiplied by 1 - kind_penalty.
+    for is multiplied by 1 - kind_penalty; in an exporter's namespace, a client library's runtime metric (go_*,
+    process_*, promhttp_*: the exporter's own process) by 1 - runtime_penalty unless the question asks about a
+    process, a runtime or a start.
     """
 
     weights: tuple[tuple[str, float], ...] = (("name", 0.5), ("text", 0.5), ("dense", 3.0))
@@ -80,6 +83,7 @@ class RankingParams:
     rrf_k: int = 20
     cue_boost: float = 0.7
     kind_penalty: float = 0.0
+    runtime_penalty: float = 0.6
 
     def weight(self, ranker: str) -> float:
         return next((w for r, w in self.weights if r == ranker), 0.0)
@@ -124,6 +128,14 @@ QUESTION_CUES: dict[str, re.Pattern[str]] = {
 PENALISED_KINDS = frozenset({"configuration", "info", "self_monitoring"})
 # Not "exporter": "can the exporter reach it" asks about the service, seen from the exporter.
 _SELF_MONITORING_WORDS = re.compile(r"\b(scrape\w*|collector\w*)\b", re.IGNORECASE)
+# The metrics every Prometheus client library exports about its own process: the same in every namespace.
+_RUNTIME_PREFIXES = ("go_", "process_", "promhttp_", "python_", "jvm_")
+# An exporter says whether it reached its service (`<service>_up`) or names itself (`<service>_exporter_...`): then
+# the client library's runtime metrics describe the exporter's process, not the service.
+_EXPORTER_NAME = re.compile(r"^[a-z]+_up$|_exporter_")
+_RUNTIME_WORDS = re.compile(
+    r"\b(exporter\w*|runtime|go|golang|garbage|gc|goroutines?|heap|jvm|python|process|processes)\b", re.IGNORECASE
+)
 _INFO_WORDS = re.compile(r"\b(version|build|revision|info|information|release)\b", re.IGNORECASE)
 _AVAILABILITY_WORDS = re.compile(r"(^|_)(up|status|health|healthy|ready|alive|reachable|success)(_|$)")
 _START_WORDS = re.compile(r"(^|_)(start|started|boot|uptime)(_|$)")
@@ -147,6 +159,8 @@ def question_cues(question: str) -> frozenset[str]:
         cues.discard("counter")  # "how many requests is it handling right now" asks for a gauge, not a rate
     if _SELF_MONITORING_WORDS.search(question):
         cues.add("self_monitoring")
+    if _RUNTIME_WORDS.search(question):
+        cues.add("runtime")  # lifts runtime_penalty
     if _INFO_WORDS.search(question):
         cues.add("info")
     return frozenset(cues)
@@ -211,6 +225,8 @@ class NamespaceCorpus:
         norms = np.linalg.norm(matrix, axis=1, keepdims=True)
         per_doc = [metric_traits(names[j], rows[i]) for j, i in enumerate(order)]
         masks = {t: np.array([t in doc for doc in per_doc], dtype=bool) for t in set().union(*per_doc)}
+        if any(_EXPORTER_NAME.search(name) for name in names):
+            masks["exporter_runtime"] = np.array([name.startswith(_RUNTIME_PREFIXES) for name in names], dtype=bool)
         return cls(
             names=names,
             rows=[{k: str(rows[i].get(k) or "") for k in KEPT_FIELDS} for i in order],
@@ -452,6 +468,8 @@ def fuse(found: Signals, params: RankingParams) -> np.ndarray:
         for cue in found.cues:
             if cue in found.traits:
                 fused[found.traits[cue]] *= 1.0 + params.cue_boost
+    if params.runtime_penalty and not found.cues & {"runtime", "start"} and "exporter_runtime" in found.traits:
+        fused[found.traits["exporter_runtime"]] *= 1.0 - params.runtime_penalty
     if params.kind_penalty:
         for kind in PENALISED_KINDS - found.cues:
             if kind in found.traits:

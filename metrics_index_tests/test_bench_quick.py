@@ -21,6 +21,7 @@ RANKERS = {
     "fuzzy name",
     "ours: before (fixed RRF)",
     "ours: fusion weights",
+    "ours: + question cues",
     "ours: + kind penalty",
     "ours",
 }

@@ -164,7 +164,7 @@ def test_question_wording_says_what_kind_of_metric_is_wanted() -> None:
     # "Right now" asks for a gauge's value, even where the other words sound like a rate.
     assert question_cues("how many requests is it handling right now") == {"current"}
     assert question_cues("how many consumers are attached") == {"current"}
-    assert question_cues("can the exporter reach the server") == {"availability"}
+    assert question_cues("can the exporter reach the server") == {"availability", "runtime"}
     assert "self_monitoring" in question_cues("scrape errors of each collector")
     # The rate is a cue, not words to match: "per second" would find metrics measured in seconds.
     assert retrieval_text("queries per second on the database") == "queries on the database"
@@ -193,6 +193,24 @@ def test_the_unit_is_read_as_enrichment_stored_it_never_inferred_at_query_time()
     built = NamespaceCorpus.build([r["metric_name"] for r in rows], ["queue wait"] * 2, rows, np.ones((2, 2)))
     found = {r.metric_name: r.unit for r in rank(built, "queue wait", np.ones(2))}
     assert found == {"app_queue_wait": "milliseconds", "app_wait_seconds": ""}
+
+
+def test_an_exporters_own_runtime_metrics_yield_unless_asked_for() -> None:
+    # Same words and vectors: without weighting, name order puts process_ first.
+    names_ = ["process_resident_memory_bytes", "x_cache_memory_bytes"]
+    docs = ["memory bytes", "memory bytes"]
+    rows = [{"meter_type": "gauge", "description": d} for d in docs]
+    exporter = NamespaceCorpus.build(
+        [*names_, "x_up"], [*docs, "up"], [*rows, {"meter_type": "gauge"}], np.ones((3, 2))
+    )
+    native = NamespaceCorpus.build(names_, docs, rows, np.ones((2, 2)))
+    assert names(rank(exporter, "memory used", np.ones(2)))[0] == "x_cache_memory_bytes"
+    assert names(rank(native, "memory used", np.ones(2)))[0] == "process_resident_memory_bytes"  # the service's own
+    assert (
+        names(rank(exporter, "memory used by the exporter process", np.ones(2)))[0] == "process_resident_memory_bytes"
+    )
+    unweighted = RankingParams(runtime_penalty=0.0)
+    assert names(rank(exporter, "memory used", np.ones(2), params=unweighted))[0] == "process_resident_memory_bytes"
 
 
 def test_a_configuration_value_yields_unless_the_question_asks_for_a_limit() -> None:
