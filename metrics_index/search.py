@@ -35,7 +35,7 @@ import numpy as np
 
 from metrics_index.answers import compact_json
 from metrics_index.confidence import is_weak
-from metrics_index.enrichment.rules import metric_kind
+from metrics_index.kinds import metric_kind
 from metrics_index.label_preference import DEPTH as LABEL_DEPTH
 from metrics_index.label_preference import prefer_labelled, wanted_labels
 from metrics_index.stores.lock import StoreBusyError

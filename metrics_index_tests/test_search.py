@@ -12,8 +12,9 @@ import pytest
 
 from metrics_index.embeddings import get_embedder
 from metrics_index.enrichment.incremental import enrich_catalog
-from metrics_index.enrichment.rules import KIND_RULES, RulesEnricher
+from metrics_index.enrichment.rules import RulesEnricher
 from metrics_index.enrichment.vocabulary import METRIC_KINDS
+from metrics_index.kinds import KIND_RULES
 from metrics_index.namespaces import load_registry
 from metrics_index.search import (
     NamespaceCorpus,

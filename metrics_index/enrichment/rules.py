@@ -309,18 +309,6 @@ SIGNAL_RULES: tuple[SignalRule, ...] = (
         meters=("counter", "histogram", "summary", "unknown"),
     ),
 )
-# The kind of a metric (vocabulary.METRIC_KINDS), first match wins; "activity" otherwise. Patterns are
-# matched against the name's words ("name") or the help text's words ("help"). Only gauges and untyped
-# metrics can be configuration values: a counter or a distribution measures work.
-KIND_RULES: tuple[tuple[str, str, str], ...] = (
-    ("info", "name", r" info | build | version "),
-    ("self_monitoring", "name", r" exporter | scrape | scrapes | scraper | collector | collectors | promhttp "),
-    ("configuration", "name", r" config | configuration | configured | setting | settings | variables | limit | limits"
-     r" | capacity | threshold | retention "),
-    ("configuration", "help", r" configured | configuration | setting | limit | variable | allowed "),
-)  # fmt: skip
-# Words that make a configuration-sounding gauge a state or an event instead (a reload's success, its time).
-_NOT_CONFIGURATION = re.compile(r" reload | reloads | last | success | successful | hash | timestamp | time | seconds ")
 _NONE_DEFAULT = "a value that describes state rather than load, errors, latency or saturation"
 
 
@@ -406,28 +394,6 @@ def golden_signal(words: str, help_words: str, unit: str, meter: str, category: 
             because = f" ('{clue}' in the {rule.source})" if clue else f" (a {meter})"
             return rule.signal, f"{rule.signal.capitalize()}: {rule.why}{because}."
     return "none", f"None: {_NONE_DEFAULT}."
-
-
-@lru_cache(maxsize=1)
-def _compiled_kind_rules() -> list[tuple[str, str, re.Pattern[str]]]:
-    return [(kind, source, re.compile(pattern)) for kind, source, pattern in KIND_RULES]
-
-
-def metric_kind(name: str, meter: str, help_text: str = "") -> str:
-    """What kind of value the metric is (a key of METRIC_KINDS): configuration values, build information and
-    the exporter's self-monitoring answer other questions than activity metrics do."""
-    texts = {
-        "name": f" {' '.join(metric_words(name))} ",
-        "help": f" {' '.join(_HELP_WORD.findall(help_text.lower()))} ",
-    }
-    for kind, source, pattern in _compiled_kind_rules():
-        if not pattern.search(texts[source]):
-            continue
-        if kind != "configuration":
-            return kind
-        if meter in ("gauge", "unknown") and not _NOT_CONFIGURATION.search(texts["name"]):
-            return kind
-    return "activity"
 
 
 def _subject(name: str) -> Subject:
