@@ -10,6 +10,7 @@ import io
 import json
 import logging
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -447,7 +448,7 @@ def test_a_failed_parquet_write_leaves_the_previous_file_and_no_temporary_file(p
 
 # --- secrets -------------------------------------------------------------------------------------------------------
 
-KEY = "sk-ant-fault-4f9c2a7e81d3b6c05e7a9d1f3b8c6e2a"  # fake, random-looking: no ordinary text shares 8 characters
+KEY = f"test-key-{secrets.token_hex(16)}"  # made per run, never committed: no ordinary text shares 8 characters
 
 
 def leaked(text: str, secret: str = KEY) -> list[str]:
