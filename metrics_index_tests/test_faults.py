@@ -35,6 +35,7 @@ from metrics_index.secrets import MIN_FRAGMENT, redact
 from metrics_index.settings import resources_from_env
 from metrics_index.sources import RawMetric, SourceError
 from metrics_index.sources.prometheus import RequestLimits, fetch_raw_metadata, merge_entries
+from metrics_index.stores import revision
 from metrics_index.stores.name_set import all_names, promql_names
 from metrics_index.testing.messages_api import Fault, MessagesAPIServer
 from metrics_index.testing.servers import ScriptedHTTPServer, free_port
@@ -598,6 +599,7 @@ def test_a_corrupt_redis_file_is_moved_aside_and_the_name_sets_rebuilt(project: 
     assert project.materialize("acme:app").success
     expected = promql_names(project.catalog("raw_metric_metadata", "acme:app"))
     embedded = resources_from_env(project.env)["redis"]
+    seen_revision = revision.read(embedded.client(), "acme:app")
     with contextlib.suppress(redis.ConnectionError):
         embedded.client().shutdown(save=True)
     (project.home / "redis.db").write_bytes(b"REDIS0011\xfa\x09garbage")  # a torn write
@@ -606,6 +608,10 @@ def test_a_corrupt_redis_file_is_moved_aside_and_the_name_sets_rebuilt(project: 
     try:
         assert all_names(client, "acme:app") == expected
         assert len(list(project.home.glob("redis.db.unreadable-*"))) == 1, "the unreadable file is kept for a person"
+        rebuilt_revision = revision.read(client, "acme:app")
+        assert rebuilt_revision > seen_revision, "a reader must not take the rebuilt namespace for one it has seen"
+        revision.bump(client, "acme:app")
+        assert revision.read(client, "acme:app") == rebuilt_revision + 1
     finally:
         with contextlib.suppress(redis.ConnectionError):
             client.shutdown(nosave=True)

@@ -75,8 +75,10 @@ def replace_names(
 
 def rebuild_from_catalog(client: redis.Redis, catalog_dir: Path) -> int:
     """Every namespace's name set and label hash from its last raw metadata in the Parquet catalog, for a Redis
-    that lost its data (embedded_redis.py); returns how many namespaces were rebuilt."""
+    that lost its data (embedded_redis.py), each with a revision no reader has seen; returns how many namespaces
+    were rebuilt."""
     from metrics_index.sources.labels import name_set_labels  # sources/labels.py imports this module
+    from metrics_index.stores import revision  # stores/revision.py imports this module
 
     rebuilt = 0
     for path in sorted((catalog_dir / RAW_CATALOG_FOLDER).glob("*/*.parquet")):
@@ -84,7 +86,9 @@ def rebuild_from_catalog(client: redis.Redis, catalog_dir: Path) -> int:
             frame = pd.read_parquet(path)
         except Exception:  # pyarrow raises several types; an unreadable file is rebuilt by the namespace's next run
             continue
-        replace_names(client, f"{path.parent.name}:{path.stem}", promql_names(frame), name_set_labels(frame))
+        namespace = f"{path.parent.name}:{path.stem}"
+        replace_names(client, namespace, promql_names(frame), name_set_labels(frame))
+        revision.restart(client, namespace)
         rebuilt += 1
     return rebuilt
 

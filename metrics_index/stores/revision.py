@@ -9,6 +9,7 @@ a deployment already shares (the name set lives there).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 import redis
@@ -21,7 +22,8 @@ def revision_key(namespace: str) -> str:
 
 
 def read(client: redis.Redis, namespace: str) -> int:
-    """The namespace's current revision: 0 before its first index, then 1, 2, ... one per completed sync."""
+    """The namespace's current revision: 0 before its first index, then 1, 2, ... one per completed sync (after a
+    restart, on from the restart's value)."""
     return int(client.get(revision_key(namespace)) or 0)
 
 
@@ -36,3 +38,12 @@ def read_many(client: redis.Redis, namespaces: Sequence[str]) -> dict[str, int]:
 def bump(client: redis.Redis, namespace: str) -> int:
     """Record a completed sync of the namespace; returns the new revision."""
     return int(client.incr(revision_key(namespace)))
+
+
+def restart(client: redis.Redis, namespace: str) -> int:
+    """For a Redis that lost its data and was rebuilt: a revision no reader can have seen (the time in
+    milliseconds, above any counter), so a warm reader reloads the namespace and never takes answers it cached
+    under an old number for current ones. Returns it."""
+    value = time.time_ns() // 1_000_000
+    client.set(revision_key(namespace), value)
+    return value
