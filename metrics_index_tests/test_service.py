@@ -41,6 +41,7 @@ def test_search_validate_card_and_namespaces(client: TestClient) -> None:
     assert found["results"][0]["metric_name"] == "http_server_request_duration_seconds"
     assert len(found["results"]) == 3 and found["results"][0]["matched"]
     assert {"metric_name", "score", "type", "unit", "description"} <= set(found["results"][0])
+    assert found["results"][0]["promql"].startswith("histogram_quantile("), "the query hint the CLI prints too"
 
     checked = client.post(
         "/v1/validate",

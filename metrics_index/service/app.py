@@ -45,6 +45,7 @@ class SearchResultItem(BaseModel):
     type: str
     unit: str
     description: str
+    promql: str = Field("", description="a query for it (a rate for a counter, a quantile for a histogram)")
     matched: list[str] = []
     weak: bool = Field(False, description="not close in meaning to the question: the namespace may have no such metric")
 
