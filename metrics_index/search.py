@@ -32,6 +32,7 @@ from typing import Any
 
 import bm25s
 import numpy as np
+import pandas as pd
 
 from metrics_index.answers import compact_json
 from metrics_index.confidence import is_weak
@@ -39,7 +40,7 @@ from metrics_index.kinds import metric_kind
 from metrics_index.label_preference import DEPTH as LABEL_DEPTH
 from metrics_index.label_preference import prefer_labelled, wanted_labels
 from metrics_index.stores.lock import StoreBusyError
-from metrics_index.stores.semantic_index import SemanticIndex
+from metrics_index.stores.semantic_index import SemanticIndex, document_id
 from metrics_index.text import search_terms, term_words
 
 log = logging.getLogger(__name__)
@@ -201,6 +202,63 @@ class SearchResult:
 
 
 @dataclass
+class CorpusParts:
+    """What a corpus is built from, one entry per document in one order: kept with the corpus so that a reload
+    prepares only the documents whose hash changed (the hash of the index's metadata, stores/semantic_index.py)."""
+
+    names: list[str]
+    hashes: list[str]  # "" when unknown: such a document is prepared again at every reload
+    rows: list[dict[str, str]]  # KEPT_FIELDS
+    vectors: np.ndarray  # unit length
+    name_terms: list[str]  # search terms of the name, space-separated
+    text_terms: list[str]  # search terms of the document text, space-separated
+    traits: list[frozenset[str]]  # metric_traits
+
+    @classmethod
+    def prepare(
+        cls,
+        names: Sequence[str],
+        documents: Sequence[str],
+        rows: Sequence[Mapping[str, Any]],
+        vectors: Any,
+        hashes: Sequence[str] | None = None,
+    ) -> CorpusParts:
+        matrix = np.asarray(vectors, dtype=np.float32)
+        kept = [{k: str(row.get(k) or "") for k in KEPT_FIELDS} for row in rows]
+        return cls(
+            names=list(names),
+            hashes=list(hashes) if hashes is not None else [""] * len(names),
+            rows=kept,
+            vectors=matrix / np.clip(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12, None),
+            name_terms=[" ".join(search_terms(name)) for name in names],
+            text_terms=[" ".join(search_terms(doc)) for doc in documents],
+            traits=[frozenset(metric_traits(name, row)) for name, row in zip(names, kept, strict=True)],
+        )
+
+    def take(self, order: Sequence[int]) -> CorpusParts:
+        return CorpusParts(
+            names=[self.names[i] for i in order],
+            hashes=[self.hashes[i] for i in order],
+            rows=[self.rows[i] for i in order],
+            vectors=self.vectors[np.asarray(order, dtype=np.int64)],
+            name_terms=[self.name_terms[i] for i in order],
+            text_terms=[self.text_terms[i] for i in order],
+            traits=[self.traits[i] for i in order],
+        )
+
+    def __add__(self, other: CorpusParts) -> CorpusParts:
+        return CorpusParts(
+            names=self.names + other.names,
+            hashes=self.hashes + other.hashes,
+            rows=self.rows + other.rows,
+            vectors=np.concatenate([self.vectors, other.vectors]),
+            name_terms=self.name_terms + other.name_terms,
+            text_terms=self.text_terms + other.text_terms,
+            traits=self.traits + other.traits,
+        )
+
+
+@dataclass
 class NamespaceCorpus:
     """One namespace's documents, ready to rank: metadata rows, unit vectors, and two BM25 indexes."""
 
@@ -212,57 +270,113 @@ class NamespaceCorpus:
     position: dict[str, int]
     by_lower_name: list[tuple[str, int]]
     traits: dict[str, np.ndarray]  # trait -> boolean mask over the documents (metric_traits)
+    parts: CorpusParts
 
     @classmethod
     def build(
         cls, names: Sequence[str], documents: Sequence[str], rows: Sequence[Mapping[str, Any]], vectors: Any
     ) -> NamespaceCorpus:
+        return cls.from_parts(CorpusParts.prepare(names, documents, rows, vectors))
+
+    @classmethod
+    def from_parts(cls, parts: CorpusParts) -> NamespaceCorpus:
         """Index the documents in name order, so that equal scores always rank alphabetically."""
-        order = sorted(range(len(names)), key=lambda i: names[i])
-        names = [names[i] for i in order]
-        documents = [documents[i] for i in order]
-        matrix = np.asarray(vectors, dtype=np.float32)[order]
-        norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-        per_doc = [metric_traits(names[j], rows[i]) for j, i in enumerate(order)]
-        masks = {t: np.array([t in doc for doc in per_doc], dtype=bool) for t in set().union(*per_doc)}
+        parts = parts.take(sorted(range(len(parts.names)), key=parts.names.__getitem__))
+        names = parts.names
+        masks = {t: np.array([t in doc for doc in parts.traits], dtype=bool) for t in frozenset().union(*parts.traits)}
         if any(_EXPORTER_NAME.search(name) for name in names):
             masks["exporter_runtime"] = np.array([name.startswith(_RUNTIME_PREFIXES) for name in names], dtype=bool)
         return cls(
             names=names,
-            rows=[{k: str(rows[i].get(k) or "") for k in KEPT_FIELDS} for i in order],
-            vectors=matrix / np.clip(norms, 1e-12, None),
-            name_index=_bm25([search_terms(name) for name in names]),
-            text_index=_bm25([search_terms(doc) for doc in documents]),
+            rows=parts.rows,
+            vectors=parts.vectors,
+            name_index=bm25_index(parts.name_terms),
+            text_index=bm25_index(parts.text_terms),
             position={name: i for i, name in enumerate(names)},
-            by_lower_name=sorted((name.lower(), i) for i, name in enumerate(names)),
+            by_lower_name=sorted(zip([name.lower() for name in names], range(len(names)), strict=True)),
             traits=masks,
+            parts=parts,
         )
 
 
-def _bm25(corpus: list[list[str]]) -> bm25s.BM25:
-    index = bm25s.BM25()
-    index.index([terms or [""] for terms in corpus], show_progress=False)
+def bm25_index(documents: Sequence[str], k1: float = 1.5, b: float = 0.75) -> bm25s.BM25:
+    """bm25s's Lucene BM25 over space-separated terms, its score matrix computed with whole-array numpy
+    operations instead of bm25s's per-document Python loop (50k documents: well under a second instead of
+    several, during which a warm service's searches wait for the GIL). Scores equal `BM25().index(...)`'s."""
+    # Joined by single spaces, an empty document is one "" term, as bm25s indexes it.
+    ids, terms = pd.factorize(np.array(" ".join(documents).split(" "), dtype=object))
+    lengths = np.array([doc.count(" ") + 1 for doc in documents], dtype=np.int64)
+    n_docs, n_vocab = len(documents), len(terms)
+    pairs, tf = np.unique(ids * n_docs + np.repeat(np.arange(n_docs), lengths), return_counts=True)
+    token, doc = np.divmod(pairs, n_docs)  # sorted by token, then document: the CSC layout bm25s reads
+    df = np.bincount(token, minlength=n_vocab)
+    idf = np.log(1 + (n_docs - df + 0.5) / (df + 0.5)).astype(np.float32)
+    tfc = tf / (k1 * ((1 - b) + b * lengths[doc] / lengths.mean()) + tf)
+    index = bm25s.BM25(k1=k1, b=b)
+    index.scores = {
+        "data": (idf[token] * tfc).astype(np.float32),
+        "indices": doc.astype(np.int32),
+        "indptr": np.concatenate([[0], np.cumsum(df)]),
+        "num_docs": n_docs,
+    }
+    index.nonoccurrence_array = None
+    vocab = dict(zip(terms.tolist(), range(n_vocab), strict=True))
+    vocab.setdefault("", n_vocab)
+    index.vocab_dict = vocab
+    index.unique_token_ids_set = set(vocab.values())
     return index
 
 
-def load_corpus(index: SemanticIndex, namespace: str) -> NamespaceCorpus | None:
-    """Read every document of the namespace, with metadata and embeddings (None when it has none).
+def load_corpus(
+    index: SemanticIndex, namespace: str, previous: NamespaceCorpus | None = None
+) -> NamespaceCorpus | None:
+    """Read the namespace's documents, with metadata and embeddings (None when it has none). With `previous`
+    (the corpus held so far), only the metadata of every document is read, then the text and embedding of the
+    documents whose hash is new; the others are taken from `previous` as they are.
 
-    Read in pages by id (SemanticIndex.pages), which keeps Chroma's read buffers small.
+    Read in pages by id (SemanticIndex.pages), which keeps Chroma's read buffers small; the store is held for
+    reading throughout, so both reads see one version.
     """
+    with index.reading():
+        if previous is None:
+            return _corpus(_read_parts(index, namespace, None, ["documents", "metadatas", "embeddings"]))
+        listing = {
+            metadata["metric_name"]: metadata.get("doc_hash") or ""
+            for page in index.pages(namespace, ["metadatas"])
+            for metadata in page["metadatas"]
+        }
+        held = previous.parts
+        kept = [
+            i
+            for i, (name, digest) in enumerate(zip(held.names, held.hashes, strict=True))
+            if digest and listing.get(name) == digest
+        ]
+        fresh = sorted(set(listing) - {held.names[i] for i in kept})
+        ids = [document_id(namespace, name) for name in fresh]
+        parts = held.take(kept)
+        if ids:
+            parts = parts + _read_parts(index, namespace, ids, ["documents", "metadatas", "embeddings"])
+        return _corpus(parts)
+
+
+def _read_parts(index: SemanticIndex, namespace: str, ids: Sequence[str] | None, include: list[str]) -> CorpusParts:
     names: list[str] = []
     documents: list[str] = []
     rows: list[dict] = []
     vectors: list[np.ndarray] = []
-    for page in index.pages(namespace, ["documents", "metadatas", "embeddings"]):
+    for page in index.pages(namespace, include, ids=ids):
         for metadata, document in zip(page["metadatas"], page["documents"], strict=True):
             names.append(metadata["metric_name"])
             documents.append(document or "")
             rows.append(metadata)
         vectors.append(np.asarray(page["embeddings"], dtype=np.float32))
-    if not names:
-        return None
-    return NamespaceCorpus.build(names, documents, rows, np.concatenate(vectors))
+    hashes = [row.get("doc_hash") or "" for row in rows]
+    matrix = np.concatenate(vectors) if vectors else np.empty((0, 0), dtype=np.float32)
+    return CorpusParts.prepare(names, documents, rows, matrix, hashes)
+
+
+def _corpus(parts: CorpusParts) -> NamespaceCorpus | None:
+    return NamespaceCorpus.from_parts(parts) if parts.names else None
 
 
 @dataclass(frozen=True)
@@ -294,7 +408,7 @@ class _CorpusCache:
                 entry = self._entries.get(key) or self._put(key, _Entry(version, load_corpus(index, namespace)))
         elif entry.version != version and loading.acquire(blocking=False):
             try:
-                entry = self._reload(key, index, namespace, version) or entry
+                entry = self._reload(key, index, namespace, version, entry.corpus) or entry
             finally:
                 loading.release()
         with self._lock:
@@ -302,10 +416,12 @@ class _CorpusCache:
                 self._entries.move_to_end(key)
         return entry.corpus
 
-    def _reload(self, key: tuple[str, str], index: SemanticIndex, namespace: str, version: Any) -> _Entry | None:
+    def _reload(
+        self, key: tuple[str, str], index: SemanticIndex, namespace: str, version: Any, held: NamespaceCorpus | None
+    ) -> _Entry | None:
         try:
             with index.reading(wait_seconds=0):
-                return self._put(key, _Entry(version, load_corpus(index, namespace)))
+                return self._put(key, _Entry(version, load_corpus(index, namespace, held)))
         except StoreBusyError:
             return None  # a writer is at work: answer from memory, reload at a later search
         except Exception:
@@ -343,7 +459,14 @@ def search(
     corpus = _CACHE.get(index, namespace, store_stamp(index) if revision is None else revision)
     if corpus is None or not question.strip():
         return []
-    query_vector = index.embedder.embed([retrieval_text(question)])[0]
+    return answer(corpus, question, index.embedder.embed([retrieval_text(question)])[0], k=k, explain=explain)
+
+
+def answer(
+    corpus: NamespaceCorpus, question: str, query_vector: np.ndarray, k: int = 10, explain: bool = False
+) -> list[SearchResult]:
+    """The k best results for `question` in a corpus held in memory; `query_vector` is the embedding of
+    `retrieval_text(question)`. What every caller answers with: this module's `search` and the service."""
     results = rank(corpus, question, query_vector, k=max(k, LABEL_DEPTH), explain=explain)
     return _prefer_asked_labels(corpus, question, results, explain)[:k]
 

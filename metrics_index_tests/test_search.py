@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 
+import bm25s
 import chromadb
 import numpy as np
 import pandas as pd
@@ -19,6 +20,7 @@ from metrics_index.namespaces import load_registry
 from metrics_index.search import (
     NamespaceCorpus,
     RankingParams,
+    bm25_index,
     metric_traits,
     question_cues,
     rank,
@@ -228,3 +230,14 @@ def test_a_configuration_value_yields_unless_the_question_asks_for_a_limit() -> 
     assert names(rank(built, "connections", np.ones(2)))[0] == "a_connections_limit"
     assert names(rank(built, "connections", np.ones(2), params=weighted))[0] == "b_connections"
     assert names(rank(built, "connections limit", np.ones(2), params=weighted))[0] == "a_connections_limit"
+
+
+def test_the_bm25_index_scores_as_bm25s_indexes() -> None:
+    """search.bm25_index builds bm25s's score matrix with whole-array operations: the scores must be bm25s's own, for
+    repeated terms, an empty document, and terms the corpus does not have."""
+    documents = ["disk free byte", "disk disk read byte total", "", "network receiv byte total", "cpu second total"]
+    reference = bm25s.BM25()
+    reference.index([doc.split() or [""] for doc in documents], show_progress=False)
+    built = bm25_index(documents)
+    for terms in (["disk"], ["byte", "total"], ["disk", "disk", "cpu"], ["nowhere"], ["network", "nowhere"]):
+        assert built.get_scores(terms).tolist() == reference.get_scores(terms).tolist(), terms

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from dagster import AssetSelection, materialize
 from fastapi.testclient import TestClient
@@ -18,6 +19,7 @@ from metrics_index.api import materialization_metadata
 from metrics_index.assets import metric_semantic_index
 from metrics_index.checks import GOLDEN_RECALL
 from metrics_index.golden import golden_queries
+from metrics_index.search import load_corpus
 from metrics_index.service.app import create_app
 from metrics_index.service.client import ServiceClient, ServiceError
 from metrics_index.service.core import CatalogService
@@ -126,6 +128,49 @@ def test_a_reindexed_namespace_is_seen_at_its_next_query_without_restart(client:
 
     wait_until(refreshed, "the service to answer from the re-indexed namespace", timeout=30)
     assert all(seen), "a search answered nothing while the namespace was being reloaded"
+
+
+def test_a_reload_reads_only_changed_documents_and_equals_a_full_read(
+    service: CatalogService, indexed: Project
+) -> None:
+    """One metric's help changed, one added, one removed: the incremental reload holds exactly what a full read
+    holds, and takes the unchanged documents from the copy it held."""
+    refunded = target_entry("payments_refunded_total", "counter", "Refunds issued.", job="payments")
+    indexed.register(PAYMENTS, snapshot=indexed.write_snapshot("payments.json", [*PAYMENT_METRICS, refunded]))
+    assert indexed.materialize(PAYMENTS).success
+    index = service.catalog.index
+    held = load_corpus(index, PAYMENTS)
+    wait_until(lambda: service.catalog.get(PAYMENTS).corpus.names == held.names, "the service to hold it", timeout=30)
+    assert held is not None and held.names == [
+        "payments_authorized_total",
+        "payments_declined_total",
+        refunded["metric"],
+    ]
+
+    changed = {**PAYMENT_METRICS[1], "help": "Card payments the issuing bank refused."}
+    added = target_entry(
+        "payments_chargebacks_total", "counter", "Chargebacks disputed by cardholders.", job="payments"
+    )
+    indexed.register(PAYMENTS, snapshot=indexed.write_snapshot("payments.json", [changed, added, refunded]))
+    assert indexed.materialize(PAYMENTS).success
+
+    reloaded = load_corpus(index, PAYMENTS, held)
+    full = load_corpus(index, PAYMENTS)
+    assert reloaded is not None and full is not None
+    expected = ["payments_chargebacks_total", "payments_declined_total", "payments_refunded_total"]
+    assert reloaded.names == full.names == expected
+    assert reloaded.rows == full.rows and reloaded.parts.hashes == full.parts.hashes
+    assert reloaded.parts.hashes[1] != held.parts.hashes[1] and reloaded.rows[1] is not held.rows[1]
+    assert reloaded.rows[2] is held.rows[2], "the unchanged document was read again"
+    np.testing.assert_allclose(reloaded.vectors, full.vectors, rtol=1e-6)
+    for terms in (["refus"], ["chargeback", "card"], ["refund"], ["payment"]):
+        assert (reloaded.text_index.get_scores(terms) == full.text_index.get_scores(terms)).all()
+        assert (reloaded.name_index.get_scores(terms) == full.name_index.get_scores(terms)).all()
+    assert {t: m.tolist() for t, m in reloaded.traits.items()} == {t: m.tolist() for t, m in full.traits.items()}
+
+    # the service's warm copy goes through the same reload
+    wait_until(lambda: service.catalog.get(PAYMENTS).corpus.names == expected, "the service to reload", timeout=30)
+    assert service.catalog.get(PAYMENTS).corpus.rows == full.rows
 
 
 def test_feedback_is_kept_across_a_restart(client: TestClient, indexed: Project) -> None:

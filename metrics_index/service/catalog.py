@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from metrics_index.search import NamespaceCorpus, SearchResult, load_corpus, rank
+from metrics_index.search import NamespaceCorpus, SearchResult, answer, load_corpus, retrieval_text
 from metrics_index.stores.semantic_index import SemanticIndex
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ class WarmCatalog:
                 self._answers.move_to_end(key)
                 self.answers_hit += 1
                 return self._answers[key]
-        results = rank(warm.corpus, question, self._embed(question), k=k, explain=explain)
+        results = answer(warm.corpus, question, self._embed(retrieval_text(question)), k=k, explain=explain)
         with self._answers_lock:
             self._answers[key] = results
             while len(self._answers) > ANSWERS_CACHED:
@@ -113,13 +113,15 @@ class WarmCatalog:
 
     def _load(self, namespace: str, revision: Any) -> WarmNamespace:
         started = time.perf_counter()
-        corpus = load_corpus(self.index, namespace)
+        held = self._warm.get(namespace)
+        corpus = load_corpus(self.index, namespace, held.corpus if held else None)
         if corpus is None:
             raise UnknownNamespaceError(namespace)
         seconds = time.perf_counter() - started
         warm = WarmNamespace(corpus, revision, time.time(), seconds, time.monotonic())
         self._warm[namespace] = warm
-        log.info("namespace %s loaded: %d documents in %.2f s", namespace, len(corpus.names), seconds)
+        how = "reloaded" if held else "loaded"
+        log.info("namespace %s %s: %d documents in %.2f s", namespace, how, len(corpus.names), seconds)
         if self._on_load:
             self._on_load(namespace, seconds, len(corpus.names))
         return warm

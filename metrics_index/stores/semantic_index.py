@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -190,12 +190,14 @@ class SemanticIndex:
     def count(self, namespace: str) -> int:
         return len(self.ids(namespace))
 
-    def pages(self, namespace: str, include: list[str], page_size: int = PAGE_SIZE) -> Iterator[GetResult]:
-        """The namespace's documents in pages, read by id: one unpaged read with metadata fails above about
-        32,000 documents (SQLite's variable limit), and offset paging re-scans the filter for every page.
-        The store is held for reading until the last page is read, so the pages are of one version."""
+    def pages(
+        self, namespace: str, include: list[str], page_size: int = PAGE_SIZE, ids: Sequence[str] | None = None
+    ) -> Iterator[GetResult]:
+        """The namespace's documents (or those of `ids`) in pages, read by id: one unpaged read with metadata fails
+        above about 32,000 documents (SQLite's variable limit), and offset paging re-scans the filter for every
+        page. The store is held for reading until the last page is read, so the pages are of one version."""
         with self.reading():
-            ids = self.ids(namespace)
+            ids = self.ids(namespace) if ids is None else ids
             for start in range(0, len(ids), page_size):
                 yield self.collection.get(ids=ids[start : start + page_size], include=include)
 
