@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +19,11 @@ from fastapi.testclient import TestClient
 from metrics_index.api import materialization_metadata
 from metrics_index.assets import metric_semantic_index
 from metrics_index.checks import GOLDEN_RECALL
+from metrics_index.embeddings import get_embedder
 from metrics_index.golden import golden_queries
 from metrics_index.search import load_corpus
 from metrics_index.service.app import create_app
+from metrics_index.service.catalog import BatchedEmbedder
 from metrics_index.service.client import ServiceClient, ServiceError
 from metrics_index.service.core import CatalogService
 from metrics_index.settings import resources_from_env
@@ -221,6 +224,18 @@ def test_service_metrics_are_scraped_by_a_real_prometheus(indexed: Project, tmp_
                 assert scraped(name), name
         finally:
             prometheus.stop()
+
+
+def test_concurrent_questions_are_embedded_together_each_getting_its_own_vector() -> None:
+    embedder = get_embedder()
+    batches = BatchedEmbedder(embedder)
+    questions = [f"bytes received on interface {i}" for i in range(24)]
+    with ThreadPoolExecutor(8) as pool:
+        vectors = list(pool.map(batches.embed, questions))
+    np.testing.assert_allclose(np.stack(vectors), embedder.embed(questions), atol=1e-5)
+    with pytest.raises(TypeError):
+        batches.embed(None)  # type: ignore[arg-type]  # the model's error reaches the caller; the thread goes on
+    np.testing.assert_allclose(batches.embed(questions[0]), vectors[0], atol=1e-5)
 
 
 def test_search_is_timed_in_the_answer(client: TestClient) -> None:
