@@ -206,7 +206,7 @@ async def _response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
 
 def namespace_loads(port: int) -> tuple[int, float]:
     """How many times the service loaded the namespace, and the seconds those loads took (its /metrics)."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=300) as answer:
         text = answer.read().decode()
     prefix = f'metrics_index_service_namespace_load_duration_seconds_{{}}{{{{namespace="{NAMESPACE}"}}}}'
 
