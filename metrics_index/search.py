@@ -496,7 +496,7 @@ def rank(
     matches first."""
     found = signals(corpus, question, query_vector)
     ranked = ranked_documents(found, params, k)
-    similarity = cosine_similarities(corpus, query_vector)
+    similarity = cosine_similarities(corpus, query_vector, [doc for doc, _score in ranked])
 
     dense_rank = set(found.order["dense"][:SEMANTIC_EXPLAIN_RANK])
     labels = term_words(question) if explain else {}
@@ -504,7 +504,7 @@ def rank(
         doc: reason for reason, docs in zip(("exact name", "name prefix"), found.pinned, strict=True) for doc in docs
     }
     results = []
-    for doc, score in ranked:
+    for (doc, score), cosine in zip(ranked, similarity.tolist(), strict=True):
         row = corpus.rows[doc]
         matched = _reasons(corpus, doc, labels, doc in dense_rank, pinned_reason.get(doc)) if explain else []
         results.append(
@@ -516,17 +516,24 @@ def rank(
                 description=row.get("description", ""),
                 matched=matched,
                 promql=row.get("promql_hint", ""),
-                similarity=round(float(similarity[doc]), 4),
-                weak=is_weak(float(similarity[doc])) and doc not in pinned_reason,
+                similarity=round(cosine, 4),
+                weak=is_weak(cosine) and doc not in pinned_reason,
             )
         )
     return results
 
 
-def cosine_similarities(corpus: NamespaceCorpus, query_vector: np.ndarray) -> np.ndarray:
-    """The cosine of the question's embedding with every document's (the documents' vectors are unit length)."""
+def cosine_similarities(corpus: NamespaceCorpus, query_vector: np.ndarray, docs: Sequence[int]) -> np.ndarray:
+    """The cosine of the question's embedding with the given documents' (their vectors are unit length)."""
     query = np.asarray(query_vector, dtype=np.float32)
-    return corpus.vectors @ (query / max(float(np.linalg.norm(query)), 1e-12))
+    unit = query / max(float(np.linalg.norm(query)), 1e-12)
+    return dot_products(corpus.vectors[np.asarray(docs, dtype=np.int64)], unit)
+
+
+def dot_products(vectors: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """vectors @ query, on one thread: OpenBLAS's matrix-vector product over a namespace's rows is no faster on
+    2 cores and much slower when other processes hold them (its threads wait for each other)."""
+    return np.einsum("ij,j->i", vectors, np.asarray(query, dtype=np.float32))
 
 
 @dataclass
@@ -551,18 +558,18 @@ def signals(corpus: NamespaceCorpus, question: str, query_vector: np.ndarray) ->
     raw = {
         "name": corpus.name_index.get_scores(terms) if terms else None,
         "text": corpus.text_index.get_scores(terms) if terms else None,
-        "dense": corpus.vectors @ np.asarray(query_vector, dtype=np.float32),
+        "dense": dot_products(corpus.vectors, query_vector),
     }
     order = {ranker: _top(scores) for ranker, scores in raw.items()}
     pinned = _name_matches(corpus, question)
     candidates = np.unique(np.array([d for docs in (*order.values(), *pinned) for d in docs], dtype=np.int64))
     ranks, scaled = {}, {}
     for ranker, scores in raw.items():
-        top = order[ranker]
-        position = dict(zip(top, range(len(top)), strict=True))
-        ranks[ranker] = np.array([position.get(d, np.inf) for d in candidates.tolist()], dtype=float)
+        top = np.asarray(order[ranker], dtype=np.int64)
+        ranks[ranker] = np.full(len(candidates), np.inf)
+        ranks[ranker][np.searchsorted(candidates, top)] = np.arange(len(top))
         scaled[ranker] = np.zeros(len(candidates))
-        if top:
+        if len(top):
             best, worst = float(scores[top[0]]), float(scores[top[-1]])
             seen = np.isfinite(ranks[ranker])
             values = scores[candidates[seen]]
@@ -610,13 +617,16 @@ def ranked_documents(found: Signals, params: RankingParams, k: int) -> list[tupl
 
 
 def _top(scores: np.ndarray | None) -> list[int]:
-    """Indexes of the DEPTH highest positive scores, best first (ties by index, so results are stable)."""
+    """Indexes of the DEPTH highest positive scores, best first; ties by index, also at the list's last place."""
     if scores is None or not len(scores):
         return []
-    depth = min(DEPTH, len(scores))
-    candidates = np.argpartition(-scores, depth - 1)[:depth]
-    ordered = sorted(candidates.tolist(), key=lambda i: (-float(scores[i]), i))
-    return [i for i in ordered if scores[i] > 0]
+    positive = np.flatnonzero(scores > 0)
+    if len(positive) > DEPTH:  # (BM25 scores most documents 0: then every positive one is in the list)
+        values = scores[positive]
+        last = np.partition(values, len(values) - DEPTH)[len(values) - DEPTH]
+        above = positive[values > last]
+        positive = np.concatenate([above, positive[values == last][: DEPTH - len(above)]])
+    return positive[np.lexsort((positive, -scores[positive]))].tolist()
 
 
 def _name_matches(corpus: NamespaceCorpus, question: str) -> tuple[list[int], list[int]]:

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from metrics_index.enrichment.incremental import enrich_catalog
 from metrics_index.enrichment.rules import RulesEnricher
 from metrics_index.enrichment.vocabulary import EnrichedFields
@@ -111,3 +113,24 @@ def test_weak_match_bench_never_alarms_on_a_question_that_names_its_metric(tmp_p
     # Every corpus question is an exact metric name: named results are never weak, whatever the threshold.
     assert "  corpus            false alarms 0/4 (0.0%)" in out, out
     assert "nonsense          missed (no alarm)" in out, out
+
+
+def test_same_rankings_bench_lists_every_question_and_finds_a_moved_metric(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "top.json"
+    run_bench("same_rankings.py", "--corpus", str(small_corpus(tmp_path)), "--extra", "--json-out", str(out))
+    lists = json.loads(out.read_text())
+    assert len(lists) == 2 * len(SERVICES)
+    for key, ranked in lists.items():
+        assert ranked[0][0] == key.split(" | ")[1]  # each question is an exact name
+
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    from same_rankings import differences
+
+    key, ranked = next(iter(lists.items()))
+    nudged = {**lists, key: [[name, score + 0.0001] for name, score in ranked]}
+    changed, drift = differences(lists, nudged)
+    assert changed == [] and drift == pytest.approx(0.0001)
+    swapped = {**lists, key: [ranked[1], ranked[0], *ranked[2:]]}
+    assert len(differences(lists, swapped)[0]) == 1

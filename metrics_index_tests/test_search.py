@@ -18,6 +18,7 @@ from metrics_index.enrichment.vocabulary import METRIC_KINDS
 from metrics_index.kinds import KIND_RULES
 from metrics_index.namespaces import load_registry
 from metrics_index.search import (
+    DEPTH,
     NamespaceCorpus,
     RankingParams,
     bm25_index,
@@ -27,10 +28,12 @@ from metrics_index.search import (
     results_to_json,
     retrieval_text,
     search,
+    signals,
 )
 from metrics_index.sources import RawMetric
 from metrics_index.sources.prometheus import fetch_raw_metadata
 from metrics_index.stores.semantic_index import SemanticIndex
+from metrics_index.text import search_terms
 
 NODE = "demo:node"
 REDIS = "demo:redis"
@@ -142,6 +145,26 @@ def test_ranking_is_deterministic_on_ties() -> None:
     built = corpus(["m_b", "m_a", "m_c"], ["same words"] * 3, vectors)
     first = names(rank(built, "same words", np.array([1.0, 1.0])))
     assert first == names(rank(built, "same words", np.array([1.0, 1.0]))) == ["m_a", "m_b", "m_c"]
+
+
+def test_each_ranker_reads_its_best_documents_by_score_then_name_and_results_carry_their_cosine() -> None:
+    # More documents than DEPTH, every one scored by every ranker: pairs of equal dense scores, and BM25 scores
+    # of three levels (so ties inside each ranker's list), none at the list's last place.
+    count = DEPTH + 40
+    angles = np.repeat(np.linspace(0.0, 1.4, count // 2), 2)
+    vectors = np.stack([np.cos(angles), np.sin(angles)], axis=1)
+    docs = [["disk read bytes", "disk read", "disk"][i % 3] for i in range(count)]
+    built = corpus([f"m_{i:03d}" for i in range(count)], docs, vectors)
+    query = np.array([2.0, 0.0])  # not unit length: the cosine is still in [-1, 1]
+
+    found = signals(built, "disk read bytes", query)
+    dense = vectors[:, 0] * 2.0
+    assert found.order["dense"] == sorted(range(count), key=lambda i: (-dense[i], i))[:DEPTH]
+    lexical = built.text_index.get_scores(search_terms("disk read bytes"))
+    assert len(set(lexical.tolist())) == 3 and min(lexical) > 0
+    assert found.order["text"] == sorted(range(count), key=lambda i: (-lexical[i], i))[:DEPTH]
+    for result in rank(built, "disk read bytes", query, k=20):
+        assert result.similarity == round(float(vectors[built.position[result.metric_name], 0]), 4)
 
 
 def test_score_fusion_keeps_the_margin_a_ranker_is_sure_of() -> None:
