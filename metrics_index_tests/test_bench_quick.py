@@ -106,6 +106,20 @@ def test_scale_bench_indexes_everything_once_then_nothing(tmp_path: Path) -> Non
     assert answer["redis_only"]["stored"] == 1000
 
 
+def test_scale_bench_searches_a_kept_index_with_each_tree_without_indexing_it_again(tmp_path: Path) -> None:
+    kept, out = tmp_path / "kept", tmp_path / "scale.json"
+    run_bench("scale.py", "--sizes", "300", "--keep", str(kept), "--json-out", str(out))
+    built = (kept / "300" / "complete.json").stat().st_mtime_ns
+    run_bench("scale.py", "--sizes", "300", "--keep", str(kept), "--baseline", "HEAD", "--json-out", str(out))
+
+    assert (kept / "300" / "complete.json").stat().st_mtime_ns == built
+    runs = json.loads(out.read_text())["runs"]
+    assert [run["label"] for run in runs] == ["HEAD", "this tree"]
+    for run in runs:
+        assert run["search"]["results"] == 10
+        assert run["search"]["top"]["node_load5"] == "node_load5"
+
+
 def test_weak_match_bench_never_alarms_on_a_question_that_names_its_metric(tmp_path: Path) -> None:
     out = run_bench("weak_match.py", "--quick", "--corpus", str(small_corpus(tmp_path)))
     chosen = next(line for line in out.splitlines() if line.startswith("chosen on the corpus questions"))
