@@ -73,18 +73,20 @@ class RankingParams:
 
     fusion "rrf": sum of weight / (rrf_k + rank) over the rankers; "score": sum of weight x the ranker's
     score scaled to [0, 1] over its top DEPTH. A metric of a trait the question asks for (question_cues)
-    is multiplied by 1 + cue_boost; a configuration value or build information the question does not ask
-    for is multiplied by 1 - kind_penalty; in an exporter's namespace, a client library's runtime metric (go_*,
-    process_*, promhttp_*: the exporter's own process) by 1 - runtime_penalty unless the question asks about a
-    process, a runtime or a start.
+    is multiplied by 1 + cue_boost, or by 1 + cue_boost + rare_cue_boost for a trait in RARE_CUES (up and status
+    gauges, start times, build information); a configuration value or build information the question does not ask
+    for by 1 - kind_penalty; in an exporter's namespace, a client library's runtime metric (go_*, process_*,
+    promhttp_*: the exporter's own process) by 1 - runtime_penalty unless the question asks about a process, a
+    runtime or a start.
     """
 
     weights: tuple[tuple[str, float], ...] = (("name", 0.5), ("text", 0.5), ("dense", 3.0))
     fusion: str = "score"
     rrf_k: int = 20
     cue_boost: float = 0.7
+    rare_cue_boost: float = 16.0
     kind_penalty: float = 0.0
-    runtime_penalty: float = 0.6
+    runtime_penalty: float = 0.4
 
     def weight(self, ranker: str) -> float:
         return next((w for r, w in self.weights if r == ranker), 0.0)
@@ -97,7 +99,7 @@ RANKERS = ("name", "text", "dense")
 QUESTION_CUES: dict[str, re.Pattern[str]] = {
     "counter": re.compile(
         r"\b(per (second|minute|hour|sec|s)|rate|throughput|/s|qps|rps|how (many|much) .*\b(handl|serv|process)\w*"
-        r"|how fast)\b",
+        r"|how fast(?!.*\b(answer|respond|repl|serv|return)\w*))\b",
         re.IGNORECASE,
     ),
     "current": re.compile(
@@ -107,12 +109,13 @@ QUESTION_CUES: dict[str, re.Pattern[str]] = {
     ),
     "duration": re.compile(
         r"\b(how long|latency|latencies|duration|durations|slow|slowest|response times?|p\d\d|percentiles?|quantiles?"
-        r"|time (taken|spent) (to|on|by|in))\b",
+        r"|time (taken|spent) (to|on|by|in)|how (fast|quickly)(?=.*\b(answer|respond|repl|serv|return)\w*))\b",
         re.IGNORECASE,
     ),
     "availability": re.compile(
-        r"\b(is (the |it |an? |\w+ ){0,3}(up|down|alive|running|reachable|healthy|sick)|up or down|reachable"
-        r"|can (the |it |\w+ ){0,2}reach|marked (down|up|sick)|alive|liveness|readiness|healthy|health)\b",
+        r"\b(is (the |it |an? |\w+ ){0,4}(up|down|alive|running(?! out)|reachable|healthy|sick|online|offline)"
+        r"|up or down|reachable|can (the |it |\w+ ){0,2}(reach|talk to|connect to|read|access)"
+        r"|marked( \w+){0,3} (as )?(down|up|sick|unhealthy|failed)|alive|liveness|readiness|healthy|health)\b",
         re.IGNORECASE,
     ),
     "start": re.compile(
@@ -125,6 +128,10 @@ QUESTION_CUES: dict[str, re.Pattern[str]] = {
         re.IGNORECASE,
     ),
 }
+# Traits of a handful of metrics in a namespace, which alone answer the question that asks for them ("is it up" ->
+# `x_up`, "when did it restart" -> start time or uptime, "which version" -> build information): a question's other
+# words rarely share anything with them, so they may take a stronger boost (rare_cue_boost).
+RARE_CUES = frozenset({"availability", "start", "info"})
 # Kinds a question must ask for before they rank fully (otherwise kind_penalty applies).
 PENALISED_KINDS = frozenset({"configuration", "info", "self_monitoring"})
 # Not "exporter": "can the exporter reach it" asks about the service, seen from the exporter.
@@ -137,9 +144,23 @@ _EXPORTER_NAME = re.compile(r"^[a-z]+_up$|_exporter_")
 _RUNTIME_WORDS = re.compile(
     r"\b(exporter\w*|runtime|go|golang|garbage|gc|goroutines?|heap|jvm|python|process|processes)\b", re.IGNORECASE
 )
+# "<something> since boot": a running total, not a start time ("running since", "since when" still ask for one).
+_SINCE_START = re.compile(r"\b(?<!running )(?<!up )since (the )?(last )?(boot|start|startup|restart)\b", re.IGNORECASE)
+# A ratio of events ("hit ratio", "share of answers that fail") is a pair of counters; a share of a capacity in use
+# ("percentage of worker slots in use") is a pair of gauges.
+_RATIO = re.compile(
+    r"\b(ratios?|fractions?|share of|proportion|percentage|percent|hit rate|miss rate)\b", re.IGNORECASE
+)
+_USAGE = re.compile(
+    r"\b(in use|used|use|usage|utili[sz]ation|full|limit|allocation|allocated|capacity)\b", re.IGNORECASE
+)
 _INFO_WORDS = re.compile(r"\b(version|build|revision|info|information|release)\b", re.IGNORECASE)
-_AVAILABILITY_WORDS = re.compile(r"(^|_)(up|status|health|healthy|ready|alive|reachable|success)(_|$)")
-_START_WORDS = re.compile(r"(^|_)(start|started|boot|uptime)(_|$)")
+# A status gauge names its state last (`x_up`, `x_server_status`, `x_domain_state_code`);
+# `mysql_global_status_uptime` is an uptime from a status table, not a status.
+_AVAILABILITY_WORDS = re.compile(
+    r"(^|_)(up|status|health|healthy|ready|alive|reachable|success|successful|running|state|states)(_code)?$"
+)
+_START_WORDS = re.compile(r"(^|_)(start|started|restart|restarts|boot|uptime)(_|$)")
 _DURATION_UNITS = {"seconds", "milliseconds", "microseconds", "nanoseconds"}
 
 
@@ -156,14 +177,20 @@ def question_cues(question: str) -> frozenset[str]:
     """The traits a question asks for by its wording ("per second" -> counter, "right now" -> a gauge's current
     value, "how long" -> duration...), plus the metric kinds it names (configuration, info, self_monitoring)."""
     cues = {cue for cue, pattern in QUESTION_CUES.items() if pattern.search(question)}
+    if _RATIO.search(question) and not _USAGE.search(question):
+        cues.add("counter")  # "cache hit ratio": hits and misses counted; "memory in use as a percentage": gauges
+    if _SINCE_START.search(question):
+        cues.discard("start")  # "forks since boot" asks for a running total
+        cues.add("counter")
     if "current" in cues:
         cues.discard("counter")  # "how many requests is it handling right now" asks for a gauge, not a rate
     if _SELF_MONITORING_WORDS.search(question):
         cues.add("self_monitoring")
-    if _RUNTIME_WORDS.search(question):
-        cues.add("runtime")  # lifts runtime_penalty
+    if _RUNTIME_WORDS.search(question) and "availability" not in cues:
+        cues.add("runtime")  # lifts runtime_penalty; "can the exporter reach it" asks about the service
     if _INFO_WORDS.search(question):
         cues.add("info")
+        cues.discard("availability")  # "which version is running"
     return frozenset(cues)
 
 
@@ -183,8 +210,8 @@ def metric_traits(name: str, row: Mapping[str, Any]) -> set[str]:
     base = name.lower()
     if meter not in ("counter", "histogram", "summary") and _AVAILABILITY_WORDS.search(base):
         traits.add("availability")
-    if _START_WORDS.search(base):
-        traits.add("start")
+    if _START_WORDS.search(base) and kind != "configuration":
+        traits.add("start")  # a start time, an uptime or a restart count; not a setting about starting
     return traits
 
 
@@ -594,10 +621,10 @@ def fuse(found: Signals, params: RankingParams) -> np.ndarray:
         else:
             fused += weight * found.scaled[ranker]
     fused /= total
-    if params.cue_boost:
-        for cue in found.cues:
-            if cue in found.traits:
-                fused[found.traits[cue]] *= 1.0 + params.cue_boost
+    for cue in found.cues:
+        boost = params.cue_boost + (params.rare_cue_boost if cue in RARE_CUES else 0.0)
+        if boost and cue in found.traits:
+            fused[found.traits[cue]] *= 1.0 + boost
     if params.runtime_penalty and not found.cues & {"runtime", "start"} and "exporter_runtime" in found.traits:
         fused[found.traits["exporter_runtime"]] *= 1.0 - params.runtime_penalty
     if params.kind_penalty:

@@ -125,7 +125,7 @@ ABBREVIATIONS: dict[str, str] = {
     "udp": "datagram",
     "usec": "microseconds",
     "util": "utilisation",
-    "vm": "virtual memory",
+    "vm": "virtual machine",  # a guest, a JVM, the Erlang VM; process_virtual_memory_bytes spells its own words
     "vmalloc": "virtual memory allocation",
     "vmstat": "virtual memory statistics",
     "wal": "write ahead log",

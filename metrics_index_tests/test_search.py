@@ -190,11 +190,30 @@ def test_question_wording_says_what_kind_of_metric_is_wanted() -> None:
     # "Right now" asks for a gauge's value, even where the other words sound like a rate.
     assert question_cues("how many requests is it handling right now") == {"current"}
     assert question_cues("how many consumers are attached") == {"current"}
-    assert question_cues("can the exporter reach the server") == {"availability", "runtime"}
+    assert question_cues("can the exporter reach the server") == {"availability"}  # the service, not the exporter
     assert "self_monitoring" in question_cues("scrape errors of each collector")
     # The rate is a cue, not words to match: "per second" would find metrics measured in seconds.
     assert retrieval_text("queries per second on the database") == "queries on the database"
     assert retrieval_text("per second") == "per second"
+
+
+def test_availability_start_and_ratio_questions_are_told_apart() -> None:
+    assert "availability" in question_cues("is the bind dns server up")
+    assert "availability" in question_cues("has the load balancer marked an upstream resolver as down")
+    assert "availability" in question_cues("can the exporter talk to the hypervisor")
+    assert "availability" not in question_cues("is the broker running out of file descriptors")
+    assert question_cues("which version is running") == {"info"}
+    assert "runtime" not in question_cues("is the mail daemon process alive")  # the service's process, not ours
+    # "How fast does it answer" is a latency; "how fast" alone stays a rate.
+    assert question_cues("how fast does each backend answer") == {"duration"}
+    assert question_cues("how fast is the queue growing") == {"counter"}
+    # A ratio of events is a pair of counters; a share of a capacity in use is a pair of gauges.
+    assert question_cues("cache hit ratio") == {"counter"}
+    assert question_cues("share of answers that are errors") == {"counter"}
+    assert "counter" not in question_cues("percentage of worker slots in use")
+    # "Since boot" asks for a running total; "running since when" for a start time.
+    assert question_cues("forks since boot") == {"counter"}
+    assert question_cues("running since when") == {"start"}
 
 
 def test_metric_traits_come_from_meter_unit_and_name() -> None:
@@ -205,6 +224,13 @@ def test_metric_traits_come_from_meter_unit_and_name() -> None:
     assert "current" in metric_traits("x_requests_in_flight", {"meter_type": "gauge"})
     assert "current" not in metric_traits("x_requests_total", {"meter_type": "counter"})
     assert "availability" in metric_traits("x_up", {"meter_type": "gauge"})
+    assert "availability" in metric_traits("x_domain_state_code", {"meter_type": "gauge"})
+    assert "availability" not in metric_traits("x_global_status_uptime", {"meter_type": "gauge"})  # a status table
+    assert "start" in metric_traits("x_global_status_uptime", {"meter_type": "gauge"})
+    assert "start" in metric_traits("x_restart_count", {"meter_type": "counter"})
+    assert "start" not in metric_traits(
+        "x_force_start_after_recovery", {"meter_type": "gauge", "metric_kind": "configuration"}
+    )
     assert "configuration" in metric_traits("x_config_maxmemory", {"meter_type": "gauge"})
     assert "configuration" in metric_traits("x_limit", {"meter_type": "gauge", "metric_kind": "configuration"})
 
@@ -237,6 +263,18 @@ def test_an_exporters_own_runtime_metrics_yield_unless_asked_for() -> None:
     )
     unweighted = RankingParams(runtime_penalty=0.0)
     assert names(rank(exporter, "memory used", np.ones(2), params=unweighted))[0] == "process_resident_memory_bytes"
+
+
+def test_a_rare_trait_the_question_asks_for_outranks_closer_words() -> None:
+    # The uptime shares no word with "last restarted" and is further in meaning than the counter.
+    docs = ["tasks pushed", "uptime", "bytes read"]
+    rows = [{"meter_type": t, "description": d} for t, d in zip(("counter", "gauge", "counter"), docs, strict=True)]
+    vectors = np.array([[1.0, 0.0], [0.5, 0.866], [0.0, 1.0]], dtype=np.float32)
+    built = NamespaceCorpus.build(["a_tasks_pushed", "b_uptime", "c_bytes_read"], docs, rows, vectors)
+    question, vector = "when was it last restarted", np.array([1.0, 0.1])
+    plain = RankingParams(cue_boost=0.7, rare_cue_boost=0.0)
+    assert names(rank(built, question, vector, params=plain))[0] == "a_tasks_pushed"
+    assert names(rank(built, question, vector, params=RankingParams(rare_cue_boost=4.0)))[0] == "b_uptime"
 
 
 def test_a_configuration_value_yields_unless_the_question_asks_for_a_limit() -> None:

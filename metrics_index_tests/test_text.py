@@ -19,6 +19,8 @@ def test_abbreviations_are_spelled_out_next_to_the_token() -> None:
     assert {"garbage", "collection"} <= set(metric_words("go_gc_duration_seconds"))
     assert {"receive", "transmit"} <= set(metric_words("container_network_rx_tx_bytes"))
     assert {"out", "of", "memory"} <= set(metric_words("node_vmstat_oom_kill"))
+    # "vm" is a virtual machine (a guest, the Erlang or Java VM), not the process's virtual memory.
+    assert {"virtual", "machine"} <= set(metric_words("erlang_vm_process_count"))
 
 
 def test_readable_words_replace_abbreviations() -> None:
