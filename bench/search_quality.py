@@ -59,6 +59,9 @@ from metrics_index.enrichment.vocabulary import EnrichedFields
 from metrics_index.namespaces import Namespace, NamespaceSource, load_registry
 from metrics_index.search import (
     DEFAULT_PARAMS,
+    PENALISED_KINDS,
+    RANKERS,
+    RARE_CUES,
     NamespaceCorpus,
     RankingParams,
     Signals,
@@ -319,14 +322,69 @@ class Prepared:
 def our_reciprocal_ranks(
     corpora: Mapping[str, NamespaceCorpus], prepared: Sequence[Prepared], grid: Sequence[RankingParams]
 ) -> np.ndarray:
-    """rr[setting, question] for every setting of the grid."""
+    """rr[setting, question] for every setting of the grid: all settings of a question at once (GridFusion), the
+    same arithmetic as `fuse` operation for operation, checked against `ranked_documents` on a sample."""
+    fusion = GridFusion(grid)
     rr = np.zeros((len(grid), len(prepared)))
     for j, item in enumerate(prepared):
-        corpus = corpora[item.query.namespace]
-        for i, params in enumerate(grid):
-            ranked = [corpus.names[doc] for doc, _score in ranked_documents(item.signals, params, DEPTH)]
-            rr[i, j] = reciprocal_rank(ranked, item.query.relevant)
+        relevant = [
+            item.query.relevant.__contains__(corpora[item.query.namespace].names[d]) for d in item.signals.candidates
+        ]
+        rr[:, j] = fusion.reciprocal_ranks(item.signals, np.array(relevant, dtype=bool))
+    rng = np.random.default_rng(0)
+    for i, j in zip(rng.integers(len(grid), size=200), rng.integers(len(prepared), size=200), strict=True):
+        item, corpus = prepared[j], corpora[prepared[j].query.namespace]
+        ranked = [corpus.names[doc] for doc, _score in ranked_documents(item.signals, grid[i], DEPTH)]
+        assert rr[i, j] == reciprocal_rank(ranked, item.query.relevant), (grid[i], item.query)
     return rr
+
+
+class GridFusion:
+    """`metrics_index.search.fuse` for every setting of a grid at once (rows: settings, columns: candidates)."""
+
+    def __init__(self, grid: Sequence[RankingParams]) -> None:
+        column = lambda values: np.array(values, dtype=float)[:, None]  # noqa: E731
+        self.rrf = np.array([p.fusion == "rrf" for p in grid])
+        self.rrf_k = column([p.rrf_k for p in grid])
+        self.weights = {r: column([p.weight(r) for p in grid]) for r in RANKERS}
+        self.total = column([sum(p.weight(r) for r in RANKERS) or 1.0 for p in grid])
+        self.cue_boost = column([p.cue_boost for p in grid])
+        self.rare_cue_boost = column([p.rare_cue_boost for p in grid])
+        self.runtime_penalty = column([p.runtime_penalty for p in grid])
+        self.kind_penalty = column([p.kind_penalty for p in grid])
+
+    def scores(self, found: Signals) -> np.ndarray:
+        rrf = self.rrf[:, None]
+        fused = np.zeros((len(self.rrf), len(found.candidates)))
+        for ranker in RANKERS:
+            weight = self.weights[ranker]
+            by_rank = weight * (self.rrf_k + 1) / (self.rrf_k + 1 + found.ranks[ranker][None, :])
+            fused += np.where(weight != 0, np.where(rrf, by_rank, weight * found.scaled[ranker][None, :]), 0.0)
+        fused /= self.total
+        for cue in found.cues:
+            if cue in found.traits:
+                boost = self.cue_boost + (self.rare_cue_boost if cue in RARE_CUES else 0.0)
+                fused = np.where(found.traits[cue][None, :] & (boost != 0), fused * (1.0 + boost), fused)
+        if not found.cues & {"runtime", "start"} and "exporter_runtime" in found.traits:
+            mask = found.traits["exporter_runtime"][None, :] & (self.runtime_penalty != 0)
+            fused = np.where(mask, fused * (1.0 - self.runtime_penalty), fused)
+        for kind in PENALISED_KINDS - found.cues:
+            if kind in found.traits:
+                mask = found.traits[kind][None, :] & (self.kind_penalty != 0)
+                fused = np.where(mask, fused * (1.0 - self.kind_penalty), fused)
+        return fused + found.pin_boost[None, :]
+
+    def reciprocal_ranks(self, found: Signals, relevant: np.ndarray) -> np.ndarray:
+        """Per setting, 1 / the rank of the first relevant candidate within DEPTH (0 when none): a candidate ranks
+        after every higher score and every equal score of a lower document number, as `ranked_documents` orders."""
+        scores = self.scores(found)
+        best = np.full(len(scores), np.inf)
+        for c in np.flatnonzero(relevant):
+            own = scores[:, c : c + 1]
+            ahead = (scores > own) | ((scores == own) & (found.candidates < found.candidates[c])[None, :])
+            rank = ahead.sum(axis=1) + 1.0
+            best = np.minimum(best, np.where(own[:, 0] > 0, rank, np.inf))
+        return np.where(best <= DEPTH, 1.0 / best, 0.0)
 
 
 def choose(rr: np.ndarray, allowed: np.ndarray, by_question: Sequence[str], training: Iterable[str]) -> int:

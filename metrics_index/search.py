@@ -104,7 +104,7 @@ QUESTION_CUES: dict[str, re.Pattern[str]] = {
     ),
     "current": re.compile(
         r"\b(right now|currently|current|at (the|this) moment|in flight|in progress|simultaneous\w*|concurrent\w*"
-        r"|at once|how many \w+( \w+){0,2} (are|is))\b",
+        r"|at once|how many \w+( \w+){0,4} (are|is))\b",
         re.IGNORECASE,
     ),
     "duration": re.compile(
@@ -182,6 +182,8 @@ def question_cues(question: str) -> frozenset[str]:
     if _SINCE_START.search(question):
         cues.discard("start")  # "forks since boot" asks for a running total
         cues.add("counter")
+    if "current" in cues and _RATE_PHRASE.search(question):
+        cues.discard("current")  # "number of queries per second": a rate
     if "current" in cues:
         cues.discard("counter")  # "how many requests is it handling right now" asks for a gauge, not a rate
     if _SELF_MONITORING_WORDS.search(question):

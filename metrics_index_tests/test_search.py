@@ -190,6 +190,8 @@ def test_question_wording_says_what_kind_of_metric_is_wanted() -> None:
     # "Right now" asks for a gauge's value, even where the other words sound like a rate.
     assert question_cues("how many requests is it handling right now") == {"current"}
     assert question_cues("how many consumers are attached") == {"current"}
+    assert question_cues("how many copies of a program are running") == {"current"}
+    assert question_cues("how many queries per second are answered") == {"counter"}  # a rate phrase wins
     assert question_cues("can the exporter reach the server") == {"availability"}  # the service, not the exporter
     assert "self_monitoring" in question_cues("scrape errors of each collector")
     # The rate is a cue, not words to match: "per second" would find metrics measured in seconds.
