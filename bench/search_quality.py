@@ -276,23 +276,26 @@ GRID: dict[str, Sequence] = {
     "fusion": ("rrf", "score"),
     "rrf_k": (10, 20, 60),
     "cue_boost": (0, 0.2, 0.4, 0.7, 1.0),
-    "rare_cue_boost": (0, 4, 16),
+    "rare_cue_boost": (0, 2, 4, 8, 16),
     "kind_penalty": (0, 0.2, 0.4),
     "runtime_penalty": (0, 0.2, 0.4, 0.6),
 }
 QUICK_GRID: dict[str, Sequence] = {
     "fusion": ("rrf",),
     "cue_boost": (0, 0.2),
+    "rare_cue_boost": (0, 4),
     "kind_penalty": (0, 0.2),
     "runtime_penalty": (0, 0.4),
 }
 # Ablations: which settings of the grid each row may choose from. "ours" is the family the product ships (fusion
-# weights, question cues, the exporter-runtime penalty); "+ kind penalty" may choose anything: folds that took the
-# kind penalty scored lower on the service left out, so the shipped ranker does not use it.
+# weights, question cues with the rare-trait boost, the exporter-runtime penalty); "+ kind penalty" may choose
+# anything: folds that took the kind penalty scored lower on the service left out, so the shipped ranker does not
+# use it; "without the rare-trait boost" says what rare_cue_boost is worth.
 VARIANTS: dict[str, Callable[[RankingParams], bool]] = {
     "ours: fusion weights": lambda p: not (p.cue_boost or p.rare_cue_boost or p.kind_penalty or p.runtime_penalty),
     "ours: + question cues": lambda p: p.kind_penalty == 0 and p.runtime_penalty == 0,
     "ours: + kind penalty": lambda p: True,
+    "ours: without the rare-trait boost": lambda p: p.kind_penalty == 0 and p.rare_cue_boost == 0,
     "ours": lambda p: p.kind_penalty == 0,
 }
 
