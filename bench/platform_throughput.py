@@ -1,12 +1,14 @@
 """The platform path against the CLI, in the same run: the six demo namespaces indexed and checked both ways.
 
-    python bench/platform_throughput.py [--timeout 1800] [--sensor-interval 5]
+    python bench/platform_throughput.py [--timeout 1800] [--sensor-interval 5] [--keep DIR]
 
 1. CLI: `metrics-index index --all` on a fresh home (what the demo runs): its wall-clock time.
 2. Platform: `deploy/dagster-home.sh dagster-daemon run -w workspace.yaml` on another fresh home (the README's
    recipe, without the webserver): the namespace sensor registers the namespaces and requests one run each. The
    time from the daemon's start until every partition has its four assets materialized and every check evaluated
-   by a finished run, then each run's queue wait and duration, and their sum.
+   by a finished run, then where each run's time went (from the instance's event log): waiting in the run queue,
+   launching (the run's process starting and loading the project), its steps, and the time between its steps
+   (step setup and waits on pool slots).
 Both use the bundled snapshot, embedded Redis and Chroma and rule enrichment. The sensor ticks every
 --sensor-interval seconds (the platform's default, 300 s, would only add a fixed wait before the first tick).
 """
@@ -19,11 +21,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFilter
+from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, RunRecord, RunsFilter
 
 from metrics_index.checks import METRIC_CHECKS
+from metrics_index.dagster_home import open_home
 from metrics_index.namespaces import load_registry
 from metrics_index.testing.servers import ManagedProcess
 
@@ -50,11 +54,11 @@ def cli_seconds(env: dict[str, str]) -> float:
     return time.perf_counter() - started
 
 
-def platform_seconds(
+def platform_runs(
     env: dict[str, str], namespaces: list[str], folder: Path, timeout: float
-) -> tuple[float, list[tuple[str, str, float, float]]]:
-    """Seconds from the daemon's start until every namespace's run finished with its materializations and checks;
-    per run: namespace, status, queue wait, duration."""
+) -> tuple[float, list[RunTimeline]]:
+    """The daemon's start (epoch seconds) and each namespace's run, once every one finished with its
+    materializations and checks."""
     dagster_home = Path(env["METRICS_INDEX_HOME"]) / "dagster"
     env = {**env, "DAGSTER_HOME": str(dagster_home)}
     daemon = ManagedProcess(
@@ -64,10 +68,6 @@ def platform_seconds(
         ROOT,
         env,
     )
-    # The recipe's first step alone (dagster.yaml into the home), then the SQLite storage made once: the daemon's
-    # processes creating it at the same moment race on its schema version.
-    subprocess.run([str(ROOT / "deploy" / "dagster-home.sh"), "true"], env=env, check=True)
-    DagsterInstance.from_config(str(dagster_home)).dispose()
     started = time.time()
     daemon.start()
     try:
@@ -77,18 +77,30 @@ def platform_seconds(
                 raise SystemExit(f"the daemon stopped: see {daemon.log_path}")
             done = _finished_runs(dagster_home, namespaces)
             if done is not None:
-                return max(end for _ns, _status, _queued, end, _dur in done) - started, [
-                    (ns, status, queued, duration) for ns, status, queued, _end, duration in done
-                ]
+                return started, done
         raise SystemExit(f"not every namespace was indexed within {timeout:.0f} s: see {daemon.log_path}")
     finally:
         daemon.stop(timeout=30)
 
 
-def _finished_runs(home: Path, namespaces: list[str]) -> list[tuple[str, str, float, float, float]] | None:
-    """Each namespace's finished run (namespace, status, queue wait, end time, duration), once all are done and
-    each has its four materializations and every check's evaluation; None before."""
-    with DagsterInstance.from_config(str(home)) as instance:
+@dataclass(frozen=True)
+class RunTimeline:
+    """Where one run's time went, from its instance's event log (seconds)."""
+
+    namespace: str
+    status: str
+    created: float  # the sensor submitted it (epoch seconds)
+    queued: float  # created -> RUN_STARTING: waiting in the run queue (dequeue interval, run limits, pools)
+    launch: float  # RUN_STARTING -> RUN_START: the launcher starting the run's process, which loads the project
+    steps: float  # the steps' own time, STEP_START -> STEP_SUCCESS/FAILURE, summed
+    between: float  # RUN_START -> end minus the steps: step setup and waits on pool slots
+    end: float  # epoch seconds
+
+
+def _finished_runs(home: Path, namespaces: list[str]) -> list[RunTimeline] | None:
+    """Each namespace's finished run, once all are done and each has its four materializations and every check's
+    evaluation; None before."""
+    with open_home(home) as instance:  # under the home's lock: the daemon may be creating its storage
         records = instance.get_run_records(RunsFilter(statuses=list(FINISHED)))
         by_namespace = {r.dagster_run.tags.get("dagster/partition"): r for r in records}
         if not set(namespaces) <= by_namespace.keys():
@@ -101,34 +113,63 @@ def _finished_runs(home: Path, namespaces: list[str]) -> list[tuple[str, str, fl
             materialized = instance.get_records_for_run(run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION)
             if len(materialized.records) != 4 or len(checks) != len(CHECKS):
                 raise SystemExit(f"{namespace}: run {run_id} is {record.dagster_run.status.value} without its work")
-            done.append(
-                (
-                    namespace,
-                    record.dagster_run.status.value,
-                    record.start_time - record.create_timestamp.timestamp(),
-                    record.end_time,
-                    record.end_time - record.start_time,
-                )
-            )
+            done.append(_timeline(instance, record))
         return done
+
+
+def _timeline(instance: DagsterInstance, record: RunRecord) -> RunTimeline:
+    events = [r.event_log_entry for r in instance.get_records_for_run(record.dagster_run.run_id, limit=10_000).records]
+    first = {}
+    for event in events:
+        first.setdefault(event.dagster_event_type, event.timestamp)
+    created = record.create_timestamp.timestamp()
+    launched = first[DagsterEventType.RUN_STARTING]  # the run queue handed it to the launcher
+    step_started: dict[str, float] = {}
+    steps = 0.0
+    for event in events:
+        if event.dagster_event_type == DagsterEventType.STEP_START:
+            step_started[event.step_key] = event.timestamp
+        elif event.dagster_event_type in (DagsterEventType.STEP_SUCCESS, DagsterEventType.STEP_FAILURE):
+            steps += event.timestamp - step_started.pop(event.step_key)
+    assert record.start_time is not None and record.end_time is not None
+    return RunTimeline(
+        namespace=record.dagster_run.tags["dagster/partition"],
+        status=record.dagster_run.status.value,
+        created=created,
+        queued=launched - created,
+        launch=record.start_time - launched,
+        steps=steps,
+        between=record.end_time - record.start_time - steps,
+        end=record.end_time,
+    )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--timeout", type=float, default=1800)
     parser.add_argument("--sensor-interval", type=int, default=5)
+    parser.add_argument("--keep", type=Path, help="keep both homes and the daemon's log in this new folder")
     args = parser.parse_args()
     namespaces = sorted(load_registry().sources)
     with tempfile.TemporaryDirectory(prefix="metrics-index-platform-") as temporary:
         folder = Path(temporary)
+        if args.keep:
+            args.keep.mkdir(parents=True)
+            folder = args.keep
         cli = cli_seconds(base_env(folder / "cli-home"))
         print(f"CLI `metrics-index index --all`, {len(namespaces)} namespaces: {cli:.1f} s", flush=True)
         env = base_env(folder / "platform-home")
         env["METRICS_INDEX_SENSOR_INTERVAL_SECONDS"] = str(args.sensor_interval)
-        total, runs = platform_seconds(env, namespaces, folder, args.timeout)
+        started, runs = platform_runs(env, namespaces, folder, args.timeout)
+    total = max(run.end for run in runs) - started
     print(f"platform (daemon + namespace sensor), {len(namespaces)} namespaces: {total:.1f} s")
-    for namespace, status, queued, duration in runs:
-        print(f"  {namespace:<18} {status:<8} queued {queued:6.1f} s, ran {duration:6.1f} s")
+    print(f"  first run submitted {min(run.created for run in runs) - started:.1f} s after the daemon's start")
+    print(f"  {'namespace':<18} {'status':<8} {'queued':>7} {'launch':>7} {'steps':>7} {'between':>7}")
+    for run in runs:
+        print(
+            f"  {run.namespace:<18} {run.status:<8} {run.queued:6.1f}s {run.launch:6.1f}s {run.steps:6.1f}s "
+            f"{run.between:6.1f}s"
+        )
     print(f"platform / CLI: {total / cli:.2f}x")
     return 0
 

@@ -4,7 +4,7 @@
 # DAGSTER_POSTGRES_USER, DAGSTER_POSTGRES_PASSWORD, DAGSTER_POSTGRES_DB and optionally DAGSTER_POSTGRES_PORT),
 # SQLite under $DAGSTER_HOME otherwise. DAGSTER_HOME defaults to the `dagster` folder of the metrics-index home, where
 # the CLI keeps its runs: $METRICS_INDEX_HOME, else $XDG_DATA_HOME/metrics-index, else ~/.local/share/metrics-index
-# (the rule of metrics_index.settings.metrics_home).
+# (the rule of metrics_index.settings.metrics_home). A fresh SQLite home gets its storage before the command starts.
 #
 # Usage: deploy/dagster-home.sh COMMAND [ARGUMENTS...]
 set -eu
@@ -18,5 +18,16 @@ if [ -n "${DAGSTER_POSTGRES_HOST:-}" ]; then
   cp "$here/dagster-postgres.yaml" "$DAGSTER_HOME/dagster.yaml"
 else
   cp "$here/../metrics_index/data/dagster.yaml" "$DAGSTER_HOME/dagster.yaml"
+  # The SQLite storage is created here, once, under the lock the CLI takes too (metrics_index/dagster_home.py):
+  # Dagster processes creating a fresh home at the same moment fail on its schema. The Python is the one beside the
+  # command (e.g. .venv/bin/dagster), else python3, whichever has metrics-index installed.
+  if [ ! -e "$DAGSTER_HOME/history/runs.db" ]; then
+    for python in "$(dirname "$(command -v "$1" || echo .)")/python" python3; do
+      if "$python" -c 'import metrics_index.dagster_home' 2>/dev/null; then
+        "$python" -m metrics_index.dagster_home "$DAGSTER_HOME"
+        break
+      fi
+    done
+  fi
 fi
 exec "$@"

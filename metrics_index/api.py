@@ -6,14 +6,11 @@ from __future__ import annotations
 import logging
 import os
 import re
-import shutil
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import redis
-import yaml
 from dagster import (
     AssetCheckEvaluation,
     AssetCheckSeverity,
@@ -26,24 +23,26 @@ from dagster._core.errors import DagsterAssetCheckFailedError  # what a failed b
 from dagster._core.storage.defs_state.base import set_defs_state_storage
 from redis import RedisError
 
+from metrics_index import lookup
 from metrics_index.asset_metadata import EnrichmentFigures, IndexFigures, RawFigures
 from metrics_index.assets import METRIC_ASSETS, enriched_metric_metadata, metric_semantic_index, raw_metric_metadata
 from metrics_index.checks import METRIC_CHECKS
+from metrics_index.dagster_home import open_home
 from metrics_index.enrichment.incremental import FALLBACK, enrich_catalog
 from metrics_index.enrichment.rules import RulesEnricher
 from metrics_index.jobs import INDEX_JOB, SOURCE_TAG, build_index_job
-from metrics_index.lookup import Validation, name_set_client, namespace_suggestions, validate_names
+from metrics_index.lookup import Validation, existing_redis, name_set_client, namespace_suggestions
 from metrics_index.namespaces import NAMESPACE_PARTITIONS, Namespace, NamespaceError
 from metrics_index.promql import QueryValidation, validate_query
-from metrics_index.resources import ChromaResource, ProgressResource, PrometheusResource, RedisResource
-from metrics_index.search import SearchResult, search
-from metrics_index.settings import DAGSTER_CONFIG, dagster_home, metrics_home, resources_from_env
+from metrics_index.resources import ProgressResource, PrometheusResource, RedisResource
+from metrics_index.search import SearchResult
+from metrics_index.settings import dagster_home, resources_from_env
 from metrics_index.sources import RawMetric
 from metrics_index.sources.prometheus import select_metrics
 from metrics_index.stores import revision
+from metrics_index.stores.connections import StoreSettings
 from metrics_index.stores.lock import Notify
 from metrics_index.stores.name_set import NameSetCatalog
-from metrics_index.stores.semantic_index import SemanticIndex
 
 log = logging.getLogger(__name__)
 
@@ -125,13 +124,8 @@ def materialization_metadata(result: ExecuteInProcessResult) -> dict[str, dict[s
 def dagster_instance(env: Mapping[str, str] = os.environ) -> DagsterInstance:
     """The instance in the Dagster home (settings.dagster_home), given the project's dagster.yaml (pools, run queue,
     telemetry off) when it has no configuration of its own, so CLI runs are kept and shown by `dagster dev` started
-    on that home (deploy/dagster-home.sh does)."""
-    home = dagster_home(env)
-    home.mkdir(parents=True, exist_ok=True)
-    config = home / "dagster.yaml"
-    if not config.exists() or not yaml.safe_load(config.read_text()):
-        shutil.copyfile(DAGSTER_CONFIG, config)
-    return DagsterInstance.from_config(str(home))
+    on that home (deploy/dagster-home.sh does); made under the home's lock (dagster_home.py)."""
+    return open_home(dagster_home(env))
 
 
 def _forget_if_new(instance: DagsterInstance, namespace: str, new: bool) -> None:
@@ -262,39 +256,24 @@ def dry_run(
 def search_metrics(
     namespace: str, question: str, k: int = 10, explain: bool = False, env: Mapping[str, str] = os.environ
 ) -> list[SearchResult]:
-    """Warm after the first search of a namespace, and still answering while another process re-indexes it: when
-    the namespace's revision moves, it is read again once no writer holds the store; until then the copy in memory
-    answers."""
+    """lookup.search_metrics (it never creates a store: NotIndexed when the namespace has no documents), warm after
+    the first search of a namespace, and still answering while another process re-indexes it: when the namespace's
+    revision moves, it is read again once no writer holds the store; until then the copy in memory answers."""
     Namespace.parse(namespace)
-    index, client = _search_stores(env)
-    try:
-        current = revision.read(client, namespace)
-    except RedisError as error:
-        log.warning("cannot read the revision of %s (%s); answering from what is in memory", namespace, error)
-        current = None
-    return search(index, namespace, question, k=k, explain=explain, revision=current)
-
-
-_SEARCH_STORES: dict[frozenset, tuple[SemanticIndex, redis.Redis]] = {}
-
-
-def _search_stores(env: Mapping[str, str]) -> tuple[SemanticIndex, redis.Redis]:
-    """The semantic index and Redis client searches use, opened once per configuration (the METRICS_INDEX_
-    variables and the home folder) in a process: building the resources costs more than a warm search."""
-    key = frozenset({(k, v) for k, v in env.items() if k.startswith("METRICS_INDEX_")} | {("", str(metrics_home(env)))})
-    if key not in _SEARCH_STORES:
-        resources = resources_from_env(env)
-        chroma: ChromaResource = resources["chroma"]
-        redis_resource: RedisResource = resources["redis"]
-        _SEARCH_STORES[key] = (chroma.index(), redis_resource.client())
-    return _SEARCH_STORES[key]
+    client = existing_redis(StoreSettings.from_env(env))
+    current = None
+    if client is not None:
+        try:
+            current = revision.read(client, namespace)
+        except RedisError as error:
+            log.warning("cannot read the revision of %s (%s); answering from what is in memory", namespace, error)
+    return lookup.search_metrics(namespace, question, k=k, explain=explain, env=env, revision=current)
 
 
 def validate_metrics(namespace: str, names: Sequence[str], env: Mapping[str, str] = os.environ) -> list[Validation]:
-    """Exact-match answers from the Redis name set; unknown names come with close matches."""
-    Namespace.parse(namespace)
-    redis_resource: RedisResource = resources_from_env(env)["redis"]
-    return validate_names(redis_resource.client(), namespace, names)
+    """Exact-match answers from the Redis name set; unknown names come with close matches. NotIndexed when the
+    namespace has no name set (no store is created)."""
+    return lookup.validate_metrics(namespace, names, env)
 
 
 def validate_promql(namespace: str, expression: str, env: Mapping[str, str] = os.environ) -> QueryValidation:

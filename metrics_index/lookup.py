@@ -13,7 +13,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from metrics_index.namespaces import Namespace, NamespaceError, load_registry
 from metrics_index.service.limits import MAX_K, NotFound, check_question
@@ -62,11 +62,16 @@ def redis_client(settings: StoreSettings) -> redis.Redis:
 
 
 def search_metrics(
-    namespace: str, question: str, k: int = 10, explain: bool = False, env: Mapping[str, str] = os.environ
+    namespace: str,
+    question: str,
+    k: int = 10,
+    explain: bool = False,
+    env: Mapping[str, str] = os.environ,
+    revision: Any = None,
 ) -> list[SearchResult]:
     """The k best answers, each marked `weak` when it is not close in meaning to the question (confidence.py).
     BadRequest (a ValueError) for an empty question or k out of range; NotIndexed when the namespace has no
-    documents."""
+    documents. `revision`: the namespace's current revision, when the caller read it (search.search)."""
     from metrics_index.search import search
 
     Namespace.parse(namespace)
@@ -76,7 +81,7 @@ def search_metrics(
     settings = StoreSettings.from_env(env)
     if not settings.chroma_host and not (Path(settings.chroma_path) / "chroma.sqlite3").exists():
         raise NotIndexed(namespace, _chroma_place(settings, env), namespace_suggestions(namespace, env))
-    results = search(semantic_index(settings), namespace, question, k=k, explain=explain)
+    results = search(semantic_index(settings), namespace, question, k=k, explain=explain, revision=revision)
     if not results:
         raise NotIndexed(namespace, _chroma_place(settings, env), namespace_suggestions(namespace, env))
     return results

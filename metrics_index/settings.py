@@ -26,9 +26,6 @@ from metrics_index.sources.prometheus import RequestLimits
 from metrics_index.stores.connections import StoreSettings, metrics_home
 from metrics_index.stores.lock import DEFAULT_WAIT_SECONDS
 
-DAGSTER_CONFIG = Path(__file__).parent / "data" / "dagster.yaml"
-"""The project's Dagster instance configuration (run queue, pools, telemetry off), for every Dagster home it uses."""
-
 
 def dagster_home(env: Mapping[str, str] = os.environ) -> Path:
     """The Dagster home the CLI records its runs in: DAGSTER_HOME, else `dagster` in the metrics-index home."""

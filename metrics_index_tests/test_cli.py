@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -16,12 +17,16 @@ from dagster import DagsterEventType, DagsterInstance
 
 from metrics_index import api, cli
 from metrics_index.checks import METRIC_CHECKS
+from metrics_index.dagster_home import DAGSTER_CONFIG
+from metrics_index.lookup import NotIndexed
 from metrics_index.namespaces import DEFAULT_REGISTRY_PATH, NAMESPACE_RULE
-from metrics_index.settings import DAGSTER_CONFIG, dagster_home
+from metrics_index.settings import dagster_home
 from metrics_index.stores.connections import metrics_home
 from metrics_index.stores.name_set import names_key
 from metrics_index.testing.servers import PrometheusStack, free_port
 from metrics_index_tests.project import Project
+
+ROOT = Path(__file__).resolve().parents[1]
 
 SUMMARY_LABELS = ("total", "processed", "enriched", "indexed", "failed", "skipped", "success rate", "checks")
 PLATFORM_CHECKS = {key.name for check in METRIC_CHECKS for key in check.check_keys}
@@ -203,6 +208,7 @@ def test_a_failed_blocking_check_stops_the_cli_run_before_the_stores(
 
 
 def test_search_and_validate_never_create_a_store(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Neither the CLI nor the Python API."""
     home = tmp_path / "never-indexed"
     os.environ["METRICS_INDEX_HOME"] = str(home)
     status, out, err = run(capsys, "search", "demo:node", "free disk space", "--json")
@@ -213,6 +219,10 @@ def test_search_and_validate_never_create_a_store(tmp_path: Path, capsys: pytest
     missing = tmp_path / "elsewhere"
     status, _out, _err = run(capsys, "search", "demo:node", "disk", "--chroma-path", str(missing))
     assert status == 3
+    with pytest.raises(NotIndexed, match="not indexed in the Chroma store"):
+        api.search_metrics("demo:node", "free disk space", env={"METRICS_INDEX_HOME": str(home)})
+    with pytest.raises(NotIndexed, match="not indexed in the embedded Redis"):
+        api.validate_metrics("demo:node", ["up"], env={"METRICS_INDEX_HOME": str(home)})
     assert not home.exists() and not missing.exists()
 
 
@@ -242,6 +252,43 @@ def test_every_dagster_home_gets_the_project_configuration(tmp_path: Path) -> No
     (own / "dagster.yaml").write_text("telemetry:\n  enabled: true\n")
     api.dagster_instance({"DAGSTER_HOME": str(own)})
     assert (own / "dagster.yaml").read_text() == "telemetry:\n  enabled: true\n"
+
+
+OPEN_HOMES = """
+import sys, time
+from pathlib import Path
+import dagster._core.storage.event_log.sqlite, dagster._core.storage.runs.sqlite, dagster._core.storage.schedules.sqlite
+from metrics_index.dagster_home import open_home
+for home in sys.argv[1:]:
+    print("ready", flush=True)
+    time.sleep(max(0.0, float(sys.stdin.readline()) - time.time()))
+    open_home(Path(home)).dispose()
+"""
+
+
+def test_two_processes_make_one_fresh_home_at_the_same_moment(tmp_path: Path) -> None:
+    """Two real processes open each of three fresh homes at the same instant (for each home both wait for one
+    clock time, given once both are ready). Without the home's lock, a quarter of such pairs failed on the SQLite
+    schema ("table runs already exists")."""
+    homes = [str(tmp_path / f"home{number}") for number in range(3)]
+    both = [subprocess.Popen([sys.executable, "-c", OPEN_HOMES, *homes], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]  # fmt: skip
+    for _home in homes:
+        if [process.stdout.readline() for process in both] != ["ready\n", "ready\n"]:
+            break  # a process failed: its error is shown below
+        start = time.time() + 0.1
+        for process in both:
+            process.stdin.write(f"{start}\n")
+            process.stdin.flush()
+    errors = [process.communicate(timeout=120)[1] for process in both]
+    assert [process.returncode for process in both] == [0, 0], errors
+    for home in homes:
+        with DagsterInstance.from_config(home) as instance:
+            assert instance.get_runs() == [] and instance.get_settings("telemetry") == {"enabled": False}
+    shell_made = tmp_path / "shell"  # deploy/dagster-home.sh makes the storage before the command it starts
+    subprocess.run([ROOT / "deploy" / "dagster-home.sh", sys.executable, "-c", "pass"],
+                   env={**os.environ, "DAGSTER_HOME": str(shell_made)}, check=True)  # fmt: skip
+    assert (shell_made / "history" / "runs.db").exists() and (shell_made / "schedules" / "schedules.db").exists()
 
 
 def test_prometheus_down_fails_with_the_reason_last(live: Project, capsys: pytest.CaptureFixture[str]) -> None:
