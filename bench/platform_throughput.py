@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -46,6 +47,12 @@ def base_env(home: Path) -> dict[str, str]:
         "METRICS_INDEX_HOME": str(home),
         "METRICS_INDEX_ENRICHER": "rules",
     }
+
+
+def children_cpu_seconds() -> float:
+    """User and system CPU time of every finished child process (and theirs, once reaped) so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def cli_seconds(env: dict[str, str]) -> float:
@@ -156,13 +163,20 @@ def main() -> int:
         if args.keep:
             args.keep.mkdir(parents=True)
             folder = args.keep
+        print(f"load average {os.getloadavg()[0]:.1f} (1 min) on {os.cpu_count()} cores", flush=True)
+        cpu = children_cpu_seconds()
         cli = cli_seconds(base_env(folder / "cli-home"))
-        print(f"CLI `metrics-index index --all`, {len(namespaces)} namespaces: {cli:.1f} s", flush=True)
+        cli_cpu, cpu = children_cpu_seconds() - cpu, children_cpu_seconds()
+        print(f"CLI `metrics-index index --all`, {len(namespaces)} namespaces: {cli:.1f} s ({cli_cpu:.0f} s CPU)")
         env = base_env(folder / "platform-home")
         env["METRICS_INDEX_SENSOR_INTERVAL_SECONDS"] = str(args.sensor_interval)
         started, runs = platform_runs(env, namespaces, folder, args.timeout)
+        platform_cpu = children_cpu_seconds() - cpu
     total = max(run.end for run in runs) - started
-    print(f"platform (daemon + namespace sensor), {len(namespaces)} namespaces: {total:.1f} s")
+    print(
+        f"platform (daemon + namespace sensor), {len(namespaces)} namespaces: {total:.1f} s "
+        f"({platform_cpu:.0f} s CPU, the daemon's process tree until it stopped)"
+    )
     print(f"  first run submitted {min(run.created for run in runs) - started:.1f} s after the daemon's start")
     print(f"  {'namespace':<18} {'status':<8} {'queued':>7} {'launch':>7} {'steps':>7} {'between':>7}")
     for run in runs:
@@ -170,7 +184,7 @@ def main() -> int:
             f"  {run.namespace:<18} {run.status:<8} {run.queued:6.1f}s {run.launch:6.1f}s {run.steps:6.1f}s "
             f"{run.between:6.1f}s"
         )
-    print(f"platform / CLI: {total / cli:.2f}x")
+    print(f"platform / CLI: {total / cli:.2f}x; load average {os.getloadavg()[0]:.1f} (1 min)")
     return 0
 
 

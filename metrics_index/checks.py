@@ -6,7 +6,8 @@ downstream. Quality checks (severity WARN) measure how good the catalog is and n
 
 Each measurement is a plain function returning a `Measurement`; the Dagster checks below only load inputs and turn
 measurements into results. Every result carries `measured`, `expected` and `summary` metadata, which the Slack
-alerts quote. All thresholds live in `CheckThresholds` (resources.py).
+alerts quote, and the figure again under "measured (<namespace>)", so the UI plots it per namespace. All
+thresholds live in `CheckThresholds` (resources.py).
 """
 
 import re
@@ -73,12 +74,25 @@ class Measurement:
     summary: str
     details: Mapping[str, Any] = field(default_factory=dict)
 
-    def result(self, check_name: str, severity: AssetCheckSeverity) -> AssetCheckResult:
-        metadata: dict[str, Any] = {"measured": self.measured, "expected": self.expected, "summary": self.summary}
+    def result(self, check_name: str, severity: AssetCheckSeverity, partition: str) -> AssetCheckResult:
+        """The check's result. The UI plots each numeric metadata label as one line through every evaluation of the
+        check, whatever its partition, so the figure is filed under a label naming the namespace ("measured
+        (demo:node)": one plot per namespace), and `measured`, which the alerts quote, is text."""
+        metadata: dict[str, Any] = {
+            "measured": MetadataValue.text(str(self.measured)),
+            plotted_label(partition): self.measured,
+            "expected": self.expected,
+            "summary": self.summary,
+        }
         metadata.update({key: MetadataValue.json(value) for key, value in self.details.items()})
         return AssetCheckResult(
             check_name=check_name, passed=self.passed, severity=severity, description=self.summary, metadata=metadata
         )
+
+
+def plotted_label(partition: str) -> str:
+    """The metadata label of a check's figure in one namespace: the label of its plot in the UI."""
+    return f"measured ({partition})"
 
 
 def _share(part: int, whole: int) -> float:
@@ -319,12 +333,13 @@ def _spec(name: str, asset: Any, description: str, blocking: bool = False, **kwa
     ]
 )
 def raw_metadata_checks(
-    raw_metric_metadata: pd.DataFrame, check_thresholds: CheckThresholds
+    context: AssetCheckExecutionContext, raw_metric_metadata: pd.DataFrame, check_thresholds: CheckThresholds
 ) -> Iterable[AssetCheckResult]:
-    yield duplicate_names(raw_metric_metadata).result(UNIQUE_NAMES, ERROR)
-    yield invalid_names(raw_metric_metadata).result(VALID_NAMES, ERROR)
-    yield help_share(raw_metric_metadata, check_thresholds.min_help_share).result(HELP_SHARE, WARN)
-    yield type_conflicts(raw_metric_metadata).result(CONSISTENT_TYPES, WARN)
+    raw, namespace = raw_metric_metadata, context.partition_key
+    yield duplicate_names(raw).result(UNIQUE_NAMES, ERROR, namespace)
+    yield invalid_names(raw).result(VALID_NAMES, ERROR, namespace)
+    yield help_share(raw, check_thresholds.min_help_share).result(HELP_SHARE, WARN, namespace)
+    yield type_conflicts(raw).result(CONSISTENT_TYPES, WARN, namespace)
 
 
 @multi_asset_check(
@@ -340,7 +355,7 @@ def raw_metadata_checks(
 )
 def name_set_checks(context: AssetCheckExecutionContext, raw: pd.DataFrame, redis: RedisResource) -> AssetCheckResult:
     stored = all_names(redis.client(), context.partition_key)
-    return name_set_difference(promql_names(raw), stored).result(NAME_SET_MATCHES, ERROR)
+    return name_set_difference(promql_names(raw), stored).result(NAME_SET_MATCHES, ERROR, context.partition_key)
 
 
 @multi_asset_check(
@@ -354,13 +369,13 @@ def name_set_checks(context: AssetCheckExecutionContext, raw: pd.DataFrame, redi
 def enriched_metadata_checks(
     context: AssetCheckExecutionContext, enriched_metric_metadata: pd.DataFrame, check_thresholds: CheckThresholds
 ) -> Iterable[AssetCheckResult]:
-    enriched, limits = enriched_metric_metadata, check_thresholds
-    yield enrichment_success_rate(enriched, limits.min_enrichment_success_rate).result(SUCCESS_RATE, WARN)
-    yield vocabulary_violations(enriched).result(VOCABULARY, ERROR)
-    yield type_agreement(enriched, limits.min_type_agreement).result(TYPE_AGREEMENT, WARN)
+    enriched, limits, namespace = enriched_metric_metadata, check_thresholds, context.partition_key
+    yield enrichment_success_rate(enriched, limits.min_enrichment_success_rate).result(SUCCESS_RATE, WARN, namespace)
+    yield vocabulary_violations(enriched).result(VOCABULARY, ERROR, namespace)
+    yield type_agreement(enriched, limits.min_type_agreement).result(TYPE_AGREEMENT, WARN, namespace)
     previous = previous_category_shares(context, DRIFT_KEY)
     drift = category_drift(category_shares(enriched), previous, limits.max_category_drift_points)
-    yield drift.result(CATEGORY_DRIFT, WARN)
+    yield drift.result(CATEGORY_DRIFT, WARN, namespace)
 
 
 def previous_category_shares(context: AssetCheckExecutionContext, key: AssetCheckKey) -> dict[str, float] | None:
@@ -408,11 +423,11 @@ def semantic_index_checks(
     namespace, index = context.partition_key, chroma.index()
     expected = {document_id(namespace, name) for name in enriched["metric_name"]}
     stored = set(index.ids(namespace))
-    yield index_consistency(expected, stored).result(INDEX_MATCHES, ERROR)
+    yield index_consistency(expected, stored).result(INDEX_MATCHES, ERROR, namespace)
     confirmed = golden_from_frame(parquet_io_manager.load_partition(GOLDEN_ASSET, namespace))  # from feedback
     queries = [*prometheus.source(namespace).golden_queries, *confirmed]
     ranked = [[r.metric_name for r in search(index, namespace, q.question, k=GOLDEN_K)] for q in queries]
-    yield golden_recall(queries, ranked, check_thresholds.min_golden_recall).result(GOLDEN_RECALL, WARN)
+    yield golden_recall(queries, ranked, check_thresholds.min_golden_recall).result(GOLDEN_RECALL, WARN, namespace)
 
 
 METRIC_CHECKS = [raw_metadata_checks, name_set_checks, enriched_metadata_checks, semantic_index_checks]

@@ -11,7 +11,7 @@ from unittest.mock import ANY
 import pandas as pd
 import pytest
 import redis
-from dagster import AssetSelection, ExecuteInProcessResult
+from dagster import AssetSelection, ExecuteInProcessResult, FloatMetadataValue, IntMetadataValue
 
 from metrics_index import checks
 from metrics_index.assets import METRIC_ASSETS
@@ -141,8 +141,9 @@ def test_index_consistency_and_golden_recall() -> None:
 
 
 def test_measurement_result_carries_the_figures_alerts_quote() -> None:
-    result = Measurement(False, 0.9, ">= 0.95", "90% ok", {"misses": ["a"]}).result("c", checks.WARN)
-    assert result.metadata["measured"].value == 0.9
+    result = Measurement(False, 0.9, ">= 0.95", "90% ok", {"misses": ["a"]}).result("c", checks.WARN, "demo:node")
+    assert result.metadata["measured"].value == "0.9"  # text: the UI plots no line through every namespace
+    assert result.metadata["measured (demo:node)"].value == 0.9  # the namespace's own plot
     assert result.metadata["expected"].value == ">= 0.95"
     assert result.metadata["misses"].value == ["a"]
     assert (result.passed, result.severity, result.description) == (False, checks.WARN, "90% ok")
@@ -152,7 +153,10 @@ def test_measurement_result_carries_the_figures_alerts_quote() -> None:
 
 
 def _outcomes(result: ExecuteInProcessResult) -> dict[str, tuple[bool, float]]:
-    return {e.check_name: (e.passed, e.metadata["measured"].value) for e in result.get_asset_check_evaluations()}
+    return {
+        e.check_name: (e.passed, e.metadata[checks.plotted_label(e.partition)].value)
+        for e in result.get_asset_check_evaluations()
+    }
 
 
 @pytest.fixture
@@ -170,6 +174,15 @@ def test_every_check_passes_on_the_demo_snapshot(project: Project, demo_node: st
     assert all(passed for passed, _ in outcomes.values()), outcomes
     assert outcomes[checks.INDEX_MATCHES][1] == len(project.catalog("enriched_metric_metadata", demo_node))
     assert outcomes[checks.GOLDEN_RECALL][1] == 1.0
+    # The UI draws one plot per numeric metadata label through all of a check's evaluations: every number a check
+    # records is under a label naming the namespace, so no plot mixes namespaces (the category drift's did).
+    numeric = {
+        label
+        for e in result.get_asset_check_evaluations()
+        for label, value in e.metadata.items()
+        if isinstance(value, IntMetadataValue | FloatMetadataValue)
+    }
+    assert numeric == {"measured (demo:node)"}
 
 
 def test_every_check_passes_on_a_live_prometheus(project: Project, prometheus_server: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from metrics_index.enrichment.base import Enricher
-from metrics_index.enrichment.claude import API_KEY_VARIABLE, ClaudeEnricher, ClaudeOptions
+from metrics_index.enrichment.claude import API_KEY_VARIABLE, ClaudeOptions
 from metrics_index.enrichment.rules import RulesEnricher
 
 MODES = ("auto", "claude", "rules")
@@ -27,4 +27,6 @@ def make_enricher(mode: str = "auto", claude: ClaudeOptions | None = None) -> En
     The key itself is never passed around: the SDK reads it from the environment."""
     if resolve_mode(mode) == "rules":
         return RulesEnricher()
+    from metrics_index.enrichment.claude import ClaudeEnricher  # the SDK is imported only when it is used
+
     return ClaudeEnricher(claude or ClaudeOptions())
