@@ -25,6 +25,7 @@ RANKERS = {
     "ours: fusion weights",
     "ours: + question cues",
     "ours: + kind penalty",
+    "ours: without the rare-trait boost",
     "ours",
 }
 SNAPSHOT = ROOT / "metrics_index" / "data" / "demo-targets-metadata.json"
