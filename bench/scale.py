@@ -342,7 +342,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             search_only(args.one_size, kept) if args.search_only else one_size(args.one_size, args.redis_url, kept)
         )
     else:
-        runs = []
+        runs, builds = [], []  # builds: the kept indexes this run made (this tree), measured in full
         with ExitStack() as stack:
             trees = {"": ROOT}
             if args.baseline:
@@ -352,7 +352,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if kept and not (kept / COMPLETE).exists():
                     print(f"indexing {size:,} metrics into {kept} (this tree)...", file=sys.stderr, flush=True)
                     shutil.rmtree(kept, ignore_errors=True)
-                    in_subprocess(["--one-size", str(size), "--keep", str(args.keep), *redis_args])
+                    builds.append(in_subprocess(["--one-size", str(size), "--keep", str(args.keep), *redis_args]))
                 for label, tree in trees.items():
                     print(f"measuring {size:,} metrics {label}...", file=sys.stderr, flush=True)
                     if kept:  # this script, with the tree's metrics_index: the baseline's script may lack --keep
@@ -363,7 +363,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{os.cpu_count()} cores\n")
         if args.keep:
             print(search_table(runs))
-            answer = {"runs": runs}
+            if builds:
+                print("\nIndexes built for this run (this tree):\n")
+                print(table(builds, redis_replace_only(args.redis_names, args.redis_url)))
+            answer = {"runs": runs, "builds": builds}
         else:
             redis_only = redis_replace_only(args.redis_names, args.redis_url)
             print(table(runs, redis_only))

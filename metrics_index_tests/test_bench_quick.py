@@ -111,10 +111,14 @@ def test_scale_bench_searches_a_kept_index_with_each_tree_without_indexing_it_ag
     kept, out = tmp_path / "kept", tmp_path / "scale.json"
     run_bench("scale.py", "--sizes", "300", "--keep", str(kept), "--json-out", str(out))
     built = (kept / "300" / "complete.json").stat().st_mtime_ns
+    (build,) = json.loads(out.read_text())["builds"]
+    assert build["first_counts"]["embedded"] == 300
     run_bench("scale.py", "--sizes", "300", "--keep", str(kept), "--baseline", "HEAD", "--json-out", str(out))
 
     assert (kept / "300" / "complete.json").stat().st_mtime_ns == built
-    runs = json.loads(out.read_text())["runs"]
+    answer = json.loads(out.read_text())
+    runs = answer["runs"]
+    assert answer["builds"] == []
     assert [run["label"] for run in runs] == ["HEAD", "this tree"]
     for run in runs:
         assert run["search"]["results"] == 10

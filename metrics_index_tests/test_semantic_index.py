@@ -15,7 +15,7 @@ from metrics_index.embeddings import DEFAULT_MODEL, get_embedder
 from metrics_index.enrichment.incremental import enrich_catalog
 from metrics_index.enrichment.rules import RulesEnricher
 from metrics_index.sources import RawMetric
-from metrics_index.stores.semantic_index import CollectionMismatchError, SemanticIndex, SyncReport
+from metrics_index.stores.semantic_index import HNSW_CONSTRUCTION_EF, CollectionMismatchError, SemanticIndex, SyncReport
 
 NODE = "test:node"
 OTHER = "test:other"
@@ -144,6 +144,11 @@ def test_stored_embeddings_put_the_meaning_nearest(index: SemanticIndex, questio
     (page,) = index.pages(NODE, ["metadatas", "embeddings"])
     similarity = np.asarray(page["embeddings"]) @ index.embedder.embed([question])[0]
     assert page["metadatas"][int(similarity.argmax())]["metric_name"] == expected
+
+
+def test_a_new_collection_builds_chromas_unqueried_graph_with_less_effort(index: SemanticIndex) -> None:
+    assert index.collection.configuration["hnsw"]["ef_construction"] == HNSW_CONSTRUCTION_EF
+    assert index.collection.configuration["hnsw"]["space"] == "cosine"
 
 
 def test_model_folder_works_and_a_collection_refuses_another_model(client: chromadb.ClientAPI, tmp_path: Path) -> None:

