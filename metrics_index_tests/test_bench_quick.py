@@ -100,6 +100,7 @@ def test_scale_bench_indexes_everything_once_then_nothing(tmp_path: Path) -> Non
     first, second = run["first_counts"], run["second_counts"]
     assert run["second_error"] is None
     assert first["metrics"] == first["enriched"] == first["embedded"] == 300
+    assert first["index_cpu_s"] > 0
     assert run["stored_names"] == first["names"] >= 300
     assert (second["enriched"], second["reused"], second["embedded"], second["unchanged"]) == (0, 300, 0, 300)
     assert run["search"]["results"] == 10
