@@ -8,6 +8,7 @@ configured, 404 for an unknown namespace or metric, 422 for a body of the wrong 
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import os
@@ -111,6 +112,9 @@ def create_app(service: CatalogService | None = None, env: Mapping[str, str] = o
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        # The first /metrics page imports Dagster to read the last runs: seconds holding the GIL, paid here and
+        # not by the searches in flight at the first scrape.
+        await asyncio.to_thread(telemetry.exposition)
         async with mcp.session_manager.run():
             yield
 
