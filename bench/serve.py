@@ -85,7 +85,11 @@ def wait_for(url: str, what: str, process: subprocess.Popen, timeout: float = 30
 
 
 def start(argv: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
-    return subprocess.Popen(argv, stdout=log.open("ab"), stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    """Started in / so that `python -m` imports the package from PYTHONPATH (a baseline checkout), not from the
+    folder the bench was started in."""
+    return subprocess.Popen(
+        argv, stdout=log.open("ab"), stderr=subprocess.STDOUT, env=env, start_new_session=True, cwd="/"
+    )
 
 
 def write_registry(home: Path, size: int) -> tuple[Path, list[dict[str, Any]]]:
