@@ -58,6 +58,9 @@ def test_default_instance_is_sqlite_with_the_run_queue_limits(tmp_path: Path) ->
         assert type(instance.event_log_storage).__name__ == "SqliteEventLogStorage"
         assert str(instance.root_directory) == str(home)
         concurrency = instance.get_concurrency_config()
+        dequeue_interval = instance.run_coordinator.dequeue_interval_seconds
+    # Two runs at once, a queued run started within a second of a free slot (bench/platform_throughput.py).
+    assert (concurrency.run_queue_config.max_concurrent_runs, dequeue_interval) == (2, 1)
     limits = {limit["key"]: limit for limit in concurrency.run_queue_config.tag_concurrency_limits}
     assert limits["dagster/partition"] == {
         "key": "dagster/partition",

@@ -14,6 +14,7 @@ The environment variables are the ones docker-compose.yml gives its services (a 
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -247,7 +248,7 @@ def test_sensor_indexes_namespaces_into_postgres_chroma_server_and_redis(stack: 
     assert all(len(r) == 1 and r[0][1] == "SUCCESS" for r in runs.values()), runs
     assert stack.ticks("namespace_sensor") >= 1
     assert stack.partitions() == sorted(FIRST)  # no duplicate partitions
-    # Steps ran in their run's own process (in-process executor: no step worker), and the three runs overlapped.
+    # Steps ran in their run's own process (in-process executor: no step worker), and runs overlapped.
     workers = stack.postgres.query("SELECT count(*) FROM event_logs WHERE dagster_event_type = 'STEP_WORKER_STARTED'")[
         0
     ][0]
@@ -256,7 +257,8 @@ def test_sensor_indexes_namespaces_into_postgres_chroma_server_and_redis(stack: 
         "SELECT start_time, end_time FROM runs r JOIN run_tags t ON t.run_id = r.run_id "
         "WHERE t.key = 'dagster/partition'"
     )
-    assert max(start for start, _ in spans) < min(end for _, end in spans), "the runs did not overlap"
+    spans = sorted(spans)  # at most two runs at once (dagster.yaml's max_concurrent_runs), and they did overlap
+    assert any(later[0] < earlier[1] for earlier, later in itertools.pairwise(spans)), "no two runs overlapped"
 
     # The data is in the servers: every metric in the Chroma server and in Redis, nothing lost to the concurrency.
     with redis.Redis.from_url(stack.redis.url, decode_responses=True) as client:
