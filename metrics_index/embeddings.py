@@ -34,7 +34,8 @@ class Embedder:
         options = onnxruntime.SessionOptions()
         options.log_severity_level = 3
         # Idle worker threads sleep instead of spinning: on 2 cores shared with Chroma's threads and other
-        # processes, spinning burned a third more CPU per embedded document for no gain in wall time.
+        # processes, spinning burned a third more CPU per embedded document. On a quiet machine one 10k index was
+        # 10% slower without it (bench/RESULTS.md, "Re-measured on a quieter machine"): a trade, not a free gain.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self._session = onnxruntime.InferenceSession(
             str(model_file), sess_options=options, providers=["CPUExecutionProvider"]

@@ -64,8 +64,7 @@ class WarmCatalog:
         self._warm: dict[str, WarmNamespace] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
-        self._batches = BatchedEmbedder(index.embedder)
-        self._embed = functools.lru_cache(maxsize=QUESTION_VECTORS_CACHED)(self._embed_question)
+        self._embed = functools.lru_cache(maxsize=QUESTION_VECTORS_CACHED)(BatchedEmbedder(index.embedder).embed)
         self._answers: OrderedDict[tuple, list[SearchResult]] = OrderedDict()
         self._answers_lock = threading.Lock()
         self.answers_hit = 0
@@ -134,9 +133,6 @@ class WarmCatalog:
     def _lock(self, namespace: str) -> threading.Lock:
         with self._locks_guard:
             return self._locks.setdefault(namespace, threading.Lock())
-
-    def _embed_question(self, question: str) -> np.ndarray:
-        return self._batches.embed(question)
 
 
 class BatchedEmbedder:
