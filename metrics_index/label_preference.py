@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Collection, Sequence
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-import pandas as pd
-
-from metrics_index.promql import LABEL_SYNONYMS
-from metrics_index.sources.labels import LabelSchema
+if TYPE_CHECKING:
+    import pandas as pd
 
 WEIGHT = 0.2
 DEPTH = 30
@@ -24,6 +22,26 @@ CUES = {"by", "per", "each", "across"}
 WORD_LABELS = {"interface": ("device",), "core": ("cpu",), "command": ("cmd",), "database": ("db",)}
 COMMON_LABELS = {"job", "instance"}  # on every series: saying nothing about a metric
 _BELOW_PINNED = 0.9999  # exact and prefix name matches score 1.0 and stay first
+# A label that a query writer often uses for another one of the same meaning.
+LABEL_SYNONYMS = {
+    "status": ("code", "status_code"),
+    "status_code": ("code", "status"),
+    "code": ("status", "status_code"),
+    "method": ("verb",),
+    "verb": ("method",),
+    "path": ("handler", "route", "endpoint", "uri", "url"),
+    "route": ("handler", "path", "endpoint"),
+    "endpoint": ("handler", "route", "path"),
+    "handler": ("route", "path", "endpoint"),
+    "host": ("instance", "hostname", "nodename"),
+    "hostname": ("instance", "host", "nodename"),
+    "service": ("job",),
+    "app": ("job",),
+    "core": ("cpu",),
+    "disk": ("device",),
+    "interface": ("device",),
+    "mountpoint": ("mount", "path"),
+}
 
 Result = TypeVar("Result")
 
@@ -59,6 +77,8 @@ def prefer_labelled(
 def label_names_column(frame: pd.DataFrame) -> list[str]:
     """Each metric's label names as its search document keeps them: comma-separated, sorted, without job and
     instance; empty when its labels are unknown."""
+    from metrics_index.sources.labels import LabelSchema  # pandas: not for the searches that import this module
+
     texts = frame["labels"] if "labels" in frame else [None] * len(frame)
     schemas = map(LabelSchema.from_json, texts)
     return [",".join(sorted(set(schema.labels) - COMMON_LABELS)) if schema else "" for schema in schemas]

@@ -16,30 +16,11 @@ from typing import Protocol
 import pandas as pd
 import promql_parser
 
+from metrics_index.label_preference import LABEL_SYNONYMS
 from metrics_index.sources.labels import LabelSchema
 from metrics_index.sources.prometheus import SCRAPE_SERIES
 from metrics_index.stores.name_set import close_matches
 
-# A label that a query writer often uses for another one of the same meaning.
-LABEL_SYNONYMS = {
-    "status": ("code", "status_code"),
-    "status_code": ("code", "status"),
-    "code": ("status", "status_code"),
-    "method": ("verb",),
-    "verb": ("method",),
-    "path": ("handler", "route", "endpoint", "uri", "url"),
-    "route": ("handler", "path", "endpoint"),
-    "endpoint": ("handler", "route", "path"),
-    "handler": ("route", "path", "endpoint"),
-    "host": ("instance", "hostname", "nodename"),
-    "hostname": ("instance", "host", "nodename"),
-    "service": ("job",),
-    "app": ("job",),
-    "core": ("cpu",),
-    "disk": ("device",),
-    "interface": ("device",),
-    "mountpoint": ("mount", "path"),
-}
 _NOT_SELECTORS = {
     "and", "or", "unless", "atan2", "by", "without", "on", "ignoring", "group_left", "group_right", "offset",
     "bool", "inf", "nan", "sum", "min", "max", "avg", "group", "stddev", "stdvar", "count", "count_values",

@@ -28,20 +28,20 @@ import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import bm25s
 import numpy as np
-import pandas as pd
 
 from metrics_index.answers import compact_json
 from metrics_index.confidence import is_weak
 from metrics_index.kinds import metric_kind
 from metrics_index.label_preference import DEPTH as LABEL_DEPTH
 from metrics_index.label_preference import prefer_labelled, wanted_labels
-from metrics_index.stores.lock import StoreBusyError
-from metrics_index.stores.semantic_index import SemanticIndex, document_id
 from metrics_index.text import search_terms, term_words
+
+if TYPE_CHECKING:
+    from metrics_index.stores.semantic_index import SemanticIndex
 
 log = logging.getLogger(__name__)
 
@@ -332,6 +332,8 @@ def bm25_index(documents: Sequence[str], k1: float = 1.5, b: float = 0.75) -> bm
     """bm25s's Lucene BM25 over space-separated terms, its score matrix computed with whole-array numpy
     operations instead of bm25s's per-document Python loop (50k documents: well under a second instead of
     several, during which a warm service's searches wait for the GIL). Scores equal `BM25().index(...)`'s."""
+    import pandas as pd  # here, not at the top: a search answered from a snapshot (search_snapshot.py) never needs it
+
     # Joined by single spaces, an empty document is one "" term, as bm25s indexes it.
     ids, terms = pd.factorize(np.array(" ".join(documents).split(" "), dtype=object))
     lengths = np.array([doc.count(" ") + 1 for doc in documents], dtype=np.int64)
@@ -366,6 +368,8 @@ def load_corpus(
     Read in pages by id (SemanticIndex.pages), which keeps Chroma's read buffers small; the store is held for
     reading throughout, so both reads see one version.
     """
+    from metrics_index.stores.semantic_index import document_id
+
     with index.reading():
         if previous is None:
             return _corpus(_read_parts(index, namespace, None, ["documents", "metadatas", "embeddings"]))
@@ -448,6 +452,8 @@ class _CorpusCache:
     def _reload(
         self, key: tuple[str, str], index: SemanticIndex, namespace: str, version: Any, held: NamespaceCorpus | None
     ) -> _Entry | None:
+        from metrics_index.stores.lock import StoreBusyError  # Redis: imported by what reads a store, not by search
+
         try:
             with index.reading(wait_seconds=0):
                 return self._put(key, _Entry(version, load_corpus(index, namespace, held)))

@@ -14,10 +14,13 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
 import redis
 from rapidfuzz import fuzz, process
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 KEY_PREFIX = "metrics-index"
 SERIES_SUFFIXES = {"histogram": ("_bucket", "_sum", "_count"), "summary": ("_sum", "_count")}
@@ -77,6 +80,8 @@ def rebuild_from_catalog(client: redis.Redis, catalog_dir: Path) -> int:
     """Every namespace's name set and label hash from its last raw metadata in the Parquet catalog, for a Redis
     that lost its data (embedded_redis.py), each with a revision no reader has seen; returns how many namespaces
     were rebuilt."""
+    import pandas as pd  # not at the top: validating names never needs it
+
     from metrics_index.sources.labels import name_set_labels  # sources/labels.py imports this module
     from metrics_index.stores import revision  # stores/revision.py imports this module
 
