@@ -16,6 +16,7 @@ Both use the bundled snapshot, embedded Redis and Chroma and rule enrichment. Th
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import resource
 import subprocess
@@ -49,6 +50,10 @@ def base_env(home: Path) -> dict[str, str]:
     }
 
 
+ROLES = (("spawn_main", "runs"), ("api grpc", "code server"), ("dagster-daemon", "daemon"))
+"""Which platform process a command line is (the first match); anything else is `other`."""
+
+
 class ProcessCpu:
     """CPU seconds of every process whose environment holds `marker` (the daemon, its code server, the runs),
     sampled from /proc: each process counts with its last sample, so up to one poll interval of a process that
@@ -57,6 +62,7 @@ class ProcessCpu:
     def __init__(self, marker: str) -> None:
         self.marker = marker.encode()
         self.seconds: dict[int, float] = {}
+        self.roles: dict[int, str] = {}
 
     def sample(self) -> None:
         ticks = os.sysconf("SC_CLK_TCK")
@@ -67,13 +73,23 @@ class ProcessCpu:
                 if self.marker not in (entry / "environ").read_bytes().split(b"\0"):
                     continue
                 fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
             except OSError:  # ended, or not ours
                 continue
             self.seconds[int(entry.name)] = (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+            self.roles[int(entry.name)] = next((role for part, role in ROLES if part in command), "other")
 
     @property
     def total(self) -> float:
         return sum(self.seconds.values())
+
+    def by_role(self) -> dict[str, tuple[int, float]]:
+        """Role -> (processes, CPU seconds)."""
+        roles: dict[str, tuple[int, float]] = {}
+        for pid, seconds in self.seconds.items():
+            count, total = roles.get(self.roles[pid], (0, 0.0))
+            roles[self.roles[pid]] = (count + 1, total + seconds)
+        return dict(sorted(roles.items()))
 
 
 def children_cpu_seconds() -> float:
@@ -90,9 +106,10 @@ def cli_seconds(env: dict[str, str]) -> float:
 
 def platform_runs(
     env: dict[str, str], namespaces: list[str], folder: Path, timeout: float
-) -> tuple[float, list[RunTimeline], float]:
+) -> tuple[float, list[RunTimeline], ProcessCpu]:
     """The daemon's start (epoch seconds) and each namespace's run, once every one finished with its
-    materializations and checks, and the CPU seconds of the platform's processes."""
+    materializations and checks, and the CPU seconds of the platform's processes (sampled every half second,
+    the runs checked every 2 s)."""
     dagster_home = Path(env["METRICS_INDEX_HOME"]) / "dagster"
     env = {**env, "DAGSTER_HOME": str(dagster_home)}
     daemon = ManagedProcess(
@@ -106,14 +123,16 @@ def platform_runs(
     started = time.time()
     daemon.start()
     try:
-        while time.time() - started < timeout:
-            time.sleep(2)
+        for poll in itertools.count(1):
+            if time.time() - started > timeout:
+                break
+            time.sleep(0.5)
             if not daemon.running:
                 raise SystemExit(f"the daemon stopped: see {daemon.log_path}")
             cpu.sample()
-            done = _finished_runs(dagster_home, namespaces)
+            done = _finished_runs(dagster_home, namespaces) if poll % 4 == 0 else None
             if done is not None:
-                return started, done, cpu.total
+                return started, done, cpu
         raise SystemExit(f"not every namespace was indexed within {timeout:.0f} s: see {daemon.log_path}")
     finally:
         daemon.stop(timeout=30)
@@ -131,6 +150,7 @@ class RunTimeline:
     steps: float  # the steps' own time, STEP_START -> STEP_SUCCESS/FAILURE, summed
     between: float  # RUN_START -> end minus the steps: step setup and waits on pool slots
     end: float  # epoch seconds
+    pid: int  # the run's process (the code server spawns one a run)
 
 
 def _finished_runs(home: Path, namespaces: list[str]) -> list[RunTimeline] | None:
@@ -157,9 +177,9 @@ def _timeline(instance: DagsterInstance, record: RunRecord) -> RunTimeline:
     events = [r.event_log_entry for r in instance.get_records_for_run(record.dagster_run.run_id, limit=10_000).records]
     first = {}
     for event in events:
-        first.setdefault(event.dagster_event_type, event.timestamp)
+        first.setdefault(event.dagster_event_type, event)
     created = record.create_timestamp.timestamp()
-    launched = first[DagsterEventType.RUN_STARTING]  # the run queue handed it to the launcher
+    launched = first[DagsterEventType.RUN_STARTING].timestamp  # the run queue handed it to the launcher
     step_started: dict[str, float] = {}
     steps = 0.0
     for event in events:
@@ -177,6 +197,7 @@ def _timeline(instance: DagsterInstance, record: RunRecord) -> RunTimeline:
         steps=steps,
         between=record.end_time - record.start_time - steps,
         end=record.end_time,
+        pid=first[DagsterEventType.RUN_START].dagster_event.pid,
     )
 
 
@@ -203,14 +224,16 @@ def main() -> int:
     total = max(run.end for run in runs) - started
     print(
         f"platform (daemon + namespace sensor), {len(namespaces)} namespaces: {total:.1f} s "
-        f"({platform_cpu:.0f} s CPU, its processes sampled every 2 s)"
+        f"({platform_cpu.total:.0f} s CPU, its processes sampled every 0.5 s)"
     )
+    roles = ", ".join(f"{role} {s:.1f} s ({n} processes)" for role, (n, s) in platform_cpu.by_role().items())
+    print(f"  CPU by process: {roles}")
     print(f"  first run submitted {min(run.created for run in runs) - started:.1f} s after the daemon's start")
-    print(f"  {'namespace':<18} {'status':<8} {'queued':>7} {'launch':>7} {'steps':>7} {'between':>7}")
+    print(f"  {'namespace':<18} {'status':<8} {'queued':>7} {'launch':>7} {'steps':>7} {'between':>7} {'CPU':>7}")
     for run in runs:
         print(
             f"  {run.namespace:<18} {run.status:<8} {run.queued:6.1f}s {run.launch:6.1f}s {run.steps:6.1f}s "
-            f"{run.between:6.1f}s"
+            f"{run.between:6.1f}s {platform_cpu.seconds.get(run.pid, float('nan')):6.1f}s"
         )
     print(f"platform / CLI: {total / cli:.2f}x; load average {os.getloadavg()[0]:.1f} (1 min)")
     return 0

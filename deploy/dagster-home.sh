@@ -20,10 +20,12 @@ else
   cp "$here/../metrics_index/data/dagster.yaml" "$DAGSTER_HOME/dagster.yaml"
   # The SQLite storage is created here, once, under the lock the CLI takes too (metrics_index/dagster_home.py):
   # Dagster processes creating a fresh home at the same moment fail on its schema. The Python is the one beside the
-  # command (e.g. .venv/bin/dagster), else python3, whichever has metrics-index installed.
+  # command (e.g. .venv/bin/dagster), else python3, whichever has metrics-index installed (looked up without
+  # importing it: importing Dagster twice added a second to every start).
+  has_project='import importlib.util as u, sys; sys.exit(not (u.find_spec("dagster") and u.find_spec("metrics_index")))'
   if [ ! -e "$DAGSTER_HOME/history/runs.db" ]; then
     for python in "$(dirname "$(command -v "$1" || echo .)")/python" python3; do
-      if "$python" -c 'import metrics_index.dagster_home' 2>/dev/null; then
+      if "$python" -c "$has_project" 2>/dev/null; then
         "$python" -m metrics_index.dagster_home "$DAGSTER_HOME"
         break
       fi

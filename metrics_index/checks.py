@@ -38,7 +38,6 @@ from metrics_index.enrichment.vocabulary import EnrichedFields
 from metrics_index.io import ParquetIOManager
 from metrics_index.namespaces import NAMESPACE_PARTITIONS, GoldenQuery
 from metrics_index.resources import (
-    CHROMA_POOL,
     GOLDEN_K,
     CheckThresholds,
     ChromaResource,
@@ -407,7 +406,6 @@ def previous_category_shares(context: AssetCheckExecutionContext, key: AssetChec
         ),
     ],
     ins={"enriched": AssetIn(enriched_metric_metadata.key)},
-    pool=CHROMA_POOL,
 )
 def semantic_index_checks(
     context: AssetCheckExecutionContext,
@@ -417,6 +415,10 @@ def semantic_index_checks(
     check_thresholds: CheckThresholds,
     parquet_io_manager: ResourceParam[ParquetIOManager],
 ) -> Iterable[AssetCheckResult]:
+    """Outside the `chroma` pool: the checks only read, each read under the store's shared lock (stores/lock.py),
+    which waits for a writer at most as long as the writer holds the store. In the pool, a large namespace's checks
+    waited 5 to 14 s behind another run's index step, and the pool's retry interval (1 s, growing) added to each
+    wait (bench/platform_throughput.py)."""
     from metrics_index.golden import GOLDEN_ASSET, golden_from_frame
     from metrics_index.search import search  # loads BM25 and the embedder: only in the step that needs them
 
