@@ -35,6 +35,7 @@ import numpy as np
 
 from metrics_index.answers import compact_json
 from metrics_index.confidence import is_weak
+from metrics_index.dense import DenseVectors
 from metrics_index.kinds import metric_kind
 from metrics_index.label_preference import DEPTH as LABEL_DEPTH
 from metrics_index.label_preference import prefer_labelled, wanted_labels
@@ -294,6 +295,7 @@ class NamespaceCorpus:
     names: list[str]
     rows: list[dict[str, str]]
     vectors: np.ndarray
+    dense: DenseVectors  # the vectors, ready for the dense ranker's top list
     name_index: bm25s.BM25
     text_index: bm25s.BM25
     position: dict[str, int]
@@ -319,6 +321,7 @@ class NamespaceCorpus:
             names=names,
             rows=parts.rows,
             vectors=parts.vectors,
+            dense=DenseVectors(parts.vectors),
             name_index=bm25_index(parts.name_terms),
             text_index=bm25_index(parts.text_terms),
             position={name: i for i, name in enumerate(names)},
@@ -593,7 +596,7 @@ def signals(corpus: NamespaceCorpus, question: str, query_vector: np.ndarray) ->
     raw = {
         "name": corpus.name_index.get_scores(terms) if terms else None,
         "text": corpus.text_index.get_scores(terms) if terms else None,
-        "dense": dot_products(corpus.vectors, query_vector),
+        "dense": corpus.dense.scores(query_vector, DEPTH),
     }
     order = {ranker: _top(scores) for ranker, scores in raw.items()}
     pinned = _name_matches(corpus, question)
