@@ -14,6 +14,7 @@ from dagster import (
 )
 from redis import RedisError
 
+from metrics_index import search_snapshot
 from metrics_index.asset_metadata import EnrichmentFigures, IndexFigures, NameSetFigures, RawFigures
 from metrics_index.enrichment.incremental import enrich_catalog
 from metrics_index.enrichment.rules import RulesEnricher
@@ -196,7 +197,10 @@ def metric_semantic_index(
         context.log.warning(message)
         progress.note(message)
 
-    with redis.namespace_writer(namespace, tell):
+    with (
+        redis.namespace_writer(namespace, tell),
+        search_snapshot.refreshing(chroma.snapshot_dir, chroma.index(), namespace, tell) as record_snapshot,
+    ):
         with progress.bar("index", len(enriched_metric_metadata)) as advance:
             report = chroma.index().sync(
                 namespace, enriched_metric_metadata, batch_size=chroma.batch_size, progress=advance, notify=tell
@@ -208,6 +212,7 @@ def metric_semantic_index(
                 f"the index of {namespace} is synced but Redis failed while recording its revision: "
                 f"{str(error).rstrip('.')}. Readers keep the previous version until a rerun records it."
             ) from error
+        record_snapshot(current)
     figures = IndexFigures(
         metrics=report.total,
         indexed=report.indexed,

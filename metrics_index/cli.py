@@ -284,7 +284,7 @@ def _search(args: argparse.Namespace, env: dict[str, str]) -> int:
     else:
         from metrics_index.lookup import search_metrics
 
-        found = search_metrics(args.namespace, args.question, k=args.k, explain=args.explain, env=env)
+        found = search_metrics(args.namespace, args.question, k=args.k, explain=args.explain, env=env, one_shot=True)
         results = [asdict(result) for result in found]
     status = 0 if any(not result.get("weak") for result in results) else NO_MATCH
     if args.json:

@@ -22,7 +22,7 @@ from metrics_index.stores.connections import StoreSettings, metrics_home, open_r
 if TYPE_CHECKING:
     import redis
 
-    from metrics_index.search import SearchResult
+    from metrics_index.search import NamespaceCorpus, SearchResult
     from metrics_index.stores.semantic_index import SemanticIndex
 
 
@@ -68,10 +68,13 @@ def search_metrics(
     explain: bool = False,
     env: Mapping[str, str] = os.environ,
     revision: Any = None,
+    one_shot: bool = False,
 ) -> list[SearchResult]:
     """The k best answers, each marked `weak` when it is not close in meaning to the question (confidence.py).
     BadRequest (a ValueError) for an empty question or k out of range; NotIndexed when the namespace has no
-    documents. `revision`: the namespace's current revision, when the caller read it (search.search)."""
+    documents. `revision`: the namespace's current revision, when the caller read it (search.search). `one_shot`:
+    a process that searches once (the CLI) answers from the namespace's search snapshot when it is current, without
+    opening Chroma (search_snapshot.py); the answer is the same."""
     from metrics_index.search import search
 
     Namespace.parse(namespace)
@@ -79,12 +82,48 @@ def search_metrics(
     if not 1 <= k <= MAX_K:
         raise ValueError(f"the number of results (-k) must be between 1 and {MAX_K}, not {k}")
     settings = StoreSettings.from_env(env)
+    if one_shot:
+        corpus = snapshot_corpus(settings, namespace, revision)
+        if corpus is not None:
+            return snapshot_answer(corpus, settings, question, k, explain)
     if not settings.chroma_host and not (Path(settings.chroma_path) / "chroma.sqlite3").exists():
         raise NotIndexed(namespace, _chroma_place(settings, env), namespace_suggestions(namespace, env))
     results = search(semantic_index(settings), namespace, question, k=k, explain=explain, revision=revision)
     if not results:
         raise NotIndexed(namespace, _chroma_place(settings, env), namespace_suggestions(namespace, env))
     return results
+
+
+def snapshot_corpus(settings: StoreSettings, namespace: str, revision: Any = None) -> NamespaceCorpus | None:
+    """The namespace's search snapshot when it is current: of `revision`, else of the revision in the Redis server
+    (none to compare with the embedded Redis: search_snapshot.py says why its mere presence is enough). None when
+    there is none, it is stale, or Redis cannot be asked."""
+    from metrics_index import search_snapshot
+    from metrics_index.stores.connections import DEFAULT_COLLECTION
+
+    path = search_snapshot.snapshot_file(settings.snapshot_dir, namespace)
+    if not path.exists():
+        return None
+    if revision is None and settings.redis_url:
+        from redis import RedisError
+
+        from metrics_index.stores import revision as revisions
+
+        try:
+            revision = revisions.read(redis_client(settings), namespace)
+        except (RedisError, OSError):
+            return None  # the store answers instead
+    return search_snapshot.current(path, revision, settings.embedding_model, DEFAULT_COLLECTION)
+
+
+def snapshot_answer(
+    corpus: NamespaceCorpus, settings: StoreSettings, question: str, k: int, explain: bool
+) -> list[SearchResult]:
+    from metrics_index.embeddings import get_embedder
+    from metrics_index.search import answer, retrieval_text
+
+    vector = get_embedder(settings.embedding_model).embed([retrieval_text(question)])[0]
+    return answer(corpus, question, vector, k=k, explain=explain)
 
 
 def validate_metrics(namespace: str, names: Sequence[str], env: Mapping[str, str] = os.environ) -> list[Validation]:

@@ -115,6 +115,7 @@ class ChromaResource(ConfigurableResource):
     embedding_model: str = DEFAULT_MODEL
     batch_size: int = 1000
     lock_wait_seconds: float = DEFAULT_WAIT_SECONDS
+    snapshot_dir: str = ""  # where the index run writes search snapshots (search_snapshot.py); "" writes none
     _index: SemanticIndex | None = PrivateAttr(default=None)
 
     def index(self) -> SemanticIndex:

@@ -313,6 +313,11 @@ class NamespaceCorpus:
     def from_parts(cls, parts: CorpusParts) -> NamespaceCorpus:
         """Index the documents in name order, so that equal scores always rank alphabetically."""
         parts = parts.take(sorted(range(len(parts.names)), key=parts.names.__getitem__))
+        return cls.assemble(parts, bm25_index(parts.name_terms), bm25_index(parts.text_terms))
+
+    @classmethod
+    def assemble(cls, parts: CorpusParts, name_index: bm25s.BM25, text_index: bm25s.BM25) -> NamespaceCorpus:
+        """The corpus of parts already in name order and their BM25 indexes (built, or read from a snapshot)."""
         names = parts.names
         masks = {t: np.array([t in doc for doc in parts.traits], dtype=bool) for t in frozenset().union(*parts.traits)}
         if any(_EXPORTER_NAME.search(name) for name in names):
@@ -322,8 +327,8 @@ class NamespaceCorpus:
             rows=parts.rows,
             vectors=parts.vectors,
             dense=DenseVectors(parts.vectors),
-            name_index=bm25_index(parts.name_terms),
-            text_index=bm25_index(parts.text_terms),
+            name_index=name_index,
+            text_index=text_index,
             position={name: i for i, name in enumerate(names)},
             by_lower_name=sorted(zip([name.lower() for name in names], range(len(names)), strict=True)),
             traits=masks,
@@ -346,16 +351,22 @@ def bm25_index(documents: Sequence[str], k1: float = 1.5, b: float = 0.75) -> bm
     df = np.bincount(token, minlength=n_vocab)
     idf = np.log(1 + (n_docs - df + 0.5) / (df + 0.5)).astype(np.float32)
     tfc = tf / (k1 * ((1 - b) + b * lengths[doc] / lengths.mean()) + tf)
-    index = bm25s.BM25(k1=k1, b=b)
-    index.scores = {
+    scores = {
         "data": (idf[token] * tfc).astype(np.float32),
         "indices": doc.astype(np.int32),
         "indptr": np.concatenate([[0], np.cumsum(df)]),
         "num_docs": n_docs,
     }
-    index.nonoccurrence_array = None
     vocab = dict(zip(terms.tolist(), range(n_vocab), strict=True))
     vocab.setdefault("", n_vocab)
+    return bm25_from_scores(scores, vocab, k1, b)
+
+
+def bm25_from_scores(scores: dict[str, Any], vocab: dict[str, int], k1: float, b: float) -> bm25s.BM25:
+    """A bm25s index from its score matrix (CSC: data, indices, indptr, num_docs) and vocabulary."""
+    index = bm25s.BM25(k1=k1, b=b)
+    index.scores = scores
+    index.nonoccurrence_array = None
     index.vocab_dict = vocab
     index.unique_token_ids_set = set(vocab.values())
     return index

@@ -58,6 +58,7 @@ def resources_from_env(env: Mapping[str, str] = os.environ) -> dict[str, Configu
             host=stores.chroma_host,
             port=stores.chroma_port,
             embedding_model=stores.embedding_model,
+            snapshot_dir=stores.snapshot_dir,
             batch_size=int(env.get("METRICS_INDEX_UPSERT_BATCH_SIZE", "1000")),
             lock_wait_seconds=lock_wait_seconds,
         ),

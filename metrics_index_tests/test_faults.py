@@ -23,7 +23,7 @@ import pytest
 import redis
 from dagster import DagsterInstance
 
-from metrics_index import cli
+from metrics_index import cli, search_snapshot
 from metrics_index.api import materialization_metadata
 from metrics_index.embedded_redis import embedded_servers, settings_path
 from metrics_index.enrichment.claude import ClaudeOptions
@@ -36,6 +36,7 @@ from metrics_index.settings import resources_from_env
 from metrics_index.sources import RawMetric, SourceError
 from metrics_index.sources.prometheus import RequestLimits, fetch_raw_metadata, merge_entries
 from metrics_index.stores import revision
+from metrics_index.stores.connections import StoreSettings
 from metrics_index.stores.name_set import all_names, promql_names
 from metrics_index.testing.messages_api import Fault, MessagesAPIServer
 from metrics_index.testing.servers import ScriptedHTTPServer, free_port
@@ -375,7 +376,14 @@ def test_a_read_only_chroma_folder_fails_in_one_line_and_loses_nothing(
         assert status == 1 and len(failures) == 1 and "Traceback" not in err, err
         assert "readonly database" in failures[0] or "Read-only file system" in failures[0], err
         status, out, err = cli_subprocess(project, "search", "acme:app", "things number 7", "-k", "3")
+        assert status == 0 and "app_metric_07_total" in out, "the search snapshot the failed run left answers"
+
+    snapshot = search_snapshot.snapshot_file(StoreSettings.from_env(project.env).snapshot_dir, "acme:app")
+    moved = snapshot.rename(project.home / "snapshot-moved-away.npz")
+    with read_only(project.home / "chroma"):
+        status, out, err = cli_subprocess(project, "search", "acme:app", "things number 7", "-k", "3")
         assert status == 1 and "readonly database" in err and "Traceback" not in err, err  # chromadb writes at open
+    moved.rename(snapshot)
 
     status, out, err = cli_subprocess(project, "search", "acme:app", "things number 7", "-k", "3")
     assert status == 0 and "app_metric_07_total" in out, "nothing was lost meanwhile"

@@ -16,23 +16,36 @@ import pytest
 from dagster import AssetSelection, materialize
 from fastapi.testclient import TestClient
 
+from metrics_index import lookup, search_snapshot
 from metrics_index.api import materialization_metadata
 from metrics_index.assets import metric_semantic_index
 from metrics_index.checks import GOLDEN_RECALL
 from metrics_index.embeddings import get_embedder
 from metrics_index.golden import golden_queries
-from metrics_index.search import load_corpus
+from metrics_index.search import answer, load_corpus, retrieval_text
 from metrics_index.service.app import create_app
 from metrics_index.service.catalog import BatchedEmbedder
 from metrics_index.service.client import ServiceClient, ServiceError
 from metrics_index.service.core import CatalogService
 from metrics_index.settings import resources_from_env
+from metrics_index.stores import revision
+from metrics_index.stores.connections import StoreSettings
 from metrics_index.testing.servers import LOOPBACK, http_get, wait_until
 from metrics_index_tests.platform import LabelledPrometheus, run_namespace
 from metrics_index_tests.project import Project, target_entry
-from metrics_index_tests.served import PAYMENT_METRICS, PAYMENTS, SHOP, ServedApp, client, indexed, service
+from metrics_index_tests.served import NODE, PAYMENT_METRICS, PAYMENTS, SHOP, ServedApp, client, indexed, service
 
 __all__ = ["client", "indexed", "service"]  # the module-scoped fixtures of served.py
+
+# `metrics-index ARGS...` in a new process, which then prints the heavy packages it loaded.
+PROBE = (
+    "import sys\n"
+    "from metrics_index import cli\n"
+    "status = cli.main(sys.argv[1:])\n"
+    "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'dagster', 'anthropic', 'chromadb', 'pandas'})\n"
+    "print('loaded:', heavy)\n"
+    "sys.exit(status)\n"
+)
 
 
 def search(client: TestClient, question: str, namespace: str = SHOP, **extra: object) -> dict:
@@ -279,17 +292,9 @@ def test_cli_asks_the_service_when_its_url_is_set_and_loads_no_dagster(
 ) -> None:
     with ServedApp(create_app(service, indexed.env)) as served:
         env = {**indexed.env, "METRICS_INDEX_URL": served.url, "PATH": os.environ["PATH"]}
-        probe = (
-            "import sys\n"
-            "from metrics_index import cli\n"
-            "status = cli.main(sys.argv[1:])\n"
-            "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'dagster', 'anthropic', 'chromadb', 'pandas'})\n"
-            "print('loaded:', heavy)\n"
-            "sys.exit(status)\n"
-        )
 
         def cli(*argv: str) -> subprocess.CompletedProcess:
-            return subprocess.run([sys.executable, "-c", probe, *argv], env=env, capture_output=True, text=True)
+            return subprocess.run([sys.executable, "-c", PROBE, *argv], env=env, capture_output=True, text=True)
 
         found = cli("search", SHOP, "orders placed", "-k", "2", "--json")
         assert found.returncode == 0, found.stderr
@@ -311,10 +316,102 @@ def test_cli_asks_the_service_when_its_url_is_set_and_loads_no_dagster(
         assert voted.returncode == 0, voted.stderr
 
     local = subprocess.run(
-        [sys.executable, "-c", probe, "validate", SHOP, "checkout_orders_total"],
+        [sys.executable, "-c", PROBE, "validate", SHOP, "checkout_orders_total"],
         env={**indexed.env, "PATH": os.environ["PATH"]},
         capture_output=True,
         text=True,
     )
     assert local.returncode == 0, local.stderr
     assert "dagster" not in local.stdout and "anthropic" not in local.stdout
+
+
+SNAPSHOT_QUESTIONS = (
+    "orders placed",
+    "how long do requests take",
+    "http_server_requests_total",
+    "http",
+    "errors by status code per second",
+    "free space on filesystems",
+    "cpu time by mode",
+)
+
+
+def assert_snapshot_answers_as_the_store(settings: StoreSettings, namespace: str) -> None:
+    """The namespace's snapshot is current and holds what Chroma holds: every question, with and without explain,
+    gets the same answer from it as from the store."""
+    snapshot = lookup.snapshot_corpus(settings, namespace)
+    stored = load_corpus(lookup.semantic_index(settings), namespace)
+    assert snapshot is not None and stored is not None
+    assert snapshot.names == stored.names and snapshot.rows == stored.rows
+    assert snapshot.parts.hashes == stored.parts.hashes and snapshot.parts.traits == stored.parts.traits
+    np.testing.assert_array_equal(snapshot.vectors, stored.vectors)
+    embedder = get_embedder()
+    for question in SNAPSHOT_QUESTIONS:
+        vector = embedder.embed([retrieval_text(question)])[0]
+        for explain in (False, True):
+            assert answer(snapshot, question, vector, 20, explain) == answer(stored, question, vector, 20, explain)
+
+
+def test_a_one_shot_search_answers_from_the_snapshot_as_the_store_does(indexed: Project) -> None:
+    settings = StoreSettings.from_env(indexed.env)
+    for namespace in (SHOP, NODE):
+        assert_snapshot_answers_as_the_store(settings, namespace)
+
+    found = subprocess.run(
+        [sys.executable, "-c", PROBE, "search", NODE, "free space on filesystems", "-k", "5", "--json"],
+        env={**indexed.env, "PATH": os.environ["PATH"]},
+        capture_output=True,
+        text=True,
+    )
+    assert found.returncode == 0, found.stderr
+    assert found.stdout.splitlines()[-1] == "loaded: []", "the CLI's search opened Chroma or loaded pandas"
+    stored = lookup.search_metrics(NODE, "free space on filesystems", k=5, env=indexed.env)
+    assert [r["metric"] for r in json.loads(found.stdout.splitlines()[0])] == [r.metric_name for r in stored]
+
+
+def test_a_stale_snapshot_is_never_used(indexed: Project, service: CatalogService) -> None:
+    """A revision the snapshot was not written at (an indexer that writes none, a restored Redis) sends the search to
+    the store; the next index run writes a current one, reading only the changed documents."""
+    settings = StoreSettings.from_env(indexed.env)
+    question = "payments the bank refused"
+    before = lookup.search_metrics(PAYMENTS, question, env=indexed.env, one_shot=True)
+    current = revision.read(service.redis, PAYMENTS)
+    assert lookup.snapshot_corpus(settings, PAYMENTS, current) is not None
+    assert lookup.snapshot_corpus(settings, PAYMENTS, current + 1) is None
+
+    revision.bump(service.redis, PAYMENTS)
+    assert lookup.snapshot_corpus(settings, PAYMENTS) is None
+    assert lookup.search_metrics(PAYMENTS, question, env=indexed.env, one_shot=True) == before
+
+    refused = {**PAYMENT_METRICS[1], "help": "Card payments the issuing bank refused."}
+    indexed.register(PAYMENTS, snapshot=indexed.write_snapshot("payments.json", [PAYMENT_METRICS[0], refused]))
+    assert indexed.materialize(PAYMENTS).success
+    assert_snapshot_answers_as_the_store(settings, PAYMENTS)
+    assert lookup.search_metrics(PAYMENTS, question, env=indexed.env, one_shot=True)[0].description == refused["help"]
+
+
+def test_an_index_run_sets_the_snapshot_aside_before_writing_to_chroma(
+    service: CatalogService, indexed: Project
+) -> None:
+    """With the embedded Redis there is no revision to compare: a reader takes the snapshot it finds, so none may be
+    there while Chroma is being written; one that cannot be written is a warning, and the store answers."""
+    settings = StoreSettings.from_env(indexed.env)
+    path = search_snapshot.snapshot_file(settings.snapshot_dir, NODE)
+    current = revision.read(service.redis, NODE)
+    notes: list[str] = []
+    with search_snapshot.refreshing(settings.snapshot_dir, service.catalog.index, NODE, notes.append) as record:
+        assert not path.exists()
+    assert not path.exists(), "a sync that recorded no revision left a snapshot"
+
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    partial.mkdir()  # a folder where the file is written: the snapshot cannot be written
+    with search_snapshot.refreshing(settings.snapshot_dir, service.catalog.index, NODE, notes.append) as record:
+        record(current)
+    assert len(notes) == 1 and f"the search snapshot of {NODE} was not written" in notes[0]
+    assert not path.exists() and lookup.search_metrics(NODE, "load average", env=indexed.env, one_shot=True)
+    partial.rmdir()
+
+    with search_snapshot.refreshing(settings.snapshot_dir, service.catalog.index, NODE, notes.append) as record:
+        record(current)
+    assert len(notes) == 1
+    assert_snapshot_answers_as_the_store(settings, NODE)

@@ -42,18 +42,27 @@ class StoreSettings:
     chroma_host: str
     chroma_port: int
     embedding_model: str
+    snapshot_dir: str  # the namespaces' search snapshots (search_snapshot.py), beside the Chroma store they copy
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> StoreSettings:
         home = metrics_home(env)
+        chroma_path = env.get("METRICS_INDEX_CHROMA_PATH", str(home / "chroma"))
+        chroma_host = env.get("METRICS_INDEX_CHROMA_HOST", "")
+        chroma_port = int(env.get("METRICS_INDEX_CHROMA_PORT", "8000"))
         return cls(
             redis_url=env.get("METRICS_INDEX_REDIS_URL", ""),
             redis_embedded_path=str(home / "redis.db"),
             catalog_dir=str(home / "catalog"),
-            chroma_path=env.get("METRICS_INDEX_CHROMA_PATH", str(home / "chroma")),
-            chroma_host=env.get("METRICS_INDEX_CHROMA_HOST", ""),
-            chroma_port=int(env.get("METRICS_INDEX_CHROMA_PORT", "8000")),
+            chroma_path=chroma_path,
+            chroma_host=chroma_host,
+            chroma_port=chroma_port,
             embedding_model=env.get("METRICS_INDEX_EMBEDDING_MODEL", DEFAULT_MODEL),
+            snapshot_dir=str(
+                home / "search-snapshots" / f"{chroma_host}-{chroma_port}"
+                if chroma_host
+                else Path(chroma_path) / "search-snapshots"
+            ),
         )
 
 
