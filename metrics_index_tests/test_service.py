@@ -24,7 +24,7 @@ from metrics_index.embeddings import get_embedder
 from metrics_index.golden import golden_queries
 from metrics_index.search import answer, load_corpus, retrieval_text
 from metrics_index.service.app import create_app
-from metrics_index.service.catalog import BatchedEmbedder
+from metrics_index.service.catalog import BatchedEmbedder, WarmCatalog
 from metrics_index.service.client import ServiceClient, ServiceError
 from metrics_index.service.core import CatalogService
 from metrics_index.settings import resources_from_env
@@ -415,3 +415,19 @@ def test_an_index_run_sets_the_snapshot_aside_before_writing_to_chroma(
         record(current)
     assert len(notes) == 1
     assert_snapshot_answers_as_the_store(settings, NODE)
+
+
+def test_the_service_loads_a_namespace_from_its_snapshot_only_when_current(indexed: Project) -> None:
+    fresh = CatalogService(indexed.env)
+    warm = fresh.catalog.get(NODE)
+    stored = load_corpus(fresh.catalog.index, NODE)
+    assert warm.source == "snapshot" and stored is not None
+    assert warm.corpus.names == stored.names and warm.corpus.rows == stored.rows
+
+    settings = StoreSettings.from_env(indexed.env)
+    ahead = WarmCatalog(
+        fresh.catalog.index,
+        lambda namespace: revision.read(fresh.redis, namespace) + 1,  # a re-index the snapshot is not of yet
+        snapshot=lambda namespace, current: lookup.snapshot_corpus(settings, namespace, current),
+    )
+    assert ahead.get(NODE).source == "store" and ahead.get(NODE).corpus.names == stored.names

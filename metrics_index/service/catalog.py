@@ -42,6 +42,7 @@ class WarmNamespace:
     loaded_at: float
     load_seconds: float
     checked_at: float = 0.0  # monotonic time its revision was last compared with the store's
+    source: str = "store"  # where it was read from: "store" (Chroma) or "snapshot" (search_snapshot.py)
 
 
 class UnknownNamespaceError(LookupError):
@@ -49,18 +50,26 @@ class UnknownNamespaceError(LookupError):
 
 
 LoadListener = Callable[[str, float, int], None]
+SnapshotReader = Callable[[str, Any], NamespaceCorpus | None]  # (namespace, revision) -> its current snapshot
 
 
 class WarmCatalog:
     """Warm namespaces over one semantic index. `revision(namespace)` changes when a namespace was re-indexed
-    (the counter the index asset bumps in Redis, stores/revision.py)."""
+    (the counter the index asset bumps in Redis, stores/revision.py). With `snapshot`, a namespace whose search
+    snapshot is of the revision being loaded is read from it (one file, seconds at 50k metrics, where Chroma takes
+    tens); otherwise, and for a reload the index run has not yet written a snapshot for, from the store."""
 
     def __init__(
-        self, index: SemanticIndex, revision: Callable[[str], Any], on_load: LoadListener | None = None
+        self,
+        index: SemanticIndex,
+        revision: Callable[[str], Any],
+        on_load: LoadListener | None = None,
+        snapshot: SnapshotReader | None = None,
     ) -> None:
         self.index = index
         self._revision = revision
         self._on_load = on_load
+        self._snapshot = snapshot
         self._warm: dict[str, WarmNamespace] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
@@ -118,14 +127,18 @@ class WarmCatalog:
     def _load(self, namespace: str, revision: Any) -> WarmNamespace:
         started = time.perf_counter()
         held = self._warm.get(namespace)
-        corpus = load_corpus(self.index, namespace, held.corpus if held else None)
+        source, corpus = "snapshot", self._snapshot(namespace, revision) if self._snapshot else None
+        if corpus is None:
+            source, corpus = "store", load_corpus(self.index, namespace, held.corpus if held else None)
         if corpus is None:
             raise UnknownNamespaceError(namespace)
         seconds = time.perf_counter() - started
-        warm = WarmNamespace(corpus, revision, time.time(), seconds, time.monotonic())
+        warm = WarmNamespace(corpus, revision, time.time(), seconds, time.monotonic(), source=source)
         self._warm[namespace] = warm
         how = "reloaded" if held else "loaded"
-        log.info("namespace %s %s: %d documents in %.2f s", namespace, how, len(corpus.names), seconds)
+        log.info(
+            "namespace %s %s from the %s: %d documents in %.2f s", namespace, how, source, len(corpus.names), seconds
+        )
         if self._on_load:
             self._on_load(namespace, seconds, len(corpus.names))
         return warm

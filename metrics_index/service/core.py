@@ -16,7 +16,7 @@ import pandas as pd
 
 from metrics_index.enrichment.vocabulary import ENRICHED_COLUMNS, PROVENANCE_COLUMNS
 from metrics_index.feedback import FEEDBACK_FILE, QUERY_LOG_FILE, FeedbackStore, QueryLog, record_feedback
-from metrics_index.lookup import Validation, redis_client, semantic_index, validate_names
+from metrics_index.lookup import Validation, redis_client, semantic_index, snapshot_corpus, validate_names
 from metrics_index.search import SearchResult
 from metrics_index.service.catalog import UnknownNamespaceError, WarmCatalog
 from metrics_index.service.limits import (
@@ -56,7 +56,10 @@ class CatalogService:
         self.catalog_dir = self.home / "catalog"
         self.redis = redis_client(self.settings)
         self.catalog = WarmCatalog(
-            semantic_index(self.settings), lambda namespace: revision.read(self.redis, namespace), self._loaded
+            semantic_index(self.settings),
+            lambda namespace: revision.read(self.redis, namespace),
+            self._loaded,
+            lambda namespace, current: snapshot_corpus(self.settings, namespace, current),
         )
         self.query_log = QueryLog(self.home / QUERY_LOG_FILE)
         self.feedback = FeedbackStore(self.home / FEEDBACK_FILE)
