@@ -39,7 +39,7 @@ from metrics_index.dense import DenseVectors
 from metrics_index.kinds import metric_kind
 from metrics_index.label_preference import DEPTH as LABEL_DEPTH
 from metrics_index.label_preference import prefer_labelled, wanted_labels
-from metrics_index.text import search_terms, term_words
+from metrics_index.text import GLUED_PIECE, help_vocabulary, search_terms, split_name, term_words, unglue
 
 if TYPE_CHECKING:
     from metrics_index.stores.semantic_index import SemanticIndex
@@ -163,6 +163,42 @@ _AVAILABILITY_WORDS = re.compile(
 )
 _START_WORDS = re.compile(r"(^|_)(start|started|restart|restarts|boot|uptime)(_|$)")
 _DURATION_UNITS = {"seconds", "milliseconds", "microseconds", "nanoseconds"}
+# The direction a question asks about, as the service sees it ("received", "incoming", "uploads" come in; "sent",
+# "outgoing", "forwarded" go out; reads and writes), and the name words that carry it (glued ones too: `outqueries`).
+# A cue only when the question names one side of an axis and not the other ("traffic in and out" asks for both).
+_INBOUND_WORDS = frozenset({
+    "in", "ins", "input", "incoming", "inbound", "ingress", "receive", "received", "recv", "rcvd", "rx", "import",
+    "imported", "imports",
+})  # fmt: skip
+_OUTBOUND_WORDS = frozenset({
+    "out", "outs", "output", "outgoing", "outbound", "egress", "send", "sent", "tx", "transmit", "transmitted",
+    "export", "exported", "exports",
+})  # fmt: skip
+DIRECTIONS: dict[str, tuple[re.Pattern[str], frozenset[str]]] = {
+    "inbound": (
+        re.compile(
+            r"\b(receiv\w*|incoming|inbound|ingress|uploads?|uploaded|imports?|imported|(bytes|traffic|data) in)\b"
+        ),
+        _INBOUND_WORDS,
+    ),
+    "outbound": (
+        re.compile(
+            r"\b(sen[dt]s?|sending|outgoing|outbound|egress|downloads?|downloaded|exports?|exported|transmit\w*"
+            r"|forwarded|(bytes|traffic|data) out)\b"
+        ),
+        _OUTBOUND_WORDS,
+    ),
+    "read": (re.compile(r"\b(reads?|reading)\b"), frozenset({"read", "reads", "rd"})),
+    "write": (re.compile(r"\b(writes?|writing|written|wrote)\b"), frozenset({"write", "writes", "written", "wr"})),
+}
+_TIMED_OUT = re.compile(r"(?i)time[ds]?_?out")
+_BOTH_DIRECTIONS = re.compile(r"\b(in and out|out and in|both ways|in both directions)\b")
+_GLUED_DIRECTION_WORDS = tuple(w for _p, words in DIRECTIONS.values() for w in words if len(w) >= GLUED_PIECE)
+# Lower-case names that contain a direction word (the shortest of those that contain others): may glue one.
+_GLUED_DIRECTION = re.compile(
+    "|".join(sorted({w for w in _GLUED_DIRECTION_WORDS if not any(o != w and o in w for o in _GLUED_DIRECTION_WORDS)}))
+)
+_OPPOSITE = {"inbound": "outbound", "outbound": "inbound", "read": "write", "write": "read"}
 
 
 # "per second" asks for a rate (a counter), not for a metric about seconds: the rankers do not see it.
@@ -191,6 +227,10 @@ def question_cues(question: str) -> frozenset[str]:
         cues.add("self_monitoring")
     if _RUNTIME_WORDS.search(question) and "availability" not in cues:
         cues.add("runtime")  # lifts runtime_penalty; "can the exporter reach it" asks about the service
+    asked = {d for d, (pattern, _words) in DIRECTIONS.items() if pattern.search(question.lower())}
+    if _BOTH_DIRECTIONS.search(question.lower()):
+        asked |= {"inbound", "outbound"}
+    cues.update(d for d in asked if _OPPOSITE[d] not in asked)
     if _INFO_WORDS.search(question):
         cues.add("info")
         cues.discard("availability")  # "which version is running"
@@ -215,7 +255,23 @@ def metric_traits(name: str, row: Mapping[str, Any]) -> set[str]:
         traits.add("availability")
     if _START_WORDS.search(base) and kind != "configuration":
         traits.add("start")  # a start time, an uptime or a restart count; not a setting about starting
-    return traits
+    return traits | direction_traits(name)
+
+
+def direction_traits(
+    name: str, vocabulary: frozenset[str] = frozenset(), pieces: dict[str, tuple[str, ...]] | None = None
+) -> set[str]:
+    """The directions a metric's name carries (DIRECTIONS), from its words and the words glued in them, split with
+    the namespace's vocabulary (`pieces` keeps the splits between calls). "Timed out" is no direction."""
+    pieces = {} if pieces is None else pieces
+    words = set()
+    for word in split_name(_TIMED_OUT.sub("", name)):
+        words.add(word)
+        if word not in pieces:
+            glued = len(word) > GLUED_PIECE and any(d in word for d in _GLUED_DIRECTION_WORDS)
+            pieces[word] = unglue(word, vocabulary) if glued else ()
+        words.update(pieces[word])
+    return {direction for direction, (_pattern, names) in DIRECTIONS.items() if words & names}
 
 
 @dataclass
@@ -319,7 +375,8 @@ class NamespaceCorpus:
     def assemble(cls, parts: CorpusParts, name_index: bm25s.BM25, text_index: bm25s.BM25) -> NamespaceCorpus:
         """The corpus of parts already in name order and their BM25 indexes (built, or read from a snapshot)."""
         names = parts.names
-        masks = {t: np.array([t in doc for doc in parts.traits], dtype=bool) for t in frozenset().union(*parts.traits)}
+        traits = with_glued_directions(names, parts.rows, parts.traits)
+        masks = {t: np.array([t in doc for doc in traits], dtype=bool) for t in frozenset().union(*traits)}
         if any(_EXPORTER_NAME.search(name) for name in names):
             masks["exporter_runtime"] = np.array([name.startswith(_RUNTIME_PREFIXES) for name in names], dtype=bool)
         return cls(
@@ -334,6 +391,22 @@ class NamespaceCorpus:
             traits=masks,
             parts=parts,
         )
+
+
+def with_glued_directions(
+    names: Sequence[str], rows: Sequence[Mapping[str, str]], traits: Sequence[frozenset[str]]
+) -> list[frozenset[str]]:
+    """`traits` plus the directions of words glued in names (`outqueries`), split with the vocabulary of the
+    namespace's descriptions: only names that may glue a direction word are split again."""
+    glued = [i for i, name in enumerate(names) if _GLUED_DIRECTION.search(name.lower())]
+    if not glued:
+        return list(traits)
+    vocabulary = help_vocabulary(row["description"] for row in rows)
+    pieces: dict[str, tuple[str, ...]] = {}
+    found = list(traits)
+    for i in glued:
+        found[i] = found[i] | direction_traits(names[i], vocabulary, pieces)
+    return found
 
 
 def bm25_index(documents: Sequence[str], k1: float = 1.5, b: float = 0.75) -> bm25s.BM25:

@@ -9,7 +9,7 @@ abbreviations spelled out next to the original token (the token stays: people ty
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from typing import Any
 
@@ -304,3 +304,31 @@ def _text(value: Any) -> str:
 
 def _words(value: Any) -> str:
     return _text(value).replace("_", " ")
+
+
+# A glued name word is split only into pieces of at least this many letters, each a word the namespace's own help
+# texts use on its own (`queuelength` -> queue length when a help text says "queue" and "length").
+GLUED_PIECE = 3
+_WORD = re.compile(r"[a-z]+")
+
+
+def help_vocabulary(texts: Iterable[str]) -> frozenset[str]:
+    """The lower-case words of a namespace's help texts (or descriptions), the vocabulary glued names split into."""
+    return frozenset(w for text in texts for w in _WORD.findall(text.lower()) if len(w) >= GLUED_PIECE)
+
+
+def unglue(word: str, vocabulary: frozenset[str]) -> tuple[str, ...]:
+    """`word` as two or more vocabulary words glued together, fewest pieces first (() when it is not): the pieces
+    a question spells apart. A word the vocabulary has whole is not split."""
+    if len(word) < 2 * GLUED_PIECE or word in vocabulary or not word.isalpha():
+        return ()
+    best: list[tuple[str, ...] | None] = [()] + [None] * len(word)  # best[i]: fewest pieces covering word[:i]
+    for end in range(GLUED_PIECE, len(word) + 1):
+        for start in range(0, end - GLUED_PIECE + 1):
+            head = best[start]
+            if head is not None and word[start:end] in vocabulary:
+                candidate = (*head, word[start:end])
+                if best[end] is None or len(candidate) < len(best[end]):
+                    best[end] = candidate
+    pieces = best[len(word)]
+    return pieces if pieces and len(pieces) > 1 else ()

@@ -22,6 +22,7 @@ from metrics_index.search import (
     NamespaceCorpus,
     RankingParams,
     bm25_index,
+    direction_traits,
     metric_traits,
     question_cues,
     rank,
@@ -33,7 +34,7 @@ from metrics_index.search import (
 from metrics_index.sources import RawMetric
 from metrics_index.sources.prometheus import fetch_raw_metadata
 from metrics_index.stores.semantic_index import SemanticIndex
-from metrics_index.text import search_terms
+from metrics_index.text import help_vocabulary, search_terms
 
 NODE = "demo:node"
 REDIS = "demo:redis"
@@ -216,6 +217,30 @@ def test_availability_start_and_ratio_questions_are_told_apart() -> None:
     # "Since boot" asks for a running total; "running since when" for a start time.
     assert question_cues("forks since boot") == {"counter"}
     assert question_cues("running since when") == {"start"}
+
+
+def test_a_direction_asked_is_a_cue_and_names_carry_theirs() -> None:
+    assert "inbound" in question_cues("dns queries per second received by bind")
+    assert "outbound" in question_cues("bandwidth sent to clients")
+    assert "inbound" in question_cues("upload volume from clients")  # the service's view: uploads come in
+    assert {"write"} <= question_cues("objects written to the disk cache")
+    assert not question_cues("network traffic in and out of the database") & {"inbound", "outbound"}  # both
+    assert not question_cues("errors in the cache")  # a bare "in" is no direction
+    assert direction_traits("squid_client_http_kbytes_out_kbytes_total") == {"outbound"}
+    assert direction_traits("libvirt_domain_interface_stats_receive_bytes_total") == {"inbound"}
+    assert direction_traits("x_block_stats_read_bytes_total") == {"read"}
+    assert direction_traits("pdns_recursor_all_outqueries") == set()
+    assert direction_traits("pdns_recursor_all_outqueries", help_vocabulary(["queries sent out"])) == {"outbound"}
+
+
+def test_a_direction_cue_prefers_the_metric_of_the_asked_direction() -> None:
+    # Both documents say the same to every ranker but for the direction word in their names.
+    vectors = np.ones((2, 2), dtype=np.float32)
+    docs = ["bytes transferred to clients", "bytes transferred to clients"]
+    built = corpus(["x_bytes_in_total", "x_bytes_out_total"], docs, vectors)
+    params = RankingParams(weights=(("name", 0.0), ("text", 1.0), ("dense", 1.0)), cue_boost=0.5)
+    assert names(rank(built, "bytes transferred to clients", np.ones(2), params=params))[0] == "x_bytes_in_total"
+    assert names(rank(built, "bytes sent to clients", np.ones(2), params=params))[0] == "x_bytes_out_total"
 
 
 def test_metric_traits_come_from_meter_unit_and_name() -> None:

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from metrics_index.text import document_text, metric_words, readable_words, search_terms, split_name
+from metrics_index.text import (
+    document_text,
+    help_vocabulary,
+    metric_words,
+    readable_words,
+    search_terms,
+    split_name,
+    unglue,
+)
 
 
 def test_snake_and_camel_case_parts_are_split() -> None:
@@ -65,3 +73,11 @@ def test_search_terms_meet_across_word_forms_and_notations() -> None:
     assert "the" not in search_terms("the number of open fds")
     assert {"file", "descriptor"} <= set(search_terms("open fds"))
     assert search_terms("node_memory_MemFree_bytes") == search_terms("node memory mem free bytes")
+
+
+def test_glued_name_words_split_into_words_of_the_namespaces_help_texts() -> None:
+    vocabulary = help_vocabulary(["Number of queries sent out.", "The queue length right now."])
+    assert unglue("queuelength", vocabulary) == ("queue", "length")
+    assert unglue("outqueries", vocabulary) == ("out", "queries")
+    assert unglue("queries", vocabulary) == ()  # a word the help texts use whole stays whole
+    assert unglue("xyzlength", vocabulary) == ()  # every piece must be a word of the help texts
