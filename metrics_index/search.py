@@ -8,10 +8,10 @@ A metric is found three ways, each strong where another is weak:
 Their scores are merged (RankingParams: by default each ranker's scores scaled to [0, 1] over its top list
 and weighted, the dense ranker most), then weighed by what the question's wording asks for ("per second"
 -> counters, "right now" -> gauges, "how long" -> durations, "is it up" -> up/status gauges, "last restarted"
--> start times, "limit" -> configuration values); in an exporter's namespace the exporter's own runtime metrics
-(go_*, process_*) yield unless asked for. The settings are chosen leave-one-service-out by
-bench/search_quality.py on a corpus of real services. A question that is, or starts, a metric name puts those
-metrics first whatever the fusion says. Everything is scoped to one namespace.
+-> start times, "limit" -> configuration values, "received" / "sent" -> names of that direction); in an
+exporter's namespace the exporter's own runtime metrics (go_*, process_*) yield unless asked for. The settings
+are chosen leave-one-service-out by bench/search_quality.py on a corpus of real services. A question that is, or
+starts, a metric name puts those metrics first whatever the fusion says. Everything is scoped to one namespace.
 
 The namespace's documents and vectors are read from the semantic index once and kept in memory with their
 BM25 indexes, so a warm search costs one query embedding and a few vector operations. The cache follows the
