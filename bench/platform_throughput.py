@@ -29,6 +29,7 @@ from pathlib import Path
 
 from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, RunRecord, RunsFilter
 
+from metrics_index.assets import metric_semantic_index
 from metrics_index.checks import METRIC_CHECKS
 from metrics_index.dagster_home import open_home
 from metrics_index.namespaces import load_registry
@@ -37,6 +38,7 @@ from metrics_index.testing.servers import ManagedProcess
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 CHECKS = {key.name for check in METRIC_CHECKS for key in check.check_keys}
+POOLED_STEP = metric_semantic_index.key.to_python_identifier()
 FINISHED = (DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED)
 
 
@@ -152,6 +154,7 @@ class RunTimeline:
     between: float  # RUN_START -> end minus the steps: step setup and waits on pool slots
     end: float  # epoch seconds
     pid: int  # the run's process (the code server spawns one a run)
+    pooled: tuple[float, float]  # the index step, the one in the `chroma` pool: start and end (epoch seconds)
 
 
 def _finished_runs(home: Path, namespaces: list[str]) -> list[RunTimeline] | None:
@@ -187,6 +190,8 @@ def _timeline(instance: DagsterInstance, record: RunRecord) -> RunTimeline:
         if event.dagster_event_type == DagsterEventType.STEP_START:
             step_started[event.step_key] = event.timestamp
         elif event.dagster_event_type in (DagsterEventType.STEP_SUCCESS, DagsterEventType.STEP_FAILURE):
+            if event.step_key == POOLED_STEP:
+                pooled = (step_started[event.step_key], event.timestamp)
             steps += event.timestamp - step_started.pop(event.step_key)
     assert record.start_time is not None and record.end_time is not None
     return RunTimeline(
@@ -199,6 +204,7 @@ def _timeline(instance: DagsterInstance, record: RunRecord) -> RunTimeline:
         between=record.end_time - record.start_time - steps,
         end=record.end_time,
         pid=first[DagsterEventType.RUN_START].dagster_event.pid,
+        pooled=pooled,
     )
 
 
@@ -237,6 +243,13 @@ def main() -> int:
             f"  {run.namespace:<18} {run.status:<8} {run.queued:6.1f}s {run.launch:6.1f}s {run.steps:6.1f}s "
             f"{run.between:6.1f}s {platform_cpu.seconds.get(run.pid, float('nan')):6.1f}s"
         )
+    spans = sorted(run.pooled for run in runs)
+    busy = sum(end - start for start, end in spans)
+    print(
+        f"  index steps (the `chroma` pool, one at a time): {busy:.1f} s between the first's start and the last's end, "
+        f"{spans[-1][1] - spans[0][0] - busy:.1f} s with the pool free; the first started "
+        f"{spans[0][0] - started:.1f} s after the daemon"
+    )
     print(f"platform / CLI: {total / cli:.2f}x; load average {os.getloadavg()[0]:.1f} (1 min)")
     return 0
 
