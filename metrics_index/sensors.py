@@ -40,11 +40,9 @@ class NamespaceState:
 
 @dataclass
 class Observation:
-    """The namespaces listed now, each with the fingerprint of its metric names (None: they could not be read) and
-    how many names it has."""
+    """The namespaces listed now, each with the fingerprint of its metric names (None: they could not be read)."""
 
     fingerprints: dict[str, str | None] = field(default_factory=dict)
-    sizes: dict[str, int] = field(default_factory=dict)
     discovery_failed: bool = False
     errors: list[str] = field(default_factory=list)
 
@@ -78,10 +76,7 @@ def plan_tick(
 ) -> TickPlan:
     """New namespaces first, then changed ones, alphabetically, at most `max_runs`; what is left keeps its old
     state so the next tick sees it again. A namespace whose metrics could not be read gets its partition but no
-    run. When discovery failed, namespaces missing from the listing are kept: they may only be unreachable.
-    The runs are requested largest namespace first (the run queue starts them in that order): their index steps
-    take turns on the `chroma` pool, and a long one first gives the other runs time to start and wait at the pool,
-    so that it does not stand idle while a run starts (bench/platform_throughput.py)."""
+    run. When discovery failed, namespaces missing from the listing are kept: they may only be unreachable."""
     listed = observation.fingerprints
     new = sorted(ns for ns, fp in listed.items() if fp is not None and ns not in previous)
     changed = sorted(ns for ns, fp in listed.items() if ns in previous and fp not in (None, previous[ns].fingerprint))
@@ -95,7 +90,7 @@ def plan_tick(
     removed = [] if observation.discovery_failed else sorted(set(previous) - set(listed))
     return TickPlan(
         add=sorted(set(listed) - partitions),
-        runs=sorted(runs, key=lambda run: -observation.sizes.get(run[0], 0)),
+        runs=runs,
         deferred=wanted[max_runs:],
         removed=removed,
         delete=[ns for ns in removed if ns in partitions] if delete_removed else [],
@@ -118,13 +113,10 @@ def observe(prometheus: PrometheusResource) -> Observation:
     observation = Observation()
     for namespace in sorted(registry.sources):
         try:
-            names = prometheus.fetch(namespace, registry)["metric_name"]
+            observation.fingerprints[namespace] = fingerprint(prometheus.fetch(namespace, registry)["metric_name"])
         except (SourceError, NamespaceError) as error:
             observation.fingerprints[namespace] = None
             observation.errors.append(f"namespace {namespace}: {error}")
-        else:
-            observation.fingerprints[namespace] = fingerprint(names)
-            observation.sizes[namespace] = len(set(names))
     if registry.discovery is not None:
         try:
             found = prometheus.discover(registry)
@@ -138,9 +130,7 @@ def observe(prometheus: PrometheusResource) -> Observation:
             except NamespaceError as error:
                 observation.errors.append(f"discovered target labels skipped: {error}")
                 continue
-            if namespace not in observation.fingerprints:
-                observation.fingerprints[namespace] = fingerprint(names)
-                observation.sizes[namespace] = len(set(names))
+            observation.fingerprints.setdefault(namespace, fingerprint(names))
     return observation
 
 
