@@ -100,7 +100,8 @@ class RedisResource(ConfigurableResource):
 
 
 CHROMA_POOL = "chroma"
-"""Concurrency pool of every step that opens the Chroma store; dagster.yaml limits pools to one step at a time.
+"""Concurrency pool of the step that writes the Chroma store (the checks only read, under the store's shared lock);
+dagster.yaml limits pools to one step at a time.
 The store's own lock keeps embedded Chroma safe whoever writes (CLI, API, Dagster); the pool only keeps Dagster
 from starting steps that would wait for it. Raise the limit when using a Chroma server."""
 

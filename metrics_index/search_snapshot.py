@@ -8,8 +8,10 @@ from the snapshot set aside) and writes the corpus, BM25 indexes included, tagge
 rename. A reader uses it only when it is current: with a Redis server, when the namespace's revision in Redis is
 the one the snapshot was written at; with the embedded Redis of a home folder, when it is there at all (every
 writer of the home's stores is a process on this machine using the same folder, which sets it aside first).
-Anything else (no file, another revision, model or collection, an unreadable file) makes the caller read Chroma
-as before, so the answer is the one the store gives, never an older one.
+Anything else (no file, another revision, model or collection, other code, an unreadable file) makes the caller
+read Chroma as before, so the answer is the one the store gives, never an older one. "Other code" matters because
+the snapshot keeps derived fields (search terms, traits) and the next index run reuses them for unchanged
+documents: a snapshot written before an upgrade or a new cue rule would otherwise answer as the old code did.
 
 One .npz (no pickles): the unit vectors, each BM25 index's score matrix, and a JSON header with the documents'
 names, hashes, kept fields, search terms and traits, in the corpus's (name) order.
@@ -18,6 +20,8 @@ names, hashes, kept fields, search terms and traits, in the corpus's (name) orde
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
 import json
 import logging
 import os
@@ -42,6 +46,16 @@ _ASIDE = ".aside"
 _INDEXES = ("name", "text")
 
 
+@functools.cache
+def code_fingerprint() -> str:
+    """The code that derived a snapshot's terms and traits: a hash of this package's Python sources (a few ms)."""
+    digest = hashlib.sha256()
+    package = Path(__file__).parent
+    for source in sorted(package.rglob("*.py")):
+        digest.update(source.relative_to(package).as_posix().encode() + b"\0" + source.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def snapshot_file(folder: str | Path, namespace: str) -> Path:
     return Path(folder) / f"{namespace}{SUFFIX}"
 
@@ -51,6 +65,7 @@ def write(path: Path, corpus: NamespaceCorpus, revision: int, model: str, collec
     parts = corpus.parts
     header: dict[str, Any] = {
         "format": FORMAT,
+        "code": code_fingerprint(),
         "revision": revision,
         "model": model,
         "collection": collection,
@@ -101,8 +116,8 @@ def _bm25(stored: Any, header: dict[str, Any], name: str) -> bm25s.BM25:
 
 
 def current(path: Path, revision: int | None, model: str, collection: str) -> NamespaceCorpus | None:
-    """The snapshot's corpus when it is of `revision` (None: whatever revision it has), `model` and `collection`;
-    None when it is missing, of something else, or unreadable (then the caller reads the store)."""
+    """The snapshot's corpus when it is of `revision` (None: whatever revision it has), `model`, `collection` and this
+    code; None when it is missing, of something else, or unreadable (then the caller reads the store)."""
     try:
         header, corpus = read(path)
     except FileNotFoundError:
@@ -112,7 +127,7 @@ def current(path: Path, revision: int | None, model: str, collection: str) -> Na
         return None
     if revision is not None and header["revision"] != revision:
         return None
-    if header["model"] != model or header["collection"] != collection:
+    if header["model"] != model or header["collection"] != collection or header.get("code") != code_fingerprint():
         return None
     return corpus
 

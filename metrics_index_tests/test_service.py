@@ -379,6 +379,10 @@ def test_a_stale_snapshot_is_never_used(indexed: Project, service: CatalogServic
     assert lookup.snapshot_corpus(settings, PAYMENTS, current) is not None
     assert lookup.snapshot_corpus(settings, PAYMENTS, current + 1) is None
 
+    with pytest.MonkeyPatch.context() as patch:  # written by other code (an upgrade): its terms and traits may differ
+        patch.setattr(search_snapshot, "code_fingerprint", lambda: "other code")
+        assert lookup.snapshot_corpus(settings, PAYMENTS, current) is None
+
     revision.bump(service.redis, PAYMENTS)
     assert lookup.snapshot_corpus(settings, PAYMENTS) is None
     assert lookup.search_metrics(PAYMENTS, question, env=indexed.env, one_shot=True) == before
