@@ -268,8 +268,8 @@ def direction_traits(
     for word in split_name(_TIMED_OUT.sub("", name)):
         words.add(word)
         if word not in pieces:
-            glued = len(word) > GLUED_PIECE and any(d in word for d in _GLUED_DIRECTION_WORDS)
-            pieces[word] = unglue(word, vocabulary) if glued else ()
+            glued = vocabulary and len(word) > GLUED_PIECE and _GLUED_DIRECTION.search(word)
+            pieces[word] = unglue(word, vocabulary) if glued else ()  # nothing splits without a vocabulary
         words.update(pieces[word])
     return {direction for direction, (_pattern, names) in DIRECTIONS.items() if words & names}
 
