@@ -120,10 +120,9 @@ def snapshot_answer(
     corpus: NamespaceCorpus, settings: StoreSettings, question: str, k: int, explain: bool
 ) -> list[SearchResult]:
     from metrics_index.embeddings import get_embedder
-    from metrics_index.search import answer, retrieval_text
+    from metrics_index.search import embed_and_answer
 
-    vector = get_embedder(settings.embedding_model).embed([retrieval_text(question)])[0]
-    return answer(corpus, question, vector, k=k, explain=explain)
+    return embed_and_answer(corpus, get_embedder(settings.embedding_model), question, k, explain)
 
 
 def validate_metrics(namespace: str, names: Sequence[str], env: Mapping[str, str] = os.environ) -> list[Validation]:

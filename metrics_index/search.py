@@ -42,6 +42,7 @@ from metrics_index.label_preference import prefer_labelled, wanted_labels
 from metrics_index.text import GLUED_PIECE, help_vocabulary, search_terms, split_name, term_words, unglue
 
 if TYPE_CHECKING:
+    from metrics_index.embeddings import Embedder
     from metrics_index.stores.semantic_index import SemanticIndex
 
 log = logging.getLogger(__name__)
@@ -581,7 +582,14 @@ def search(
     corpus = _CACHE.get(index, namespace, store_stamp(index) if revision is None else revision)
     if corpus is None or not question.strip():
         return []
-    return answer(corpus, question, index.embedder.embed([retrieval_text(question)])[0], k=k, explain=explain)
+    return embed_and_answer(corpus, index.embedder, question, k, explain)
+
+
+def embed_and_answer(
+    corpus: NamespaceCorpus, embedder: Embedder, question: str, k: int = 10, explain: bool = False
+) -> list[SearchResult]:
+    """`answer` with the question embedded as every ranker expects (its retrieval text), one question at a time."""
+    return answer(corpus, question, embedder.embed([retrieval_text(question)])[0], k=k, explain=explain)
 
 
 def answer(

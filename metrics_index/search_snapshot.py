@@ -90,12 +90,17 @@ def write(path: Path, corpus: NamespaceCorpus, revision: int, model: str, collec
     partial.replace(path)
 
 
-def read(path: Path) -> tuple[dict[str, Any], NamespaceCorpus]:
-    """The snapshot's header (revision, model, collection) and its corpus. OSError or ValueError when unreadable."""
+def read(path: Path, revision: int | None, model: str, collection: str) -> NamespaceCorpus | None:
+    """The snapshot's corpus, or None when its header says it is of another revision (None: any), model, collection
+    or code; checked before the vectors and indexes are read. OSError or ValueError when unreadable."""
     with np.load(path, allow_pickle=False) as stored:
         header = json.loads(stored["header"].tobytes())
         if header.get("format") != FORMAT:
             raise ValueError(f"{path} is a snapshot of format {header.get('format')}, not {FORMAT}")
+        if revision is not None and header["revision"] != revision:
+            return None
+        if header["model"] != model or header["collection"] != collection or header.get("code") != code_fingerprint():
+            return None
         parts = CorpusParts(
             names=header["names"],
             hashes=header["hashes"],
@@ -106,7 +111,7 @@ def read(path: Path) -> tuple[dict[str, Any], NamespaceCorpus]:
             traits=[frozenset(traits) for traits in header["traits"]],
         )
         indexes = [_bm25(stored, header, name) for name in _INDEXES]
-    return header, NamespaceCorpus.assemble(parts, *indexes)
+    return NamespaceCorpus.assemble(parts, *indexes)
 
 
 def _bm25(stored: Any, header: dict[str, Any], name: str) -> bm25s.BM25:
@@ -119,17 +124,12 @@ def current(path: Path, revision: int | None, model: str, collection: str) -> Na
     """The snapshot's corpus when it is of `revision` (None: whatever revision it has), `model`, `collection` and this
     code; None when it is missing, of something else, or unreadable (then the caller reads the store)."""
     try:
-        header, corpus = read(path)
+        return read(path, revision, model, collection)
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError) as error:
         log.warning("search snapshot %s is unreadable (%s); reading the store instead", path, error)
         return None
-    if revision is not None and header["revision"] != revision:
-        return None
-    if header["model"] != model or header["collection"] != collection or header.get("code") != code_fingerprint():
-        return None
-    return corpus
 
 
 @contextlib.contextmanager
