@@ -8,8 +8,9 @@ A metric is found three ways, each strong where another is weak:
 Their scores are merged (RankingParams: by default each ranker's scores scaled to [0, 1] over its top list
 and weighted, the dense ranker most), then weighed by what the question's wording asks for ("per second"
 -> counters, "right now" -> gauges, "how long" -> durations, "is it up" -> up/status gauges, "last restarted"
--> start times, "limit" -> configuration values, "received" / "sent" -> names of that direction); in an
-exporter's namespace the exporter's own runtime metrics (go_*, process_*) yield unless asked for. The settings
+-> start times, "limit" -> configuration values, "bandwidth" -> metrics counting bytes, "received" / "sent" -> names
+of that direction); in an exporter's namespace the exporter's own runtime metrics (go_*, process_*) yield unless
+asked for. The settings
 are chosen leave-one-service-out by bench/search_quality.py on a corpus of real services. A question that is, or
 starts, a metric name puts those metrics first whatever the fusion says. Everything is scoped to one namespace.
 
@@ -124,6 +125,12 @@ QUESTION_CUES: dict[str, re.Pattern[str]] = {
         r"\b(restart\w*|uptime|started|start time|boot(ed)?|since when|running since|been (running|up|established))\b",
         re.IGNORECASE,
     ),
+    # "Traffic" alone is also the golden signal (requests a second); network traffic is bytes.
+    "bytes": re.compile(
+        r"\b(bandwidth|how much data|data (sent|received|transferred)|traffic (in|out)"
+        r"|(network|net|interface|link|disk|data|inbound|outbound|incoming|outgoing|ingress|egress) traffic)\b",
+        re.IGNORECASE,
+    ),
     "configuration": re.compile(
         r"\b(limits?|settings?|configured|configuration|config|maximum allowed|max allowed|allowed|threshold"
         r"|capacity|set to)\b",
@@ -156,6 +163,11 @@ _RATIO = re.compile(
 _USAGE = re.compile(
     r"\b(in use|used|use|usage|utili[sz]ation|full|limit|allocation|allocated|capacity)\b", re.IGNORECASE
 )
+_THROUGHPUT = re.compile(r"\bthroughput\b", re.IGNORECASE)
+_COUNTED_THINGS = re.compile(
+    r"\b(requests?|quer(y|ies)|messages?|transactions?|operations?|ops|packets?|connections?|events?|calls?)\b",
+    re.IGNORECASE,
+)
 _INFO_WORDS = re.compile(r"\b(version|build|revision|info|information|release)\b", re.IGNORECASE)
 # A status gauge names its state last (`x_up`, `x_server_status`, `x_domain_state_code`);
 # `mysql_global_status_uptime` is an uptime from a status table, not a status.
@@ -163,6 +175,7 @@ _AVAILABILITY_WORDS = re.compile(
     r"(^|_)(up|status|health|healthy|ready|alive|reachable|success|successful|running|state|states)(_code)?$"
 )
 _START_WORDS = re.compile(r"(^|_)(start|started|restart|restarts|boot|uptime)(_|$)")
+_BYTE_WORDS = re.compile(r"(^|_)(bytes|octets|kbytes|kilobytes|megabytes)(_|$)")
 _DURATION_UNITS = {"seconds", "milliseconds", "microseconds", "nanoseconds"}
 # The direction a question asks about, as the service sees it ("received", "incoming", "uploads" come in; "sent",
 # "outgoing", "forwarded" go out; reads and writes), and the name words that carry it (glued ones too: `outqueries`).
@@ -232,6 +245,8 @@ def question_cues(question: str) -> frozenset[str]:
     if _BOTH_DIRECTIONS.search(question.lower()):
         asked |= {"inbound", "outbound"}
     cues.update(d for d in asked if _OPPOSITE[d] not in asked)
+    if _THROUGHPUT.search(question) and not _COUNTED_THINGS.search(question):
+        cues.add("bytes")  # "disk read throughput" is bytes a second; "request throughput" is a rate of requests
     if _INFO_WORDS.search(question):
         cues.add("info")
         cues.discard("availability")  # "which version is running"
@@ -254,6 +269,8 @@ def metric_traits(name: str, row: Mapping[str, Any]) -> set[str]:
     base = name.lower()
     if meter not in ("counter", "histogram", "summary") and _AVAILABILITY_WORDS.search(base):
         traits.add("availability")
+    if unit == "bytes" or _BYTE_WORDS.search(base):
+        traits.add("bytes")  # an amount of data: what "bandwidth" and "traffic" count
     if _START_WORDS.search(base) and kind != "configuration":
         traits.add("start")  # a start time, an uptime or a restart count; not a setting about starting
     return traits | direction_traits(name)

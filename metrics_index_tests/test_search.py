@@ -233,6 +233,25 @@ def test_a_direction_asked_is_a_cue_and_names_carry_theirs() -> None:
     assert direction_traits("pdns_recursor_all_outqueries", help_vocabulary(["queries sent out"])) == {"outbound"}
 
 
+def test_bandwidth_and_traffic_ask_for_amounts_of_data() -> None:
+    assert "bytes" in question_cues("network bandwidth of each vm")
+    assert "bytes" in question_cues("network traffic in and out of the database")
+    assert "bytes" not in question_cues("traffic of the checkout service")  # the golden signal: requests
+    assert "bytes" in question_cues("disk read throughput per vm")  # throughput of a disk or a link: bytes
+    assert "bytes" not in question_cues("request throughput of the proxy")  # throughput of requests: a rate of them
+    assert "bytes" in metric_traits("x_interface_receive_bytes_total", {"meter_type": "counter"})
+    assert "bytes" in metric_traits("squid_client_http_kbytes_out_kbytes_total", {"meter_type": "counter"})
+    assert "bytes" in metric_traits("x_if_in_octets", {"meter_type": "counter"})
+    assert "bytes" in metric_traits("x_transferred", {"meter_type": "counter", "unit": "bytes"})
+    assert "bytes" not in metric_traits("x_interface_receive_packets_total", {"meter_type": "counter"})
+    # Packets and bytes say the same to every ranker here but for the name: "bandwidth" counts bytes.
+    vectors = np.ones((2, 2), dtype=np.float32)
+    built = corpus(["a_receive_packets_total", "b_receive_bytes_total"], ["received on the interface"] * 2, vectors)
+    params = RankingParams(weights=(("name", 0.0), ("text", 1.0), ("dense", 1.0)), cue_boost=0.5)
+    assert names(rank(built, "received on the interface", np.ones(2), params=params))[0] == "a_receive_packets_total"
+    assert names(rank(built, "bandwidth received", np.ones(2), params=params))[0] == "b_receive_bytes_total"
+
+
 def test_a_direction_cue_prefers_the_metric_of_the_asked_direction() -> None:
     # Both documents say the same to every ranker but for the direction word in their names.
     vectors = np.ones((2, 2), dtype=np.float32)
