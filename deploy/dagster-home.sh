@@ -32,4 +32,8 @@ else
     done
   fi
 fi
+# Dagster 1.13 warns at every `dagster dev` that the command is superseded by `dg dev` (the dagster-dg-cli package,
+# which this project does not use); `dagster dev` itself is unchanged, so that one warning is not shown.
+PYTHONWARNINGS="ignore:Function \`dev_command\` is superseded${PYTHONWARNINGS:+,$PYTHONWARNINGS}"
+export PYTHONWARNINGS
 exec "$@"

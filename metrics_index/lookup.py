@@ -171,7 +171,9 @@ def namespace_suggestions(namespace: str, env: Mapping[str, str] = os.environ) -
 def _chroma_place(settings: StoreSettings, env: Mapping[str, str]) -> str:
     if settings.chroma_host:
         return f"the Chroma server at {settings.chroma_host}:{settings.chroma_port}"
-    return f"the Chroma store {settings.chroma_path}{_home_note(Path(settings.chroma_path), env)}"
+    path = Path(settings.chroma_path)
+    missing = "" if path.exists() else ", a folder that does not exist"
+    return f"the Chroma store {path}{missing}{_home_note(path, env)}"
 
 
 def _redis_place(settings: StoreSettings, env: Mapping[str, str]) -> str:

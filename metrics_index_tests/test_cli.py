@@ -217,8 +217,8 @@ def test_search_and_validate_never_create_a_store(tmp_path: Path, capsys: pytest
     status, _out, err = run(capsys, "validate", "demo:node", "up")
     assert status == 3 and f"embedded Redis {home / 'redis.db'}" in err, err
     missing = tmp_path / "elsewhere"
-    status, _out, _err = run(capsys, "search", "demo:node", "disk", "--chroma-path", str(missing))
-    assert status == 3
+    status, _out, err = run(capsys, "search", "demo:node", "disk", "--chroma-path", str(missing))
+    assert status == 3 and f"the Chroma store {missing}, a folder that does not exist" in err, err
     with pytest.raises(NotIndexed, match="not indexed in the Chroma store"):
         api.search_metrics("demo:node", "free disk space", env={"METRICS_INDEX_HOME": str(home)})
     with pytest.raises(NotIndexed, match="not indexed in the embedded Redis"):

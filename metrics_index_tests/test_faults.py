@@ -25,7 +25,7 @@ from dagster import DagsterInstance
 
 from metrics_index import cli, search_snapshot
 from metrics_index.api import materialization_metadata
-from metrics_index.embedded_redis import embedded_servers, settings_path
+from metrics_index.embedded_redis import embedded_servers, recover_settings, settings_path
 from metrics_index.enrichment.claude import ClaudeOptions
 from metrics_index.enrichment.incremental import enrich_catalog
 from metrics_index.enrichment.rules import RulesEnricher
@@ -599,6 +599,27 @@ def test_an_empty_settings_file_and_orphaned_servers_are_recovered(embedded_home
     client = RedisResource(embedded_path=str(db_path)).client()
     assert client.sismember("metrics-index:acme:app:names", "written_to_the_second_server")
     assert [server.pid for server in embedded_servers(embedded_home)] == [second], "the orphan was stopped"
+
+
+def test_a_settings_file_left_by_a_stopped_server_is_replaced_without_a_warning(
+    embedded_home: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two processes sharing the embedded Redis (two Dagster runs, or a run and the CLI) leave this routinely: the
+    one that ended last stopped the server it had reused, and only its creator removes the settings file. A
+    warning in every such run's log would send a person looking for a fault; an unreadable file still warns."""
+    db_path = embedded_home / "redis.db"
+    settings = settings_path(db_path)
+    gone = embedded_home / "gone"
+    settings.write_text(json.dumps({"pidfile": f"{gone}/redis.pid", "unixsocket": f"{gone}/redis.socket"}))
+    with caplog.at_level(logging.INFO, logger="metrics_index.embedded_redis"):
+        assert recover_settings(db_path) is None
+        assert not settings.exists()
+        assert [r.levelno for r in caplog.records] == [logging.INFO]
+        caplog.clear()
+        settings.write_bytes(b"{")  # torn
+        assert recover_settings(db_path) is None
+        assert [r.levelno for r in caplog.records] == [logging.WARNING]
+        assert "unreadable" in caplog.text
 
 
 def test_a_corrupt_redis_file_is_moved_aside_and_the_name_sets_rebuilt(project: Project) -> None:

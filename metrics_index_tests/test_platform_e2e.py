@@ -74,6 +74,19 @@ def test_default_instance_is_sqlite_with_the_run_queue_limits(tmp_path: Path) ->
     )
 
 
+def test_the_ui_recipe_starts_without_dagsters_supersession_warning(tmp_path: Path) -> None:
+    """`dagster dev` through deploy/dagster-home.sh, as the README's UI recipe runs it, stopped by an argument it
+    refuses only once its command body runs (past the point where Dagster 1.13 warns `Use 'dg dev' instead`)."""
+    home = _dagster_home(tmp_path)
+    (tmp_path / "other.py").touch()
+    started = subprocess.run([str(ROOT / "deploy" / "dagster-home.sh"), str(BIN / "dagster"), "dev", "-w",
+                              str(ROOT / "workspace.yaml"), "-f", str(tmp_path / "other.py")],
+                             env={**os.environ, "DAGSTER_HOME": str(home)}, capture_output=True, text=True,
+                             timeout=120)  # fmt: skip
+    assert "Invalid set of CLI arguments" in started.stderr, started.stderr[-2000:]
+    assert "Warning" not in started.stderr, started.stderr[-2000:]
+
+
 def test_postgres_instance_when_its_variables_are_set(tmp_path: Path) -> None:
     home = _dagster_home(tmp_path, **POSTGRES_ENV)
     ref = InstanceRef.from_dir(str(home))
