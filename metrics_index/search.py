@@ -5,14 +5,14 @@ A metric is found three ways, each strong where another is weak:
   abbreviations spelled out): precise when the question uses the metric's own words;
 - BM25 over the whole document text (name words, description, category, signal, meter type, unit);
 - cosine similarity of sentence embeddings: finds "bytes sent" for `transmit`.
-Their scores are merged (RankingParams: by default each ranker's scores scaled to [0, 1] over its top list
-and weighted, the dense ranker most), then weighed by what the question's wording asks for ("per second"
--> counters, "right now" -> gauges, "how long" -> durations, "is it up" -> up/status gauges, "last restarted"
--> start times, "limit" -> configuration values, "bandwidth" -> metrics counting bytes, "received" / "sent" -> names
-of that direction); in an exporter's namespace the exporter's own runtime metrics (go_*, process_*) yield unless
-asked for. The settings
-are chosen leave-one-service-out by bench/search_quality.py on a corpus of real services. A question that is, or
-starts, a metric name puts those metrics first whatever the fusion says. Everything is scoped to one namespace.
+Their scores are merged (RankingParams: by default each ranker's scores scaled to [0, 1] over its top list and
+weighted, the dense ranker most), then weighed by what the question's wording asks for ("per second" -> counters,
+"right now" -> gauges, "how long" -> durations, "is it up" -> up/status gauges, "last restarted" -> start times,
+"limit" -> configuration values, "bandwidth" -> metrics counting bytes, "dropped" -> metrics counting failures,
+"received" / "sent" -> names of that direction); in an exporter's namespace the exporter's own runtime metrics
+(go_*, process_*) yield unless asked for. The settings are chosen leave-one-service-out by bench/search_quality.py
+on a corpus of real services. A question that is, or starts, a metric name puts those metrics first whatever the
+fusion says. Everything is scoped to one namespace.
 
 The namespace's documents and vectors are read from the semantic index once and kept in memory with their
 BM25 indexes, so a warm search costs one query embedding and a few vector operations. The cache follows the
@@ -125,6 +125,12 @@ QUESTION_CUES: dict[str, re.Pattern[str]] = {
         r"\b(restart\w*|uptime|started|start time|boot(ed)?|since when|running since|been (running|up|established))\b",
         re.IGNORECASE,
     ),
+    "failure": re.compile(
+        r"\b(fail\w*|errors?|erroring|broken|bad|invalid|reject\w*|refus\w*|drop\w*|lost|los(e|ing)|discard\w*"
+        r"|tim(ed|ing) out|timeouts?|abort\w*|crash\w*|panic\w*|denied|refused|unauthori[sz]ed|forbidden|blocked"
+        r"|overflow\w*|evict\w*)\b",
+        re.IGNORECASE,
+    ),
     # "Traffic" alone is also the golden signal (requests a second); network traffic is bytes.
     "bytes": re.compile(
         r"\b(bandwidth|how much data|data (sent|received|transferred)|traffic (in|out)"
@@ -175,6 +181,10 @@ _AVAILABILITY_WORDS = re.compile(
     r"(^|_)(up|status|health|healthy|ready|alive|reachable|success|successful|running|state|states)(_code)?$"
 )
 _START_WORDS = re.compile(r"(^|_)(start|started|restart|restarts|boot|uptime)(_|$)")
+_FAILURE_WORDS = re.compile(
+    r"(fail|error|err(_|$)|errs|bad|invalid|reject|refus|drop|lost|discard|timeout|timedout|timed_out|abort|crash"
+    r"|panic|denied|unauthori[sz]ed|forbidden|blocked|overflow|evict|nuked|killed|bogus|servfail|mismatch|lame|truncat)"
+)
 _BYTE_WORDS = re.compile(r"(^|_)(bytes|octets|kbytes|kilobytes|megabytes)(_|$)")
 _DURATION_UNITS = {"seconds", "milliseconds", "microseconds", "nanoseconds"}
 # The direction a question asks about, as the service sees it ("received", "incoming", "uploads" come in; "sent",
@@ -228,6 +238,8 @@ def question_cues(question: str) -> frozenset[str]:
     """The traits a question asks for by its wording ("per second" -> counter, "right now" -> a gauge's current
     value, "how long" -> duration...), plus the metric kinds it names (configuration, info, self_monitoring)."""
     cues = {cue for cue, pattern in QUESTION_CUES.items() if pattern.search(question)}
+    if _RATIO.search(question):
+        cues.discard("failure")  # "share of answers that are errors": the errors and the total of all answers
     if _RATIO.search(question) and not _USAGE.search(question):
         cues.add("counter")  # "cache hit ratio": hits and misses counted; "memory in use as a percentage": gauges
     if _SINCE_START.search(question):
@@ -269,6 +281,8 @@ def metric_traits(name: str, row: Mapping[str, Any]) -> set[str]:
     base = name.lower()
     if meter not in ("counter", "histogram", "summary") and _AVAILABILITY_WORDS.search(base):
         traits.add("availability")
+    if _FAILURE_WORDS.search(base.replace("noerror", "")):  # DNS NOERROR is a success
+        traits.add("failure")
     if unit == "bytes" or _BYTE_WORDS.search(base):
         traits.add("bytes")  # an amount of data: what "bandwidth" and "traffic" count
     if _START_WORDS.search(base) and kind != "configuration":

@@ -225,7 +225,7 @@ def test_a_direction_asked_is_a_cue_and_names_carry_theirs() -> None:
     assert "inbound" in question_cues("upload volume from clients")  # the service's view: uploads come in
     assert {"write"} <= question_cues("objects written to the disk cache")
     assert not question_cues("network traffic in and out of the database") & {"inbound", "outbound"}  # both
-    assert not question_cues("errors in the cache")  # a bare "in" is no direction
+    assert not question_cues("errors in the cache") & {"inbound", "outbound"}  # a bare "in" is no direction
     assert direction_traits("squid_client_http_kbytes_out_kbytes_total") == {"outbound"}
     assert direction_traits("libvirt_domain_interface_stats_receive_bytes_total") == {"inbound"}
     assert direction_traits("x_block_stats_read_bytes_total") == {"read"}
@@ -250,6 +250,19 @@ def test_bandwidth_and_traffic_ask_for_amounts_of_data() -> None:
     params = RankingParams(weights=(("name", 0.0), ("text", 1.0), ("dense", 1.0)), cue_boost=0.5)
     assert names(rank(built, "received on the interface", np.ones(2), params=params))[0] == "a_receive_packets_total"
     assert names(rank(built, "bandwidth received", np.ones(2), params=params))[0] == "b_receive_bytes_total"
+
+
+def test_failure_words_ask_for_metrics_that_count_failures() -> None:
+    assert "failure" in question_cues("queries dropped because the resolver is overloaded")
+    assert "failure" in question_cues("upstream queries timing out")
+    assert "failure" in question_cues("clients refused by the access list")
+    assert "failure" not in question_cues("share of answers that are errors")  # the errors and the total
+    assert "failure" not in question_cues("queries per second")
+    assert "failure" in metric_traits("pdns_recursor_over_capacity_drops", {"meter_type": "counter"})
+    assert "failure" in metric_traits("node_network_receive_errs_total", {"meter_type": "counter"})
+    assert "failure" in metric_traits("x_outgoing_timeouts", {"meter_type": "counter"})
+    assert "failure" not in metric_traits("pdns_recursor_noerror_answers", {"meter_type": "counter"})  # a success
+    assert "failure" not in metric_traits("x_queries_total", {"meter_type": "counter"})
 
 
 def test_a_direction_cue_prefers_the_metric_of_the_asked_direction() -> None:
