@@ -74,6 +74,10 @@ def test_search_quality_bench_scores_every_ranker_leaving_each_service_out(tmp_p
             assert values["recall@1"] <= values["mrr"] <= 1
     # Every question is a metric's exact name: exact names rank first whatever the setting.
     assert all(loso[r]["mean"]["recall@1"] == 1.0 for r in RANKERS if r.startswith("ours"))
+    # Each question-cue family kept or dropped per fold; exact names still rank first with the fold's families.
+    families = report["cue_families"]
+    assert all(0 <= kept <= len(SERVICES) for kept in families["kept_on_folds"].values())
+    assert families["held_out"] == {"mrr": 1.0, "recall@5": 1.0}
     # One setting chosen per left-out service, and one on all of them.
     assert set(report["choices"]["ours"]) == {f"corpus:{s}" for s in SERVICES} | {"(all services)"}
 
