@@ -9,7 +9,9 @@ text to 256 tokens and is about 18 times slower on metric documents.
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +27,7 @@ MAX_TOKENS = 256
 class Embedder:
     """Mean-pooled, L2-normalised sentence embeddings from an ONNX model and its tokenizer.json."""
 
-    def __init__(self, model_id: str, model_file: Path, tokenizer_file: Path, batch_size: int = 64) -> None:
+    def __init__(self, model_id: str, model_file: Path, tokenizer_file: Path, batch_size: int = 16) -> None:
         self.model_id = model_id
         self.batch_size = batch_size
         self._tokenizer = Tokenizer.from_file(str(tokenizer_file))
@@ -33,23 +35,35 @@ class Embedder:
         self._tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
         options = onnxruntime.SessionOptions()
         options.log_severity_level = 3
-        # Idle worker threads sleep instead of spinning: on 2 cores shared with Chroma's threads and other
-        # processes, spinning burned a third more CPU per embedded document. On a quiet machine one 10k index was
-        # 10% slower without it (bench/RESULTS.md, "Re-measured on a quieter machine"): a trade, not a free gain.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # One thread per call, and batches on as many threads as there are cores: for documents of about 40 tokens
+        # ONNX Runtime's own two threads wait for each other (16 ms of CPU per document against 12 ms, the vectors
+        # bit for bit the same), and one question is no slower on one thread (bench/RESULTS.md, "Where a first
+        # index goes"). A single thread has no idle workers to spin or sleep.
+        options.intra_op_num_threads = 1
         self._session = onnxruntime.InferenceSession(
             str(model_file), sess_options=options, providers=["CPUExecutionProvider"]
         )
         self._inputs = {i.name for i in self._session.get_inputs()}
         self.dimension = int(self._session.get_outputs()[0].shape[-1])
+        self._threads = len(os.sched_getaffinity(0))
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """One row per text, in the order given; similar lengths share a batch so padding stays short."""
+        """One row per text, in the order given; similar lengths share a batch so padding stays short, and the
+        batches run on one thread per core. A text's vector does not depend on its batch."""
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        batches = [order[start : start + self.batch_size] for start in range(0, len(order), self.batch_size)]
         vectors = np.empty((len(texts), self.dimension), dtype=np.float32)
-        for start in range(0, len(order), self.batch_size):
-            batch = order[start : start + self.batch_size]
-            vectors[batch] = self._encode([texts[i] for i in batch])
+
+        def encode_every(first: int, step: int) -> None:
+            for batch in batches[first::step]:
+                vectors[batch] = self._encode([texts[i] for i in batch])
+
+        threads = min(self._threads, len(batches))
+        if threads <= 1:
+            encode_every(0, 1)
+        else:
+            with ThreadPoolExecutor(threads) as pool:
+                list(pool.map(encode_every, range(threads), [threads] * threads))
         return vectors
 
     def _encode(self, texts: list[str]) -> np.ndarray:
