@@ -291,6 +291,30 @@ def test_two_processes_make_one_fresh_home_at_the_same_moment(tmp_path: Path) ->
     assert (shell_made / "history" / "runs.db").exists() and (shell_made / "schedules" / "schedules.db").exists()
 
 
+SHOW_PROCESS = """
+import sys
+print("dagster imported" if "dagster" in sys.modules else "fresh interpreter", *sys.argv[1:])
+sys.exit(3)
+"""
+
+
+def test_a_fresh_home_is_made_by_the_python_that_runs_the_command(tmp_path: Path) -> None:
+    """What deploy/dagster-home.sh starts on a fresh home: a script of this Python (such as the venv's dagster-daemon)
+    runs in the process that made the home, so Dagster is imported once; anything else is started as itself.
+    Arguments and the exit status pass through either way."""
+    script = tmp_path / "like-dagster-daemon"
+    script.write_text(f"#!{sys.executable}\n{SHOW_PROCESS}")
+    other = tmp_path / "another-python"
+    other.write_text(f"#!/usr/bin/env -S {sys.executable} -I\n{SHOW_PROCESS}")
+    for command, expected in ((script, "dagster imported run -w x"), (other, "fresh interpreter run -w x")):
+        command.chmod(0o755)
+        home = tmp_path / f"home-{command.name}"
+        done = subprocess.run([sys.executable, "-m", "metrics_index.dagster_home", str(home), str(command), "run",
+                               "-w", "x"], capture_output=True, text=True)  # fmt: skip
+        assert (done.returncode, done.stdout.strip()) == (3, expected), done.stderr
+        assert (home / "history" / "runs.db").exists()
+
+
 def test_prometheus_down_fails_with_the_reason_last(live: Project, capsys: pytest.CaptureFixture[str]) -> None:
     live.register("live:node", prometheus_url=f"http://127.0.0.1:{free_port()}")
     status, _out, err = run(capsys, "--registry", str(live.registry_path), "index", "live:node",
