@@ -154,7 +154,7 @@ class RunTimeline:
     between: float  # RUN_START -> end minus the steps: step setup and waits on pool slots
     end: float  # epoch seconds
     pid: int  # the run's process (the code server spawns one a run)
-    pooled: tuple[float, float]  # the index step, the one in the `chroma` pool: start and end (epoch seconds)
+    pooled: tuple[float, float]  # the index step (in the `chroma` pool; writes under the store's lock): start, end
 
 
 def _finished_runs(home: Path, namespaces: list[str]) -> list[RunTimeline] | None:
@@ -208,6 +208,15 @@ def _timeline(instance: DagsterInstance, record: RunRecord) -> RunTimeline:
     )
 
 
+def idle_seconds(spans: list[tuple[float, float]]) -> float:
+    """Time between the first span's start and the last one's end covered by none of the (sorted) spans."""
+    idle, reach = 0.0, spans[0][1]
+    for start, end in spans[1:]:
+        idle += max(0.0, start - reach)
+        reach = max(reach, end)
+    return idle
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--timeout", type=float, default=1800)
@@ -244,10 +253,9 @@ def main() -> int:
             f"{run.between:6.1f}s {platform_cpu.seconds.get(run.pid, float('nan')):6.1f}s"
         )
     spans = sorted(run.pooled for run in runs)
-    busy = sum(end - start for start, end in spans)
     print(
-        f"  index steps (the `chroma` pool, one at a time): {busy:.1f} s between the first's start and the last's end, "
-        f"{spans[-1][1] - spans[0][0] - busy:.1f} s with the pool free; the first started "
+        f"  index steps (writing Chroma one at a time): {spans[-1][1] - spans[0][0]:.1f} s from the first's start to "
+        f"the last's end, {idle_seconds(spans):.1f} s of it with no index step running; the first started "
         f"{spans[0][0] - started:.1f} s after the daemon"
     )
     print(f"platform / CLI: {total / cli:.2f}x; load average {os.getloadavg()[0]:.1f} (1 min)")
