@@ -12,7 +12,7 @@ from metrics_index.sensors import build_alert_sensor, build_namespace_sensor
 from metrics_index.settings import platform_settings_from_env, resources_from_env
 
 platform = platform_settings_from_env()
-resources = resources_from_env()
+resources = resources_from_env(platform=True)
 
 index_namespace_job = build_index_job(resources["enricher"])
 

@@ -34,9 +34,19 @@ def dagster_home(env: Mapping[str, str] = os.environ) -> Path:
     return metrics_home(env) / "dagster"
 
 
-def resources_from_env(env: Mapping[str, str] = os.environ) -> dict[str, ConfigurableResource]:
+PLATFORM_LOCK_WAIT_SECONDS = 6 * 3600.0
+"""How long a platform run's writer waits for the store (METRICS_INDEX_LOCK_WAIT_SECONDS overrides it). Embedded
+Chroma's index steps take turns on the store's lock, not in Dagster's pool (dagster.yaml), so behind another run's
+index of a large namespace (a 50k first index is minutes, more under load or beside other runs) a queued step
+waits as it would have in the pool, rather than failing after the CLI's 600 s."""
+
+
+def resources_from_env(env: Mapping[str, str] = os.environ, platform: bool = False) -> dict[str, ConfigurableResource]:
+    """Every resource, configured from the environment; `platform` for the Dagster definitions (sensor and
+    schedule runs), whose writers wait longer for a store another run writes (PLATFORM_LOCK_WAIT_SECONDS)."""
     home = metrics_home(env)
-    lock_wait_seconds = float(env.get("METRICS_INDEX_LOCK_WAIT_SECONDS", DEFAULT_WAIT_SECONDS))
+    default_wait = PLATFORM_LOCK_WAIT_SECONDS if platform else DEFAULT_WAIT_SECONDS
+    lock_wait_seconds = float(env.get("METRICS_INDEX_LOCK_WAIT_SECONDS", default_wait))
     stores = StoreSettings.from_env(env)
     return {
         "prometheus": PrometheusResource(

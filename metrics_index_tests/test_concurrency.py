@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -11,7 +12,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from metrics_index.stores.lock import StoreBusyError, StoreLock, namespace_writer, writer_key
+from metrics_index.settings import PLATFORM_LOCK_WAIT_SECONDS, resources_from_env
+from metrics_index.stores.lock import DEFAULT_WAIT_SECONDS, StoreBusyError, StoreLock, namespace_writer, writer_key
 from metrics_index.testing.concurrency_drill import BYSTANDER, NAMESPACE, Drill
 from metrics_index.testing.servers import ChromaServer
 
@@ -77,6 +79,26 @@ def test_store_lock_readers_share_and_keep_writers_out(tmp_path: Path, holder) -
         pass
     with pytest.raises(StoreBusyError), lock.exclusive():
         pass
+
+
+def test_platform_runs_wait_for_a_store_longer_than_the_cli(tmp_path: Path) -> None:
+    """Index steps of platform runs take turns on the store's lock (the `chroma` pool no longer queues them): one
+    queued behind another run's long index must wait as it did in the pool, not fail after the CLI's 600 s."""
+    env = {"METRICS_INDEX_HOME": str(tmp_path)}
+
+    def waits(environment: dict[str, str], platform: bool) -> set[float]:
+        resources = resources_from_env(environment, platform).values()
+        return {r.lock_wait_seconds for r in resources if hasattr(r, "lock_wait_seconds")}
+
+    assert waits(env, platform=False) == {DEFAULT_WAIT_SECONDS}
+    assert waits(env, platform=True) == {PLATFORM_LOCK_WAIT_SECONDS} and PLATFORM_LOCK_WAIT_SECONDS > 3600
+    assert waits({**env, "METRICS_INDEX_LOCK_WAIT_SECONDS": "5"}, platform=True) == {5.0}  # the setting wins
+    from metrics_index.definitions import defs
+
+    assert (
+        defs.resources["chroma"].lock_wait_seconds
+        == resources_from_env(os.environ, platform=True)["chroma"].lock_wait_seconds
+    )
 
 
 def test_namespace_writer_is_one_lease_in_redis_renewed_while_held(redis_client: redis.Redis) -> None:
