@@ -16,7 +16,14 @@ import pandas as pd
 
 from metrics_index.enrichment.vocabulary import ENRICHED_COLUMNS, PROVENANCE_COLUMNS
 from metrics_index.feedback import FEEDBACK_FILE, QUERY_LOG_FILE, FeedbackStore, QueryLog, record_feedback
-from metrics_index.lookup import Validation, redis_client, semantic_index, snapshot_corpus, validate_names
+from metrics_index.lookup import (
+    Validation,
+    namespace_suggestions,
+    redis_client,
+    semantic_index,
+    snapshot_corpus,
+    validate_names,
+)
 from metrics_index.search import SearchResult
 from metrics_index.service.catalog import UnknownNamespaceError, WarmCatalog
 from metrics_index.service.limits import (
@@ -95,7 +102,7 @@ class CatalogService:
         try:
             results = self.catalog.search(namespace, question, k=k, explain=explain)
         except UnknownNamespaceError:
-            raise NotFound(not_indexed(namespace)) from None
+            raise self._not_indexed(namespace) from None
         took_ms = (time.perf_counter() - started) * 1000
         self.query_log.write(namespace, question, k, [r.metric_name for r in results], took_ms)
         for listener in self.search_listeners:
@@ -110,7 +117,7 @@ class CatalogService:
         if too_long:
             raise BadRequest(f"a metric name has 1 to {MAX_NAME_CHARS} characters: {too_long[0][:40]!r}")
         if not self.redis.exists(names_key(namespace)):
-            raise NotFound(not_indexed(namespace)) from None
+            raise self._not_indexed(namespace) from None
         return validate_names(self.redis, namespace, names)
 
     def card(self, namespace: str, metric: str) -> dict[str, Any]:
@@ -166,13 +173,17 @@ class CatalogService:
 
     # -- helpers
 
+    def _not_indexed(self, namespace: str) -> NotFound:
+        """A namespace typo gets close namespaces from the registry and from those indexed, as the CLI says them."""
+        return NotFound(not_indexed(namespace, namespace_suggestions(namespace, self.env)))
+
     def _enriched_records(self, namespace: str) -> dict[str, dict[str, Any]]:
         tenant, service = namespace.split(":")
         path = self.catalog_dir / ENRICHED_ASSET / tenant / f"{service}.parquet"
         try:
             stamp = path.stat().st_mtime_ns
         except FileNotFoundError:
-            raise NotFound(not_indexed(namespace)) from None
+            raise self._not_indexed(namespace) from None
         with self._cards_lock:
             cached = self._cards.get(namespace)
             if cached is None or cached[0] != stamp:

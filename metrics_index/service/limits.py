@@ -3,6 +3,8 @@ the transports turn into 400 and 404 answers. Loads nothing heavy."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from metrics_index.namespaces import Namespace, NamespaceError
 
 MAX_QUESTION_CHARS = 1000
@@ -19,7 +21,10 @@ class NotFound(LookupError):
     """The namespace or metric does not exist (HTTP 404)."""
 
 
-def not_indexed(namespace: str) -> str:
+def not_indexed(namespace: str, suggestions: Sequence[str] = ()) -> str:
+    """A namespace with nothing indexed: a likely typo gets its close namespaces, not advice to index it."""
+    if suggestions:
+        return f"namespace {namespace!r} is not indexed: did you mean {' or '.join(suggestions)}?"
     return f"namespace {namespace!r} is not indexed: run `metrics-index index {namespace}` first"
 
 
