@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from metrics_index.namespaces import Namespace, NamespaceError, load_registry
+from metrics_index.scrape_series import SCRAPE_SERIES_FIELDS
 from metrics_index.service.limits import MAX_K, NotFound, check_question
 from metrics_index.stores.connections import StoreSettings, metrics_home, open_redis, open_semantic_index
 
@@ -200,7 +201,7 @@ def validate_names(client: redis.Redis, namespace: str, names: Sequence[str]) ->
     candidates: set[str] | None = None
     results = []
     for name in names:
-        if answers[name]:
+        if answers[name] or name in SCRAPE_SERIES_FIELDS:  # `up` and `scrape_*`: Prometheus adds them to every target
             results.append(Validation(name, True))
             continue
         candidates = candidates if candidates is not None else all_names(client, namespace)

@@ -111,6 +111,10 @@ def test_index_search_validate_on_a_live_namespace(
 
     status, out, _ = run(capsys, "validate", "live:node", "node_cpu_seconds_total", "--redis-url", live.redis_url)
     assert (status, out.split()) == (0, ["known", "node_cpu_seconds_total"])
+    # Prometheus adds `up` and `scrape_*` to every target; no exporter's metadata names them, yet they exist.
+    scrape_series = ("up", "scrape_duration_seconds")
+    status, out, _ = run(capsys, "validate", "live:node", *scrape_series, "--redis-url", live.redis_url)
+    assert (status, out.split()) == (0, ["known", "up", "known", "scrape_duration_seconds"])
     status, _out, err = run(capsys, "validate", "live:nod", "up", "--redis-url", live.redis_url)
     assert status == 3 and "live:nod is not indexed in the Redis at 127.0.0.1" in err and "live:node?" in err, err
     status, out, _ = run(

@@ -22,6 +22,7 @@ import pandas as pd
 import requests
 
 from metrics_index.namespaces import DiscoveryRule, NamespaceSource
+from metrics_index.scrape_series import SCRAPE_SERIES_FIELDS
 from metrics_index.sources.base import (
     METRIC_DESCRIPTIONS,
     METRIC_NAMES,
@@ -37,22 +38,8 @@ from metrics_index.sources.base import (
 FAMILY_SUFFIXES = ("_bucket", "_sum", "_count", "_created")
 # Series Prometheus itself adds to every scraped target; /api/v1/metadata does not describe them.
 SCRAPE_SERIES = {
-    "up": MetricDescription(type="gauge", help="1 if the target's last scrape succeeded, 0 if it failed."),
-    "scrape_duration_seconds": MetricDescription(
-        type="gauge", help="Duration of the target's last scrape.", unit="seconds"
-    ),
-    "scrape_samples_scraped": MetricDescription(type="gauge", help="Samples the target exposed in its last scrape."),
-    "scrape_samples_post_metric_relabeling": MetricDescription(
-        type="gauge", help="Samples remaining after metric relabeling in the target's last scrape."
-    ),
-    "scrape_series_added": MetricDescription(type="gauge", help="New series in the target's last scrape."),
-    "scrape_timeout_seconds": MetricDescription(
-        type="gauge", help="The configured scrape timeout of the target.", unit="seconds"
-    ),
-    "scrape_sample_limit": MetricDescription(type="gauge", help="The configured sample limit of the target."),
-    "scrape_body_size_bytes": MetricDescription(
-        type="gauge", help="Uncompressed size of the last scrape response.", unit="bytes"
-    ),
+    name: MetricDescription(type=kind, help=text, unit=unit)
+    for name, (kind, text, unit) in SCRAPE_SERIES_FIELDS.items()
 }
 UNDESCRIBED = MetricDescription()
 _MATCHER_RE = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)"\s*(?:,|$)')
