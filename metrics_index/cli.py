@@ -63,7 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except NotIndexed as error:
         return _fail(args, "not_indexed", NOT_INDEXED, error, suggestions=list(error.suggestions))
     except Exception as error:  # every failure ends as one line; the traceback only with --debug
-        return _fail(args, *_classify(error), error)
+        suggestions = list(getattr(error, "suggestions", ()))  # a namespace typo answered by the service
+        return _fail(args, *_classify(error), error, **({"suggestions": suggestions} if suggestions else {}))
 
 
 def _classify(error: BaseException) -> tuple[str, int]:

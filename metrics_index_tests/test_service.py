@@ -103,6 +103,7 @@ def test_bad_input_gets_a_clear_4xx_as_json(client: TestClient, body: dict, stat
     assert answer.status_code == status
     error = answer.json()["error"]
     assert error["status"] == status and message in error["message"]
+    assert error.get("suggestions") == ([SHOP] if "did you mean" in message else None)  # a typo's close namespaces
     assert "Traceback" not in answer.text
 
 
@@ -309,6 +310,10 @@ def test_cli_asks_the_service_when_its_url_is_set_and_loads_no_dagster(
             and "UNKNOWN checkout_order_total (did you mean: checkout_orders_total" in checked.stdout
         )
         assert checked.stdout.splitlines()[-1] == "loaded: []"
+
+        typo = cli("search", SHOP[:-1], "orders placed", "--json")
+        error = json.loads(typo.stdout.splitlines()[0])["error"]
+        assert (typo.returncode, error["code"], error["suggestions"]) == (3, "not_indexed", [SHOP]), typo.stderr
 
         refused = cli("search", SHOP, "x" * 2000)
         assert refused.returncode == 2 and "at most 1000 are accepted" in refused.stderr

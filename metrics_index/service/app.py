@@ -217,8 +217,8 @@ class BearerTokenMiddleware:
 
 
 def _install_error_handlers(app: FastAPI) -> None:
-    def error(status: int, message: str) -> JSONResponse:
-        return JSONResponse({"error": {"status": status, "message": message}}, status)
+    def error(status: int, message: str, **details: object) -> JSONResponse:
+        return JSONResponse({"error": {"status": status, "message": message, **details}}, status)
 
     @app.exception_handler(BadRequest)
     async def bad_request(_request: Request, exc: BadRequest) -> JSONResponse:
@@ -226,7 +226,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(NotFound)
     async def not_found(_request: Request, exc: NotFound) -> JSONResponse:
-        return error(404, str(exc))
+        return error(404, str(exc), **({"suggestions": list(exc.suggestions)} if exc.suggestions else {}))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:

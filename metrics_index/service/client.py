@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from typing import Any
 
 URL_ENV = "METRICS_INDEX_URL"
@@ -14,9 +15,10 @@ TOKEN_ENV = "METRICS_INDEX_TOKEN"
 class ServiceError(RuntimeError):
     """The service refused the request (its JSON error message) or could not be reached."""
 
-    def __init__(self, message: str, status: int | None = None) -> None:
+    def __init__(self, message: str, status: int | None = None, suggestions: Sequence[str] = ()) -> None:
         super().__init__(message)
         self.status = status
+        self.suggestions = tuple(suggestions)
 
 
 class ServiceClient:
@@ -47,14 +49,17 @@ class ServiceClient:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 return json.loads(response.read())
         except urllib.error.HTTPError as error:
-            raise ServiceError(_error_message(error.read()) or f"HTTP {error.code}", error.code) from None
+            message, suggestions = _error(error.read())
+            raise ServiceError(message or f"HTTP {error.code}", error.code, suggestions) from None
         except (urllib.error.URLError, TimeoutError, ConnectionError) as error:
             reason = getattr(error, "reason", error)
             raise ServiceError(f"cannot reach the metrics-index service at {self.base_url}: {reason}") from None
 
 
-def _error_message(body: bytes) -> str:
+def _error(body: bytes) -> tuple[str, list[str]]:
+    """The message of the service's JSON error and its suggestions (close names, for a typo)."""
     try:
-        return str(json.loads(body)["error"]["message"])
-    except (ValueError, KeyError, TypeError):
-        return ""
+        error = json.loads(body)["error"]
+        return str(error["message"]), [str(s) for s in error.get("suggestions") or []]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return "", []

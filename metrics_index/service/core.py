@@ -175,7 +175,8 @@ class CatalogService:
 
     def _not_indexed(self, namespace: str) -> NotFound:
         """A namespace typo gets close namespaces from the registry and from those indexed, as the CLI says them."""
-        return NotFound(not_indexed(namespace, namespace_suggestions(namespace, self.env)))
+        suggestions = namespace_suggestions(namespace, self.env)
+        return NotFound(not_indexed(namespace, suggestions), suggestions)
 
     def _enriched_records(self, namespace: str) -> dict[str, dict[str, Any]]:
         tenant, service = namespace.split(":")

@@ -18,7 +18,11 @@ class BadRequest(ValueError):
 
 
 class NotFound(LookupError):
-    """The namespace or metric does not exist (HTTP 404)."""
+    """The namespace or metric does not exist (HTTP 404); `suggestions` are close names that do (a likely typo)."""
+
+    def __init__(self, message: str, suggestions: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.suggestions = tuple(suggestions)
 
 
 def not_indexed(namespace: str, suggestions: Sequence[str] = ()) -> str:
