@@ -193,8 +193,8 @@ def metric_semantic_index(
     started = perf_counter()
     namespace = context.partition_key
 
-    def tell(message: str) -> None:
-        context.log.warning(message)
+    def tell(message: str) -> None:  # a wait for another writer: routine when runs take turns on the store's lock
+        context.log.info(message)
         progress.note(message)
 
     with (

@@ -89,7 +89,7 @@ def _wait(
                 "(set METRICS_INDEX_LOCK_WAIT_SECONDS to wait longer)"
             )
         if not told:
-            (notify or log.warning)(f"{waiting_for()}; waiting up to {wait_seconds:g} s")
+            (notify or log.info)(f"{waiting_for()}; waiting up to {wait_seconds:g} s")  # failing is the warning
             told = True
         time.sleep(_POLL_SECONDS)
 
