@@ -36,9 +36,9 @@ class Embedder:
         options = onnxruntime.SessionOptions()
         options.log_severity_level = 3
         # One thread per call, and batches on as many threads as there are cores: for documents of about 40 tokens
-        # ONNX Runtime's own two threads wait for each other (16 ms of CPU per document against 12 ms, the vectors
-        # bit for bit the same), and one question is no slower on one thread (bench/RESULTS.md, "Where a first
-        # index goes"). A single thread has no idle workers to spin or sleep.
+        # ONNX Runtime's own two threads wait for each other (17 ms of CPU per document against 12 ms, the vectors
+        # bit for bit the same), and one question was no slower on one thread under load (bench/RESULTS.md, "Issue 8,
+        # third round"). A single thread has no idle workers to spin or sleep.
         options.intra_op_num_threads = 1
         self._session = onnxruntime.InferenceSession(
             str(model_file), sess_options=options, providers=["CPUExecutionProvider"]
