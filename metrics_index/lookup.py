@@ -40,13 +40,12 @@ class NotIndexed(NotFound):
     def __init__(self, namespace: str, where: str, suggestions: Sequence[str] = ()) -> None:
         self.namespace = namespace
         self.where = where
-        self.suggestions = tuple(suggestions)
         advice = (
-            f"did you mean {' or '.join(self.suggestions)}?"
-            if self.suggestions
+            f"did you mean {' or '.join(suggestions)}?"
+            if suggestions
             else f"run `metrics-index index {namespace}` first, or set METRICS_INDEX_HOME to the home it was indexed in"
         )
-        super().__init__(f"namespace {namespace} is not indexed in {where}: {advice}")
+        super().__init__(f"namespace {namespace} is not indexed in {where}: {advice}", suggestions)
 
 
 @functools.cache
