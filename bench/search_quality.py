@@ -35,6 +35,7 @@ first and FILE is written, so one command with a key makes the comparison.
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import json
 import os
@@ -629,14 +630,9 @@ def cue_families_out_of_fold(
             values.append(reciprocal_rank([corpora[p.query.namespace].names[d] for d, _ in ranked], p.query.relevant))
         return np.array(values)
 
+    rr = functools.cache(reciprocal_ranks)  # most folds share a setting
     by_question = [p.query.namespace for p in prepared]
     columns = {s: [j for j, ns in enumerate(by_question) if ns == s] for s in services}
-    cached: dict[tuple[RankingParams, frozenset[str]], np.ndarray] = {}
-
-    def rr(params: RankingParams, dropped: frozenset[str]) -> np.ndarray:
-        if (params, dropped) not in cached:
-            cached[params, dropped] = reciprocal_ranks(params, dropped)
-        return cached[params, dropped]
 
     kept_by = {family: 0 for family in CUE_FAMILIES}
     held_out = np.zeros(len(prepared))

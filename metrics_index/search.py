@@ -240,8 +240,8 @@ def question_cues(question: str) -> frozenset[str]:
     cues = {cue for cue, pattern in QUESTION_CUES.items() if pattern.search(question)}
     if _RATIO.search(question):
         cues.discard("failure")  # "share of answers that are errors": the errors and the total of all answers
-    if _RATIO.search(question) and not _USAGE.search(question):
-        cues.add("counter")  # "cache hit ratio": hits and misses counted; "memory in use as a percentage": gauges
+        if not _USAGE.search(question):
+            cues.add("counter")  # "cache hit ratio": hits and misses counted; "memory in use as a percentage": gauges
     if _SINCE_START.search(question):
         cues.discard("start")  # "forks since boot" asks for a running total
         cues.add("counter")
@@ -253,8 +253,9 @@ def question_cues(question: str) -> frozenset[str]:
         cues.add("self_monitoring")
     if _RUNTIME_WORDS.search(question) and "availability" not in cues:
         cues.add("runtime")  # lifts runtime_penalty; "can the exporter reach it" asks about the service
-    asked = {d for d, (pattern, _words) in DIRECTIONS.items() if pattern.search(question.lower())}
-    if _BOTH_DIRECTIONS.search(question.lower()):
+    lower = question.lower()
+    asked = {d for d, (pattern, _words) in DIRECTIONS.items() if pattern.search(lower)}
+    if _BOTH_DIRECTIONS.search(lower):
         asked |= {"inbound", "outbound"}
     cues.update(d for d in asked if _OPPOSITE[d] not in asked)
     if _THROUGHPUT.search(question) and not _COUNTED_THINGS.search(question):
