@@ -19,20 +19,21 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import chromadb
 import pandas as pd
-from chromadb.api import ClientAPI
-from chromadb.api.shared_system_client import SharedSystemClient
-from chromadb.api.types import GetResult
-from chromadb.errors import NotFoundError
 
-from metrics_index.embeddings import Embedder
 from metrics_index.enrichment.vocabulary import ENRICHED_COLUMNS
 from metrics_index.stores.connections import DEFAULT_COLLECTION
 from metrics_index.stores.lock import DEFAULT_WAIT_SECONDS, Notify, StoreLock
 from metrics_index.text import document_text
+
+if TYPE_CHECKING:  # Chroma and the model are imported where a store is opened (stores/connections.py), so that what
+    # only loads the project (Dagster's code server) does not import them (about 1 s of CPU)
+    from chromadb.api import ClientAPI
+    from chromadb.api.types import GetResult
+
+    from metrics_index.embeddings import Embedder
 
 PAGE_SIZE = 1000
 METADATA_COLUMNS = (*ENRICHED_COLUMNS, "enricher", "promql_hint", "label_names")
@@ -84,6 +85,8 @@ class SemanticIndex:
             )
 
     def _collection(self, client: ClientAPI) -> Any:
+        from chromadb.errors import NotFoundError
+
         try:
             return client.get_collection(self.collection_name)
         except NotFoundError:
@@ -129,6 +132,9 @@ class SemanticIndex:
         """A new client with nothing cached: Chroma shares one system per directory in a process, and keeps it
         however stale; forgetting it makes the next client read the store afresh. Clients made before keep
         their own (stale) system until they are dropped."""
+        import chromadb
+        from chromadb.api.shared_system_client import SharedSystemClient
+
         with _REOPEN:
             SharedSystemClient._identifier_to_system.pop(self.path, None)
             SharedSystemClient._identifier_to_refcount.pop(self.path, None)
