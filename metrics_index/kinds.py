@@ -9,20 +9,23 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
-from metrics_index.text import metric_words
+from metrics_index.text import metric_words, split_name
 
 _HELP_WORD = re.compile(r"[a-z0-9]+")
 
 # The kind of a metric (vocabulary.METRIC_KINDS), first match wins; "activity" otherwise. Patterns are
-# matched against the name's words ("name") or the help text's words ("help"). Only gauges and untyped
-# metrics can be configuration values: a counter or a distribution measures work.
+# matched against the name's words ("name"), its last word ("last word") or the help text's words ("help").
+# Build information names itself last (`x_build_info`, `x_version`): `mysql_info_schema_*` (information_schema)
+# and `x_domain_info_memory_bytes` are measures. Only gauges and untyped metrics can be configuration values or
+# build information: a counter or a distribution measures work.
 KIND_RULES: tuple[tuple[str, str, str], ...] = (
-    ("info", "name", r" info | build | version "),
+    ("info", "last word", r"^(info|build|version)$"),
     ("self_monitoring", "name", r" exporter | scrape | scrapes | scraper | collector | collectors | promhttp "),
     ("configuration", "name", r" config | configuration | configured | setting | settings | variables | limit | limits"
      r" | capacity | threshold | retention "),
     ("configuration", "help", r" configured | configuration | setting | limit | variable | allowed "),
 )  # fmt: skip
+_MEASURES = ("counter", "histogram", "summary")
 # Words that make a configuration-sounding gauge a state or an event instead (a reload's success, its time).
 _NOT_CONFIGURATION = re.compile(r" reload | reloads | last | success | successful | hash | timestamp | time | seconds ")
 
@@ -34,7 +37,9 @@ def _compiled_kind_rules() -> list[tuple[str, str, re.Pattern[str]]]:
 
 def metric_kind(name: str, meter: str, help_text: str = "") -> str:
     """What kind of value the metric is; "activity" when no rule matches."""
+    words = split_name(name)
     texts = {
+        "last word": words[-1] if words and meter not in _MEASURES else "",
         "name": f" {' '.join(metric_words(name))} ",
         "help": f" {' '.join(_HELP_WORD.findall(help_text.lower()))} ",
     }

@@ -272,9 +272,11 @@ def metric_traits(name: str, row: Mapping[str, Any]) -> set[str]:
     unit = str(row.get("unit") or "")  # resolved at enrichment (metrics_index.units)
     kind = str(row.get("metric_kind") or metric_kind(name, meter, str(row.get("description") or "")))
     traits = {kind}
-    if meter == "counter" or name.endswith("_total"):
+    # The type says what a value is; an untyped one may be a counter or a gauge (both cues may ask for it), unless
+    # its name ends in _total. A gauge named `..._total` (a total size) is no counter.
+    if meter in ("counter", "unknown"):
         traits.add("counter")
-    elif meter in ("gauge", "unknown"):
+    if meter == "gauge" or (meter == "unknown" and not name.endswith("_total")):
         traits.add("current")  # a value at this moment: what "right now" asks for
     timestamp = "epoch" in unit or name.endswith("_timestamp_seconds")
     if not timestamp and (meter in ("histogram", "summary") or unit in _DURATION_UNITS):

@@ -15,7 +15,7 @@ from metrics_index.embeddings import get_embedder
 from metrics_index.enrichment.incremental import enrich_catalog
 from metrics_index.enrichment.rules import RulesEnricher
 from metrics_index.enrichment.vocabulary import METRIC_KINDS
-from metrics_index.kinds import KIND_RULES
+from metrics_index.kinds import KIND_RULES, metric_kind
 from metrics_index.namespaces import load_registry
 from metrics_index.search import (
     DEPTH,
@@ -292,6 +292,23 @@ def test_metric_traits_come_from_meter_unit_and_name() -> None:
     )
     assert "configuration" in metric_traits("x_config_maxmemory", {"meter_type": "gauge"})
     assert "configuration" in metric_traits("x_limit", {"meter_type": "gauge", "metric_kind": "configuration"})
+
+
+def test_the_type_says_counter_or_gauge_and_an_untyped_metric_may_be_either() -> None:
+    assert "counter" not in metric_traits("x_ram_cache_used_bytes_total", {"meter_type": "gauge"})  # a total size
+    assert "current" in metric_traits("x_ram_cache_used_bytes_total", {"meter_type": "gauge"})
+    assert {"counter", "current"} <= metric_traits("x_global_status_queries", {"meter_type": "unknown"})
+    assert "current" not in metric_traits("x_queries_total", {"meter_type": "unknown"})
+    assert "counter" in metric_traits("x_queries_total", {"meter_type": "unknown"})
+
+
+def test_build_information_names_itself_last() -> None:
+    assert metric_kind("x_exporter_build_info", "gauge") == "info"
+    assert metric_kind("dnsdist_info", "gauge") == "info"
+    assert metric_kind("varnish_version", "gauge") == "info"
+    assert metric_kind("mysql_info_schema_processlist_threads", "gauge") == "activity"  # information_schema
+    assert metric_kind("libvirt_domain_info_maximum_memory_bytes", "gauge") == "activity"
+    assert metric_kind("x_doh_http_version_queries", "counter") == "activity"  # queries counted by HTTP version
 
 
 def test_the_unit_is_read_as_enrichment_stored_it_never_inferred_at_query_time() -> None:
