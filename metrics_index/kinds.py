@@ -27,7 +27,7 @@ KIND_RULES: tuple[tuple[str, str, str], ...] = (
 )  # fmt: skip
 _MEASURES = ("counter", "histogram", "summary")
 # Words that make a configuration-sounding gauge a state or an event instead (a reload's success, its time).
-_NOT_CONFIGURATION = re.compile(r" reload | reloads | last | success | successful | hash | timestamp | time | seconds ")
+_NOT_CONFIGURATION = re.compile(r" reload | reloads | last | success | successful | hash | timestamp | time seconds ")
 
 
 @lru_cache(maxsize=1)

@@ -7,12 +7,13 @@ A metric is found three ways, each strong where another is weak:
 - cosine similarity of sentence embeddings: finds "bytes sent" for `transmit`.
 Their scores are merged (RankingParams: by default each ranker's scores scaled to [0, 1] over its top list and
 weighted, the dense ranker most), then weighed by what the question's wording asks for ("per second" -> counters,
-"right now" -> gauges, "how long" -> durations, "is it up" -> up/status gauges, "last restarted" -> start times,
-"limit" -> configuration values, "bandwidth" -> metrics counting bytes, "dropped" -> metrics counting failures,
-"received" / "sent" -> names of that direction); in an exporter's namespace the exporter's own runtime metrics
-(go_*, process_*) yield unless asked for. The settings are chosen leave-one-service-out by bench/search_quality.py
-on a corpus of real services. A question that is, or starts, a metric name puts those metrics first whatever the
-fusion says. Everything is scoped to one namespace.
+"right now" -> gauges, "how long" -> durations, "p99" -> histograms and summaries, "is it up" -> up/status gauges,
+"is it blocking ..." -> 0/1 flags, "last restarted" -> start times, "limit" -> configuration values (otherwise
+they yield), "bandwidth" -> metrics counting bytes, "dropped" -> metrics counting failures, "received" / "sent" ->
+names of that direction); the monitoring's own metrics (scrapes) and, in an exporter's namespace, the exporter's
+own runtime metrics (go_*, process_*) yield unless asked for. The settings are chosen leave-one-service-out by
+bench/search_quality.py on a corpus of real services. A question that is, or starts, a metric name puts those
+metrics first whatever the fusion says. Everything is scoped to one namespace.
 
 The namespace's documents and vectors are read from the semantic index once and kept in memory with their
 BM25 indexes, so a warm search costs one query embedding and a few vector operations. The cache follows the
@@ -40,7 +41,7 @@ from metrics_index.dense import DenseVectors
 from metrics_index.kinds import metric_kind
 from metrics_index.label_preference import DEPTH as LABEL_DEPTH
 from metrics_index.label_preference import prefer_labelled, wanted_labels
-from metrics_index.text import GLUED_PIECE, help_vocabulary, search_terms, split_name, term_words, unglue
+from metrics_index.text import ABBREVIATIONS, GLUED_PIECE, help_vocabulary, search_terms, split_name, term_words, unglue
 
 if TYPE_CHECKING:
     from metrics_index.embeddings import Embedder
@@ -77,10 +78,11 @@ class RankingParams:
     fusion "rrf": sum of weight / (rrf_k + rank) over the rankers; "score": sum of weight x the ranker's
     score scaled to [0, 1] over its top DEPTH. A metric of a trait the question asks for (question_cues)
     is multiplied by 1 + cue_boost, or by 1 + cue_boost + rare_cue_boost for a trait in RARE_CUES (up and status
-    gauges, start times, build information); a configuration value or build information the question does not ask
-    for by 1 - kind_penalty; in an exporter's namespace, a client library's runtime metric (go_*, process_*,
-    promhttp_*: the exporter's own process) by 1 - runtime_penalty unless the question asks about a process, a
-    runtime or a start.
+    gauges, start times, build information); a configuration value, build information or self-monitoring metric
+    the question does not ask for by 1 - kind_penalty; the monitoring's own metrics (scrapes, collectors) and, in
+    an exporter's namespace, a client library's runtime metric (go_*, process_*, promhttp_*: the exporter's own
+    process) by 1 - runtime_penalty unless the question asks about a process, a runtime, a start, or scrapes and
+    collectors (RUNTIME_ASKED).
     """
 
     weights: tuple[tuple[str, float], ...] = (("name", 0.5), ("text", 0.5), ("dense", 3.0))
@@ -88,8 +90,8 @@ class RankingParams:
     rrf_k: int = 20
     cue_boost: float = 0.7
     rare_cue_boost: float = 16.0
-    kind_penalty: float = 0.0
-    runtime_penalty: float = 0.4
+    kind_penalty: float = 0.4
+    runtime_penalty: float = 0.6
 
     def weight(self, ranker: str) -> float:
         return next((w for r, w in self.weights if r == ranker), 0.0)
@@ -133,7 +135,7 @@ QUESTION_CUES: dict[str, re.Pattern[str]] = {
     ),
     # "Traffic" alone is also the golden signal (requests a second); network traffic is bytes.
     "bytes": re.compile(
-        r"\b(bandwidth|how much data|data (sent|received|transferred)|traffic (in|out)"
+        r"\b(bytes|octets|bandwidth|how much data|data (sent|received|transferred)|traffic (in|out)"
         r"|(network|net|interface|link|disk|data|inbound|outbound|incoming|outgoing|ingress|egress) traffic)\b",
         re.IGNORECASE,
     ),
@@ -147,6 +149,8 @@ QUESTION_CUES: dict[str, re.Pattern[str]] = {
 # `x_up`, "when did it restart" -> start time or uptime, "which version" -> build information): a question's other
 # words rarely share anything with them, so they may take a stronger boost (rare_cue_boost).
 RARE_CUES = frozenset({"availability", "start", "info"})
+# Cues that lift runtime_penalty: the question asks about a process or runtime, a start, or the monitoring itself.
+RUNTIME_ASKED = frozenset({"runtime", "start", "self_monitoring"})
 # Kinds a question must ask for before they rank fully (otherwise kind_penalty applies).
 PENALISED_KINDS = frozenset({"configuration", "info", "self_monitoring"})
 # Not "exporter": "can the exporter reach it" asks about the service, seen from the exporter.
@@ -180,12 +184,18 @@ _INFO_WORDS = re.compile(r"\b(version|build|revision|info|information|release)\b
 _AVAILABILITY_WORDS = re.compile(
     r"(^|_)(up|status|health|healthy|ready|alive|reachable|success|successful|running|state|states)(_code)?$"
 )
+# A yes-or-no question ("is the broker blocking publishers", "has the origin been marked sick") is answered by a
+# flag: a gauge that is 0 or 1 (its help says "whether", "1 if"), or a status gauge.
+_YES_NO = re.compile(r"^\s*(is|are|has|have|can|does|do|did|was|were)\b", re.IGNORECASE)
+_FLAG_HELP = re.compile(r"\b(whether|is 1 if|1 if|1 when|true if|0 or 1)\b", re.IGNORECASE)
+_PERCENTILE = re.compile(r"\b(p\d\d|\d\dth|percentiles?|quantiles?|median|distribution|histogram)\b", re.IGNORECASE)
+_SERVED = re.compile(r"\b(served|serving|serves)\b", re.IGNORECASE)
 _START_WORDS = re.compile(r"(^|_)(start|started|restart|restarts|boot|uptime)(_|$)")
 _FAILURE_WORDS = re.compile(
     r"(fail|error|err(_|$)|errs|bad|invalid|reject|refus|drop|lost|discard|timeout|timedout|timed_out|abort|crash"
     r"|panic|denied|unauthori[sz]ed|forbidden|blocked|overflow|evict|nuked|killed|bogus|servfail|mismatch|lame|truncat)"
 )
-_BYTE_WORDS = re.compile(r"(^|_)(bytes|octets|kbytes|kilobytes|megabytes)(_|$)")
+_BYTE_WORDS = re.compile(r"(bytes|octets)(_|$)")
 _DURATION_UNITS = {"seconds", "milliseconds", "microseconds", "nanoseconds"}
 # The direction a question asks about, as the service sees it ("received", "incoming", "uploads" come in; "sent",
 # "outgoing", "forwarded" go out; reads and writes), and the name words that carry it (glued ones too: `outqueries`).
@@ -215,6 +225,10 @@ DIRECTIONS: dict[str, tuple[re.Pattern[str], frozenset[str]]] = {
     "read": (re.compile(r"\b(reads?|reading)\b"), frozenset({"read", "reads", "rd"})),
     "write": (re.compile(r"\b(writes?|writing|written|wrote)\b"), frozenset({"write", "writes", "written", "wr"})),
 }
+_SIZE_DIRECTIONS = {
+    "outbound": frozenset({"response", "responses", "resp", "reply", "replies"}),
+    "inbound": frozenset({"request", "requests", "req", "reqs", "query", "queries"}),
+}
 _TIMED_OUT = re.compile(r"(?i)time[ds]?_?out")
 _BOTH_DIRECTIONS = re.compile(r"\b(in and out|out and in|both ways|in both directions)\b")
 _GLUED_DIRECTION_WORDS = tuple(w for _p, words in DIRECTIONS.values() for w in words if len(w) >= GLUED_PIECE)
@@ -222,6 +236,7 @@ _GLUED_DIRECTION_WORDS = tuple(w for _p, words in DIRECTIONS.values() for w in w
 _GLUED_DIRECTION = re.compile(
     "|".join(sorted({w for w in _GLUED_DIRECTION_WORDS if not any(o != w and o in w for o in _GLUED_DIRECTION_WORDS)}))
 )
+ABBREVIATION_WORDS = frozenset(w for w in ABBREVIATIONS if len(w) >= GLUED_PIECE and w.isalpha())
 _OPPOSITE = {"inbound": "outbound", "outbound": "inbound", "read": "write", "write": "read"}
 
 
@@ -253,6 +268,10 @@ def question_cues(question: str) -> frozenset[str]:
         cues.add("self_monitoring")
     if _RUNTIME_WORDS.search(question) and "availability" not in cues:
         cues.add("runtime")  # lifts runtime_penalty; "can the exporter reach it" asks about the service
+    if _YES_NO.search(question):
+        cues.add("flag")
+    if _PERCENTILE.search(question):
+        cues.add("distribution")
     lower = question.lower()
     asked = {d for d, (pattern, _words) in DIRECTIONS.items() if pattern.search(lower)}
     if _BOTH_DIRECTIONS.search(lower):
@@ -260,6 +279,8 @@ def question_cues(question: str) -> frozenset[str]:
     cues.update(d for d in asked if _OPPOSITE[d] not in asked)
     if _THROUGHPUT.search(question) and not _COUNTED_THINGS.search(question):
         cues.add("bytes")  # "disk read throughput" is bytes a second; "request throughput" is a rate of requests
+    if "bytes" in cues and _SERVED.search(question) and "inbound" not in cues:
+        cues.add("outbound")  # "bandwidth served to clients" goes out; "requests served" is no direction
     if _INFO_WORDS.search(question):
         cues.add("info")
         cues.discard("availability")  # "which version is running"
@@ -284,13 +305,23 @@ def metric_traits(name: str, row: Mapping[str, Any]) -> set[str]:
     base = name.lower()
     if meter not in ("counter", "histogram", "summary") and _AVAILABILITY_WORDS.search(base):
         traits.add("availability")
+    if meter not in ("counter", "histogram", "summary") and (
+        "availability" in traits or _FLAG_HELP.search(str(row.get("description") or ""))
+    ):
+        traits.add("flag")  # 0 or 1: what a yes-or-no question asks for
     if _FAILURE_WORDS.search(base.replace("noerror", "")):  # DNS NOERROR is a success
         traits.add("failure")
     if unit == "bytes" or _BYTE_WORDS.search(base):
         traits.add("bytes")  # an amount of data: what "bandwidth" and "traffic" count
+    if meter in ("histogram", "summary") or _PERCENTILE.search(str(row.get("description") or "")):
+        traits.add("distribution")
     if _START_WORDS.search(base) and kind != "configuration":
         traits.add("start")  # a start time, an uptime or a restart count; not a setting about starting
-    return traits | direction_traits(name)
+    directions = direction_traits(name)
+    if "bytes" in traits and not directions:  # the size of what a server answers goes out, of what it is asked in
+        words = set(split_name(name))
+        directions |= {d for d, carried in _SIZE_DIRECTIONS.items() if words & carried}
+    return traits | directions
 
 
 def direction_traits(
@@ -412,8 +443,11 @@ class NamespaceCorpus:
         names = parts.names
         traits = with_glued_directions(names, parts.rows, parts.traits)
         masks = {t: np.array([t in doc for doc in traits], dtype=bool) for t in frozenset().union(*traits)}
+        own = masks.get("self_monitoring", np.zeros(len(names), dtype=bool))  # scrapes, collectors: in any namespace
         if any(_EXPORTER_NAME.search(name) for name in names):
-            masks["exporter_runtime"] = np.array([name.startswith(_RUNTIME_PREFIXES) for name in names], dtype=bool)
+            own = own | np.array([name.startswith(_RUNTIME_PREFIXES) for name in names], dtype=bool)
+        if own.any():
+            masks["exporter_runtime"] = own
         return cls(
             names=names,
             rows=parts.rows,
@@ -436,7 +470,7 @@ def with_glued_directions(
     glued = [i for i, name in enumerate(names) if _GLUED_DIRECTION.search(name.lower())]
     if not glued:
         return list(traits)
-    vocabulary = help_vocabulary(row["description"] for row in rows)
+    vocabulary = help_vocabulary(row["description"] for row in rows) | ABBREVIATION_WORDS
     pieces: dict[str, tuple[str, ...]] = {}
     found = list(traits)
     for i in glued:
@@ -762,7 +796,7 @@ def fuse(found: Signals, params: RankingParams) -> np.ndarray:
         boost = params.cue_boost + (params.rare_cue_boost if cue in RARE_CUES else 0.0)
         if boost and cue in found.traits:
             fused[found.traits[cue]] *= 1.0 + boost
-    if params.runtime_penalty and not found.cues & {"runtime", "start"} and "exporter_runtime" in found.traits:
+    if params.runtime_penalty and not found.cues & RUNTIME_ASKED and "exporter_runtime" in found.traits:
         fused[found.traits["exporter_runtime"]] *= 1.0 - params.runtime_penalty
     if params.kind_penalty:
         for kind in PENALISED_KINDS - found.cues:

@@ -24,7 +24,7 @@ RANKERS = {
     "ours: before (fixed RRF)",
     "ours: fusion weights",
     "ours: + question cues",
-    "ours: + kind penalty",
+    "ours: without the kind penalty",
     "ours: without the rare-trait boost",
     "ours",
 }

@@ -30,6 +30,7 @@ from metrics_index.search import (
     retrieval_text,
     search,
     signals,
+    with_glued_directions,
 )
 from metrics_index.sources import RawMetric
 from metrics_index.sources.prometheus import fetch_raw_metadata
@@ -193,7 +194,7 @@ def test_question_wording_says_what_kind_of_metric_is_wanted() -> None:
     assert question_cues("how many consumers are attached") == {"current"}
     assert question_cues("how many copies of a program are running") == {"current"}
     assert question_cues("how many queries per second are answered") == {"counter"}  # a rate phrase wins
-    assert question_cues("can the exporter reach the server") == {"availability"}  # the service, not the exporter
+    assert question_cues("can the exporter reach the server") == {"availability", "flag"}  # the service's, not ours
     assert "self_monitoring" in question_cues("scrape errors of each collector")
     # The rate is a cue, not words to match: "per second" would find metrics measured in seconds.
     assert retrieval_text("queries per second on the database") == "queries on the database"
@@ -341,6 +342,72 @@ def test_an_exporters_own_runtime_metrics_yield_unless_asked_for() -> None:
     assert names(rank(exporter, "memory used", np.ones(2), params=unweighted))[0] == "process_resident_memory_bytes"
 
 
+def test_the_monitorings_own_metrics_yield_in_any_namespace_unless_asked_for() -> None:
+    # A native server (no `x_up`): its scrape duration still describes the scrape, not the work.
+    names_ = ["a_scrape_duration_seconds", "b_transaction_time_seconds"]
+    docs = ["duration seconds", "duration seconds"]
+    rows = [{"meter_type": "histogram", "description": d} for d in docs]
+    native = NamespaceCorpus.build(names_, docs, rows, np.ones((2, 2)))
+    assert names(rank(native, "average latency per request", np.ones(2)))[0] == "b_transaction_time_seconds"
+    assert names(rank(native, "how long do scrapes take", np.ones(2)))[0] == "a_scrape_duration_seconds"
+
+
+def test_a_percentile_asks_for_a_distribution() -> None:
+    assert "distribution" in question_cues("p99 latency of answers to clients")
+    assert "distribution" in question_cues("95th percentile time to serve a cache miss")
+    assert "distribution" not in question_cues("average latency per request")
+    assert "distribution" in metric_traits("x_latency", {"meter_type": "histogram"})
+    assert "distribution" in metric_traits(
+        "x_all_50", {"meter_type": "gauge", "description": "Service time percentiles"}
+    )
+    assert "distribution" not in metric_traits("x_server_latency", {"meter_type": "gauge"})
+
+
+def test_a_question_asking_for_bytes_asks_for_an_amount_of_data() -> None:
+    assert "bytes" in question_cues("bytes sent to clients")
+    assert "bytes" in metric_traits("varnish_main_s_resp_bodybytes", {"meter_type": "counter"})  # glued to its unit
+    assert "bytes" not in metric_traits("x_responses_total", {"meter_type": "counter"})
+
+
+def test_a_glued_abbreviation_gives_its_direction() -> None:
+    # `recvbuf` is recv + buf, both in the abbreviation table, though the help text spells neither.
+    names_ = ["x_udp_recvbuf_errors", "x_udp_sndbuf_errors"]
+    rows = [{"description": "From /proc/net/snmp RcvbufErrors"}, {"description": "From /proc/net/snmp SndbufErrors"}]
+    found = with_glued_directions(names_, rows, [frozenset(), frozenset()])
+    assert "inbound" in found[0]
+    assert "inbound" not in found[1]
+
+
+def test_the_size_of_a_response_goes_out_and_of_a_request_comes_in() -> None:
+    assert "outbound" in metric_traits("caddy_http_response_size_bytes", {"meter_type": "histogram"})
+    assert "inbound" in metric_traits("x_request_size_bytes_total", {"meter_type": "counter"})
+    assert "inbound" not in metric_traits("x_requests_total", {"meter_type": "counter"})  # a count, not a size
+    assert "outbound" in question_cues("bandwidth served to clients")
+    assert "outbound" not in question_cues("requests per second served by apache")
+
+
+def test_a_time_setting_is_configuration_and_a_time_in_seconds_is_not() -> None:
+    assert metric_kind("mysql_global_variables_long_query_time", "gauge") == "configuration"
+    assert metric_kind("bind_config_time_seconds", "gauge") == "activity"  # when the configuration was loaded
+
+
+def test_a_yes_or_no_question_asks_for_a_flag() -> None:
+    assert "flag" in question_cues("is the broker blocking publishers because memory is too high")
+    assert "flag" in question_cues("has the origin been marked sick")
+    assert "flag" not in question_cues("memory used by the broker")
+    alarm = {"meter_type": "unknown", "description": "Is 1 if the memory alarm is in effect."}
+    assert "flag" in metric_traits("x_alarms_memory_used_watermark", alarm)
+    assert "flag" in metric_traits("x_up", {"meter_type": "gauge"})
+    assert "flag" in metric_traits("x_server_status", {"meter_type": "gauge", "description": "Whether it is up."})
+    assert "flag" not in metric_traits("x_checks_total", {"meter_type": "counter", "description": "1 if checked"})
+    # Same words and vectors: name order puts the memory in use first, unless the question is a yes or a no.
+    docs = ["memory watermark", "memory watermark"]
+    rows = [{"meter_type": "gauge", "description": "Memory in use."}, alarm]
+    built = NamespaceCorpus.build(["a_memory_used", "b_memory_alarm"], docs, rows, np.ones((2, 2)))
+    assert names(rank(built, "memory watermark", np.ones(2)))[0] == "a_memory_used"
+    assert names(rank(built, "is the memory watermark reached", np.ones(2)))[0] == "b_memory_alarm"
+
+
 def test_a_rare_trait_the_question_asks_for_outranks_closer_words() -> None:
     # The uptime shares no word with "last restarted" and is further in meaning than the counter.
     docs = ["tasks pushed", "uptime", "bytes read"]
@@ -364,7 +431,9 @@ def test_a_configuration_value_yields_unless_the_question_asks_for_a_limit() -> 
         vectors,
     )
     weighted = RankingParams(cue_boost=0.2, kind_penalty=0.2)
-    assert names(rank(built, "connections", np.ones(2)))[0] == "a_connections_limit"
+    unweighted = RankingParams(kind_penalty=0.0)
+    assert names(rank(built, "connections", np.ones(2), params=unweighted))[0] == "a_connections_limit"
+    assert names(rank(built, "connections", np.ones(2)))[0] == "b_connections"  # the default yields
     assert names(rank(built, "connections", np.ones(2), params=weighted))[0] == "b_connections"
     assert names(rank(built, "connections limit", np.ones(2), params=weighted))[0] == "a_connections_limit"
 
