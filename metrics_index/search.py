@@ -141,7 +141,7 @@ QUESTION_CUES: dict[str, re.Pattern[str]] = {
     ),
     "configuration": re.compile(
         r"\b(limits?|settings?|configured|configuration|config|maximum allowed|max allowed|allowed|threshold"
-        r"|capacity|set to)\b",
+        r"|capacity|set to|(allocated|assigned|granted|provisioned) (to|for))\b",
         re.IGNORECASE,
     ),
 }
@@ -184,6 +184,8 @@ _INFO_WORDS = re.compile(r"\b(version|build|revision|info|information|release)\b
 _AVAILABILITY_WORDS = re.compile(
     r"(^|_)(up|status|health|healthy|ready|alive|reachable|success|successful|running|state|states)(_code)?$"
 )
+# A state after a plural noun counts the things in it (`threads_running`, `workers_ready`): a count, not a status.
+_COUNTED_STATE = re.compile(r"[a-z]{2}[^su_]s_(running|connected|up|ready|alive|healthy|reachable)$")
 # A yes-or-no question ("is the broker blocking publishers", "has the origin been marked sick") is answered by a
 # flag: a gauge that is 0 or 1 (its help says "whether", "1 if"), or a status gauge.
 _YES_NO = re.compile(r"^\s*(is|are|has|have|can|does|do|did|was|were)\b", re.IGNORECASE)
@@ -303,7 +305,11 @@ def metric_traits(name: str, row: Mapping[str, Any]) -> set[str]:
     if not timestamp and (meter in ("histogram", "summary") or unit in _DURATION_UNITS):
         traits.add("duration")
     base = name.lower()
-    if meter not in ("counter", "histogram", "summary") and _AVAILABILITY_WORDS.search(base):
+    if (
+        meter not in ("counter", "histogram", "summary")
+        and _AVAILABILITY_WORDS.search(base)
+        and not _COUNTED_STATE.search(base)
+    ):
         traits.add("availability")
     if meter not in ("counter", "histogram", "summary") and (
         "availability" in traits or _FLAG_HELP.search(str(row.get("description") or ""))
@@ -333,6 +339,7 @@ def direction_traits(
     words = set()
     for word in split_name(_TIMED_OUT.sub("", name)):
         words.add(word)
+        words.update(ABBREVIATIONS.get(word, "").split())  # `rcvbuf`: receive buffer
         if word not in pieces:
             glued = vocabulary and len(word) > GLUED_PIECE and _GLUED_DIRECTION.search(word)
             pieces[word] = unglue(word, vocabulary) if glued else ()  # nothing splits without a vocabulary

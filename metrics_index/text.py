@@ -91,6 +91,7 @@ ABBREVIATIONS: dict[str, str] = {
     "rcvbuf": "receive buffer",
     "rdb": "redis database snapshot",
     "recv": "received",
+    "recvbuf": "receive buffer",
     "repl": "replication",
     "req": "request",
     "reqs": "requests",

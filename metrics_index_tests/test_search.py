@@ -287,6 +287,11 @@ def test_metric_traits_come_from_meter_unit_and_name() -> None:
     assert "availability" in metric_traits("x_domain_state_code", {"meter_type": "gauge"})
     assert "availability" not in metric_traits("x_global_status_uptime", {"meter_type": "gauge"})  # a status table
     assert "start" in metric_traits("x_global_status_uptime", {"meter_type": "gauge"})
+    # A state after a plural noun counts things: threads running, messages ready, nodes up.
+    assert "availability" not in metric_traits("x_global_status_threads_running", {"meter_type": "unknown"})
+    assert "availability" not in metric_traits("x_queue_messages_ready", {"meter_type": "gauge"})
+    assert "availability" in metric_traits("x_process_running", {"meter_type": "gauge"})
+    assert "availability" in metric_traits("x_status_running", {"meter_type": "gauge"})
     assert "start" in metric_traits("x_restart_count", {"meter_type": "counter"})
     assert "start" not in metric_traits(
         "x_force_start_after_recovery", {"meter_type": "gauge", "metric_kind": "configuration"}
@@ -376,6 +381,9 @@ def test_a_glued_abbreviation_gives_its_direction() -> None:
     found = with_glued_directions(names_, rows, [frozenset(), frozenset()])
     assert "inbound" in found[0]
     assert "inbound" not in found[1]
+    # An abbreviation the table spells whole gives its expansion's direction without any vocabulary.
+    assert direction_traits("x_udp_recvbuf_errors") == {"inbound"}
+    assert direction_traits("x_udp_sndbuf_errors") == {"outbound"}
 
 
 def test_the_size_of_a_response_goes_out_and_of_a_request_comes_in() -> None:
@@ -384,6 +392,12 @@ def test_the_size_of_a_response_goes_out_and_of_a_request_comes_in() -> None:
     assert "inbound" not in metric_traits("x_requests_total", {"meter_type": "counter"})  # a count, not a size
     assert "outbound" in question_cues("bandwidth served to clients")
     assert "outbound" not in question_cues("requests per second served by apache")
+
+
+def test_a_resource_allocated_to_something_asks_for_its_configured_maximum() -> None:
+    assert "configuration" in question_cues("memory allocated to each vm")
+    assert "configuration" in question_cues("cpus assigned to the guest")
+    assert "configuration" not in question_cues("bytes allocated by the heap per second")
 
 
 def test_a_time_setting_is_configuration_and_a_time_in_seconds_is_not() -> None:
