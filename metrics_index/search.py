@@ -81,8 +81,8 @@ class RankingParams:
     gauges, start times, build information); a configuration value, build information or self-monitoring metric
     the question does not ask for by 1 - kind_penalty; the monitoring's own metrics (scrapes, collectors) and, in
     an exporter's namespace, a client library's runtime metric (go_*, process_*, promhttp_*: the exporter's own
-    process) by 1 - runtime_penalty unless the question asks about a process, a runtime, a start, or scrapes and
-    collectors (RUNTIME_ASKED).
+    process) by 1 - runtime_penalty unless the question names the exporter, a runtime, or scrapes and collectors
+    (RUNTIME_ASKED; "the database process" and "when was it restarted" ask about the service, not the exporter).
     """
 
     weights: tuple[tuple[str, float], ...] = (("name", 0.5), ("text", 0.5), ("dense", 3.0))
@@ -91,7 +91,7 @@ class RankingParams:
     cue_boost: float = 0.7
     rare_cue_boost: float = 16.0
     kind_penalty: float = 0.4
-    runtime_penalty: float = 0.6
+    runtime_penalty: float = 0.4
 
     def weight(self, ranker: str) -> float:
         return next((w for r, w in self.weights if r == ranker), 0.0)
@@ -149,8 +149,8 @@ QUESTION_CUES: dict[str, re.Pattern[str]] = {
 # `x_up`, "when did it restart" -> start time or uptime, "which version" -> build information): a question's other
 # words rarely share anything with them, so they may take a stronger boost (rare_cue_boost).
 RARE_CUES = frozenset({"availability", "start", "info"})
-# Cues that lift runtime_penalty: the question asks about a process or runtime, a start, or the monitoring itself.
-RUNTIME_ASKED = frozenset({"runtime", "start", "self_monitoring"})
+# Cues that lift runtime_penalty: the question names the exporter or a runtime, or asks about the monitoring itself.
+RUNTIME_ASKED = frozenset({"runtime", "self_monitoring"})
 # Kinds a question must ask for before they rank fully (otherwise kind_penalty applies).
 PENALISED_KINDS = frozenset({"configuration", "info", "self_monitoring"})
 # Not "exporter": "can the exporter reach it" asks about the service, seen from the exporter.
@@ -161,8 +161,8 @@ _RUNTIME_PREFIXES = ("go_", "process_", "promhttp_", "python_", "jvm_")
 # the client library's runtime metrics describe the exporter's process, not the service.
 _EXPORTER_NAME = re.compile(r"^[a-z]+_up$|_exporter_")
 _RUNTIME_WORDS = re.compile(
-    r"\b(exporter\w*|runtime|go|golang|garbage|gc|goroutines?|heap|jvm|python|process|processes)\b", re.IGNORECASE
-)
+    r"\b(exporter\w*|runtime|go|golang|garbage|gc|goroutines?|heap|jvm|python)\b", re.IGNORECASE
+)  # not "process": "the database process", "worker processes" are the service's
 # "<something> since boot": a running total, not a start time ("running since", "since when" still ask for one).
 _SINCE_START = re.compile(r"\b(?<!running )(?<!up )since (the )?(last )?(boot|start|startup|restart)\b", re.IGNORECASE)
 # A ratio of events ("hit ratio", "share of answers that fail") is a pair of counters; a share of a capacity in use
@@ -195,7 +195,8 @@ _SERVED = re.compile(r"\b(served|serving|serves)\b", re.IGNORECASE)
 _START_WORDS = re.compile(r"(^|_)(start|started|restart|restarts|boot|uptime)(_|$)")
 _FAILURE_WORDS = re.compile(
     r"(fail|error|err(_|$)|errs|bad|invalid|reject|refus|drop|lost|discard|timeout|timedout|timed_out|abort|crash"
-    r"|panic|denied|unauthori[sz]ed|forbidden|blocked|overflow|evict|nuked|killed|bogus|servfail|mismatch|lame|truncat)"
+    r"|panic|denied|unauthori[sz]ed|forbidden|blocked|overflow|evict|nuked|killed|bogus|servfail|mismatch|lame|truncat"
+    r"|filter)"  # what a filter counts, it kept out
 )
 _BYTE_WORDS = re.compile(r"(bytes|octets)(_|$)")
 _DURATION_UNITS = {"seconds", "milliseconds", "microseconds", "nanoseconds"}

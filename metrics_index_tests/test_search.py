@@ -343,6 +343,17 @@ def test_an_exporters_own_runtime_metrics_yield_unless_asked_for() -> None:
     assert (
         names(rank(exporter, "memory used by the exporter process", np.ones(2)))[0] == "process_resident_memory_bytes"
     )
+    # A process or a restart the question names is the service's: the exporter's own start time still yields.
+    assert "runtime" not in question_cues("when was the database process last restarted")
+    starts = NamespaceCorpus.build(
+        ["process_start_time_seconds", "x_oldest_start_time_seconds", "x_up"],
+        ["start time seconds", "start time seconds", "up"],
+        [{"meter_type": "gauge"}] * 3,
+        np.ones((3, 2)),
+    )
+    assert names(rank(starts, "when was the database process last restarted", np.ones(2)))[0] == (
+        "x_oldest_start_time_seconds"
+    )
     unweighted = RankingParams(runtime_penalty=0.0)
     assert names(rank(exporter, "memory used", np.ones(2), params=unweighted))[0] == "process_resident_memory_bytes"
 
@@ -372,6 +383,11 @@ def test_a_question_asking_for_bytes_asks_for_an_amount_of_data() -> None:
     assert "bytes" in question_cues("bytes sent to clients")
     assert "bytes" in metric_traits("varnish_main_s_resp_bodybytes", {"meter_type": "counter"})  # glued to its unit
     assert "bytes" not in metric_traits("x_responses_total", {"meter_type": "counter"})
+
+
+def test_what_a_filter_counts_it_kept_out() -> None:
+    assert "failure" in metric_traits("bird_protocol_prefix_filter_count", {"meter_type": "gauge"})
+    assert "failure" not in metric_traits("bird_protocol_prefix_import_count", {"meter_type": "gauge"})
 
 
 def test_a_glued_abbreviation_gives_its_direction() -> None:
