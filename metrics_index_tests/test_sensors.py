@@ -179,16 +179,18 @@ def test_sensor_registers_discovers_bounds_and_follows_changes(
     assert set(_runs(first)) == {"acme:node", "acme:prometheus"}  # new ones alphabetically, two per tick
     assert all(request.tags[ENRICHER_TAG] == "rules" for request in first.run_requests)
 
+    # The labelled Prometheus scrapes itself, and its own metric families appear at first use (a query, a
+    # compaction), so acme:prometheus may change on its own between ticks; node and the registry may not.
     second = harness.tick()
-    assert set(_runs(second)) == {"demo:redis"}
+    assert set(_runs(second)) - {"acme:prometheus"} == {"demo:redis"}
     third = harness.tick()
-    assert not third.run_requests and "0 runs requested" in third.skip_reason.skip_message
+    assert set(_runs(third)) <= {"acme:prometheus"}
+    if not third.run_requests:
+        assert "0 runs requested" in third.skip_reason.skip_message
 
     document["namespaces"]["demo:redis"] = _snapshot("pushgateway")  # another set of metric names
     _write(registry, document)
     changed = harness.tick()
-    # The labelled Prometheus scrapes itself, and its own metric families appear at first use (a query, a
-    # compaction), so acme:prometheus may change on its own between ticks; node and the registry may not.
     assert set(_runs(changed)) - {"acme:prometheus"} == {"demo:redis"}
     assert _runs(changed)["demo:redis"] != _runs(second)["demo:redis"]
 
