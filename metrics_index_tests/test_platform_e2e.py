@@ -298,4 +298,7 @@ def test_setup_disables_only_the_services_its_install_enabled() -> None:
         disable_new_services 'systemd redis-server.service'
     """
     done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True).stdout.splitlines()
-    assert done == ["root: deb-systemd-helper disable prometheus.service", "root: update-rc.d prometheus disable"]
+    assert done == [
+        "root: env DPKG_MAINTSCRIPT_PACKAGE=metrics-index-setup deb-systemd-helper disable prometheus.service",
+        "root: update-rc.d prometheus disable",
+    ]

@@ -64,13 +64,15 @@ enabled_services() {
 
 # Packages with a service enable it to start at boot (policy-rc.d only keeps apt from starting it now). The tests
 # start their own servers on free ports, so whatever the install enabled is disabled again; services that were
-# enabled before are left as they were. Works with or without systemd running (deb-systemd-helper, update-rc.d).
+# enabled before are left as they were. Works with or without systemd (a container has no systemctl): the
+# packages' own tool, deb-systemd-helper, removes the unit's links, but runs only for a package's maintainer
+# script ("was not called from dpkg" otherwise), hence DPKG_MAINTSCRIPT_PACKAGE; update-rc.d does the init scripts.
 disable_new_services() {
   local kind name
   comm -13 <(echo "$1" | sort -u) <(enabled_services | sort -u) | while read -r kind name; do
     log "disabling the system service $name that the install enabled"
     if [ "$kind" = systemd ]; then
-      as_root deb-systemd-helper disable "$name" || as_root systemctl disable "$name"
+      as_root env DPKG_MAINTSCRIPT_PACKAGE=metrics-index-setup deb-systemd-helper disable "$name"
     else
       as_root update-rc.d "$name" disable
     fi
