@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from metrics_index.namespaces import Namespace, NamespaceError, load_registry
+from metrics_index.namespaces import Namespace, NamespaceError, Registry, load_registry
 from metrics_index.scrape_series import SCRAPE_SERIES_FIELDS
 from metrics_index.service.limits import MAX_K, NotFound, check_question
 from metrics_index.stores.connections import StoreSettings, metrics_home, open_redis, open_semantic_index
@@ -37,15 +37,18 @@ class Validation:
 class NotIndexed(NotFound):
     """The namespace has no documents (search) or no name set (validate) in the store this process looked at."""
 
-    def __init__(self, namespace: str, where: str, suggestions: Sequence[str] = ()) -> None:
+    def __init__(self, namespace: str, where: str, advice: str, suggestions: Sequence[str] = ()) -> None:
         self.namespace = namespace
         self.where = where
-        advice = (
-            f"did you mean {' or '.join(suggestions)}?"
-            if suggestions
-            else f"run `metrics-index index {namespace}` first, or set METRICS_INDEX_HOME to the home it was indexed in"
-        )
         super().__init__(f"namespace {namespace} is not indexed in {where}: {advice}", suggestions)
+
+
+@dataclass(frozen=True)
+class StorePlace:
+    """Where a command looked for a namespace, and how to make it look elsewhere."""
+
+    where: str
+    elsewhere: str
 
 
 @functools.cache
@@ -87,10 +90,10 @@ def search_metrics(
         if corpus is not None:
             return snapshot_answer(corpus, settings, question, k, explain)
     if not settings.chroma_host and not (Path(settings.chroma_path) / "chroma.sqlite3").exists():
-        raise NotIndexed(namespace, _chroma_place(settings, env), namespace_suggestions(namespace, env))
+        raise not_indexed_error(namespace, _chroma_place(settings, env), env)
     results = search(semantic_index(settings), namespace, question, k=k, explain=explain, revision=revision)
     if not results:
-        raise NotIndexed(namespace, _chroma_place(settings, env), namespace_suggestions(namespace, env))
+        raise not_indexed_error(namespace, _chroma_place(settings, env), env)
     return results
 
 
@@ -139,7 +142,7 @@ def name_set_client(namespace: str, env: Mapping[str, str] = os.environ) -> redi
     settings = StoreSettings.from_env(env)
     client = existing_redis(settings)
     if client is None or not client.exists(names_key(namespace)):
-        raise NotIndexed(namespace, _redis_place(settings, env), namespace_suggestions(namespace, env))
+        raise not_indexed_error(namespace, _redis_place(settings, env), env)
     return client
 
 
@@ -152,38 +155,90 @@ def existing_redis(settings: StoreSettings) -> redis.Redis | None:
     return None
 
 
+def not_indexed_error(namespace: str, place: StorePlace, env: Mapping[str, str] = os.environ) -> NotIndexed:
+    """NotIndexed saying what to do: the close namespaces; else how to index it, or where else to look; and for a
+    namespace `metrics-index index` would refuse too (no registry entry, no Prometheus URL), what is indexed here."""
+    registry = _registry(env)
+    indexed = _indexed_namespaces(env)
+    suggestions = _close_namespaces(namespace, registry, indexed)
+    if suggestions:
+        advice = f"did you mean {' or '.join(suggestions)}?"
+    elif registry is None or _indexable(registry, namespace):
+        advice = f"run `metrics-index index {namespace}` first, or {place.elsewhere}"
+    else:
+        advice = (
+            f"`metrics-index index {namespace}` would refuse it too: it is not in the registry and no Prometheus URL "
+            f"is configured (METRICS_INDEX_PROMETHEUS_URL); indexed here: {', '.join(indexed) or 'none'}"
+        )
+    return NotIndexed(namespace, place.where, advice, suggestions)
+
+
 def namespace_suggestions(namespace: str, env: Mapping[str, str] = os.environ) -> list[str]:
     """Namespaces that look like a mistyped `namespace`: from the registry and from the indexed ones."""
-    from redis import RedisError
+    return _close_namespaces(namespace, _registry(env), _indexed_namespaces(env))
 
-    from metrics_index.stores.name_set import close_matches, indexed_namespaces
 
-    known: set[str] = set()
-    with contextlib.suppress(NamespaceError, OSError):  # a broken registry is reported by the commands using it
-        known |= set(load_registry(env.get("METRICS_INDEX_REGISTRY") or None).sources)
-    client = existing_redis(StoreSettings.from_env(env))
-    if client is not None:
-        with contextlib.suppress(RedisError):  # suggestions are a courtesy: they never hide the real message
-            known |= set(indexed_namespaces(client))
+def _close_namespaces(namespace: str, registry: Registry | None, indexed: Sequence[str]) -> list[str]:
+    from metrics_index.stores.name_set import close_matches
+
+    known = set(indexed) | (set(registry.sources) if registry else set())
     return close_matches(known - {namespace}, namespace)
 
 
-def _chroma_place(settings: StoreSettings, env: Mapping[str, str]) -> str:
+def _registry(env: Mapping[str, str]) -> Registry | None:
+    """The registry the index command would read; None when it cannot be read (the commands using it report that)."""
+    with contextlib.suppress(NamespaceError, OSError):
+        return load_registry(env.get("METRICS_INDEX_REGISTRY") or None, env.get("METRICS_INDEX_PROMETHEUS_URL") or None)
+    return None
+
+
+def _indexable(registry: Registry, namespace: str) -> bool:
+    try:
+        registry.source_for(namespace)
+    except NamespaceError:
+        return False
+    return True
+
+
+def _indexed_namespaces(env: Mapping[str, str]) -> list[str]:
+    from redis import RedisError
+
+    from metrics_index.stores.name_set import indexed_namespaces
+
+    client = existing_redis(StoreSettings.from_env(env))
+    with contextlib.suppress(RedisError):  # a courtesy: it never hides the real message
+        return indexed_namespaces(client) if client is not None else []
+    return []
+
+
+def _chroma_place(settings: StoreSettings, env: Mapping[str, str]) -> StorePlace:
     if settings.chroma_host:
-        return f"the Chroma server at {settings.chroma_host}:{settings.chroma_port}"
+        return StorePlace(
+            f"the Chroma server at {settings.chroma_host}:{settings.chroma_port}",
+            "give the Chroma server it was indexed in (--chroma-host and --chroma-port, or METRICS_INDEX_CHROMA_HOST)",
+        )
     path = Path(settings.chroma_path)
     missing = "" if path.exists() else ", a folder that does not exist"
-    return f"the Chroma store {path}{missing}{_home_note(path, env)}"
+    return StorePlace(
+        f"the Chroma store {path}{missing}{_home_note(path, env)}",
+        _elsewhere(path, env, "the Chroma store it was indexed in (--chroma-path, or METRICS_INDEX_CHROMA_PATH)"),
+    )
 
 
-def _redis_place(settings: StoreSettings, env: Mapping[str, str]) -> str:
+def _redis_place(settings: StoreSettings, env: Mapping[str, str]) -> StorePlace:
     if settings.redis_url:
         from redis.connection import parse_url
 
         where = parse_url(settings.redis_url)  # host, port and database only: never the password
-        return f"the Redis at {where.get('host', 'localhost')}:{where.get('port', 6379)}/{where.get('db', 0)}"
+        return StorePlace(
+            f"the Redis at {where.get('host', 'localhost')}:{where.get('port', 6379)}/{where.get('db', 0)}",
+            "give the Redis it was indexed in (--redis-url, or METRICS_INDEX_REDIS_URL)",
+        )
     embedded = Path(settings.redis_embedded_path)
-    return f"the embedded Redis {embedded}{_home_note(embedded, env)}"
+    return StorePlace(
+        f"the embedded Redis {embedded}{_home_note(embedded, env)}",
+        _elsewhere(embedded, env, "the Redis it was indexed in (--redis-url, or METRICS_INDEX_REDIS_URL)"),
+    )
 
 
 def _home_note(path: Path, env: Mapping[str, str]) -> str:
@@ -191,6 +246,13 @@ def _home_note(path: Path, env: Mapping[str, str]) -> str:
     if not path.is_relative_to(home):
         return ""
     return f" (home {home}{'' if home.exists() else ', which does not exist'}; set METRICS_INDEX_HOME to use another)"
+
+
+def _elsewhere(path: Path, env: Mapping[str, str], store: str) -> str:
+    """How to look elsewhere: another home for a store of the home; the store itself for one given explicitly."""
+    if path.is_relative_to(metrics_home(env)):
+        return "set METRICS_INDEX_HOME to the home it was indexed in"
+    return f"give {store}"
 
 
 def validate_names(client: redis.Redis, namespace: str, names: Sequence[str]) -> list[Validation]:

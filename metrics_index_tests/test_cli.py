@@ -223,6 +223,11 @@ def test_search_and_validate_never_create_a_store(tmp_path: Path, capsys: pytest
     missing = tmp_path / "elsewhere"
     status, _out, err = run(capsys, "search", "demo:node", "disk", "--chroma-path", str(missing))
     assert status == 3 and f"the Chroma store {missing}, a folder that does not exist" in err, err
+    assert "give the Chroma store it was indexed in (--chroma-path" in err and "METRICS_INDEX_HOME" not in err, err
+    # Not in the registry, no Prometheus URL: no advice to index it (that would be refused too).
+    status, out, err = run(capsys, "validate", "demo:neverheardof", "up", "--json")
+    assert (status, json.loads(out)["error"]["suggestions"]) == (3, []), out
+    assert "`metrics-index index demo:neverheardof` would refuse it too" in err and "indexed here: none" in err, err
     with pytest.raises(NotIndexed, match="not indexed in the Chroma store"):
         api.search_metrics("demo:node", "free disk space", env={"METRICS_INDEX_HOME": str(home)})
     with pytest.raises(NotIndexed, match="not indexed in the embedded Redis"):
