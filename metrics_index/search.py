@@ -41,7 +41,17 @@ from metrics_index.dense import DenseVectors
 from metrics_index.kinds import metric_kind
 from metrics_index.label_preference import DEPTH as LABEL_DEPTH
 from metrics_index.label_preference import prefer_labelled, wanted_labels
-from metrics_index.text import ABBREVIATIONS, GLUED_PIECE, help_vocabulary, search_terms, split_name, term_words, unglue
+from metrics_index.text import (
+    ABBREVIATIONS,
+    GLUED_PIECE,
+    SYNONYM_GROUPS,
+    help_vocabulary,
+    search_terms,
+    split_name,
+    synonym_terms,
+    term_words,
+    unglue,
+)
 
 if TYPE_CHECKING:
     from metrics_index.embeddings import Embedder
@@ -757,9 +767,17 @@ class Signals:
     pin_boost: np.ndarray  # over the candidates: 2 for an exact name match, 1 for a prefix match, else 0
 
 
-def signals(corpus: NamespaceCorpus, question: str, query_vector: np.ndarray) -> Signals:
-    """Score the question with the three rankers (the part of a search that does not depend on RankingParams)."""
+def signals(
+    corpus: NamespaceCorpus,
+    question: str,
+    query_vector: np.ndarray,
+    synonyms: tuple[tuple[str, ...], ...] = SYNONYM_GROUPS,
+) -> Signals:
+    """Score the question with the three rankers (the part of a search that does not depend on RankingParams).
+    The lexical rankers also look for the synonyms of question words the namespace never uses (text.SYNONYM_GROUPS;
+    `synonyms` is for the bench, which checks each group out of fold)."""
     terms = search_terms(retrieval_text(question))
+    terms += synonym_terms(terms, corpus.text_index.vocab_dict, synonyms)
     raw = {
         "name": corpus.name_index.get_scores(terms) if terms else None,
         "text": corpus.text_index.get_scores(terms) if terms else None,

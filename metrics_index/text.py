@@ -87,6 +87,8 @@ ABBREVIATIONS: dict[str, str] = {
     "procs": "processes",
     "pswpin": "pages swapped in",
     "pswpout": "pages swapped out",
+    "rcode": "response code",
+    "rcodes": "response codes",
     "rcv": "receive",
     "rcvbuf": "receive buffer",
     "rdb": "redis database snapshot",
@@ -105,6 +107,7 @@ ABBREVIATIONS: dict[str, str] = {
     "sec": "seconds",
     "secs": "seconds",
     "segs": "segments",
+    "servfail": "server failure",
     "shmem": "shared memory",
     "slave": "replica",
     "slaves": "replicas",
@@ -241,6 +244,30 @@ STOPWORDS = frozenset({
 })  # fmt: skip
 
 
+# Everyday words and the words metrics use for the same thing, in groups of one meaning (the English of operations,
+# not any exporter's names). A question word that no metric of the namespace uses (in its name, help or enrichment)
+# is looked up here, and the words of its group that the namespace does use are searched for too (`synonym_terms`).
+SYNONYM_GROUPS: tuple[tuple[str, ...], ...] = (
+    ("answer", "response", "reply"),
+    ("email", "mail"),
+    ("peer", "neighbor", "neighbour"),
+    ("invalidate", "purge"),
+    ("crash", "panic", "died"),
+    ("login", "authentication", "auth"),
+    ("program", "application", "process"),
+    ("free", "available", "unused"),
+    ("peak", "maximum", "highest"),
+    ("simultaneous", "concurrent"),
+    ("threshold", "limit", "watermark"),
+    ("latency", "duration", "delay"),
+    ("scratch", "workspace"),
+    ("evict", "eviction", "lru"),
+    ("waiting", "pending", "queued", "outstanding"),
+    ("restart", "uptime", "boot"),
+    ("connect", "connection"),
+)
+
+
 def stem(word: str) -> str:
     """A light, deterministic suffix stripper so that `received`, `receives` and `receive` meet."""
     if len(word) > 4 and word.endswith("ies"):
@@ -333,3 +360,23 @@ def unglue(word: str, vocabulary: frozenset[str]) -> tuple[str, ...]:
                     best[end] = candidate
     pieces = best[len(word)]
     return pieces if pieces and len(pieces) > 1 else ()
+
+
+@lru_cache(maxsize=32)
+def _synonym_table(groups: tuple[tuple[str, ...], ...]) -> dict[str, tuple[str, ...]]:
+    table: dict[str, dict[str, None]] = {}
+    for group in groups:
+        terms = list(dict.fromkeys(stem(word) for word in group))
+        for term in terms:
+            table.setdefault(term, {}).update(dict.fromkeys(t for t in terms if t != term))
+    return {term: tuple(others) for term, others in table.items()}
+
+
+def synonym_terms(
+    terms: Iterable[str], vocabulary: Mapping[str, Any], groups: tuple[tuple[str, ...], ...] = SYNONYM_GROUPS
+) -> list[str]:
+    """For each search term that `vocabulary` (a namespace's terms) lacks, the terms of its synonym group that it
+    has: "crashes" finds `panic`, "threshold" a `limit` or `watermark` where no metric says crash or threshold."""
+    table = _synonym_table(groups)
+    missing = [t for t in dict.fromkeys(terms) if t not in vocabulary]
+    return list(dict.fromkeys(s for t in missing for s in table.get(t, ()) if s in vocabulary))

@@ -169,6 +169,13 @@ def test_each_ranker_reads_its_best_documents_by_score_then_name_and_results_car
         assert result.similarity == round(float(vectors[built.position[result.metric_name], 0]), 4)
 
 
+def test_a_question_word_the_namespace_never_uses_is_searched_as_its_synonyms() -> None:
+    # No metric says "crash": its synonym "panic" finds the child's panics; equal otherwise (name order decides).
+    built = corpus(["a_child_exits", "b_child_panics"], ["child exits", "child panics"], np.ones((2, 2)))
+    assert names(rank(built, "child crashes", np.ones(2)))[0] == "b_child_panics"
+    assert signals(built, "child crashes", np.ones(2), synonyms=()).order["text"][0] == built.position["a_child_exits"]
+
+
 def test_score_fusion_keeps_the_margin_a_ranker_is_sure_of() -> None:
     # Dense: z far ahead of b; lexical: b (three words) a little ahead of z (two). Both rankers put the two
     # first and second, so RRF ties them (name order: b first); score fusion sees the margins.
@@ -439,15 +446,15 @@ def test_a_yes_or_no_question_asks_for_a_flag() -> None:
 
 
 def test_a_rare_trait_the_question_asks_for_outranks_closer_words() -> None:
-    # The uptime shares no word with "last restarted" and is further in meaning than the counter.
-    docs = ["tasks pushed", "uptime", "bytes read"]
+    # The start time shares no word with "last restarted" and is further in meaning than the counter.
+    docs = ["tasks pushed", "start time", "bytes read"]
     rows = [{"meter_type": t, "description": d} for t, d in zip(("counter", "gauge", "counter"), docs, strict=True)]
     vectors = np.array([[1.0, 0.0], [0.5, 0.866], [0.0, 1.0]], dtype=np.float32)
-    built = NamespaceCorpus.build(["a_tasks_pushed", "b_uptime", "c_bytes_read"], docs, rows, vectors)
+    built = NamespaceCorpus.build(["a_tasks_pushed", "b_start_time", "c_bytes_read"], docs, rows, vectors)
     question, vector = "when was it last restarted", np.array([1.0, 0.1])
     plain = RankingParams(cue_boost=0.7, rare_cue_boost=0.0)
     assert names(rank(built, question, vector, params=plain))[0] == "a_tasks_pushed"
-    assert names(rank(built, question, vector, params=RankingParams(rare_cue_boost=4.0)))[0] == "b_uptime"
+    assert names(rank(built, question, vector, params=RankingParams(rare_cue_boost=4.0)))[0] == "b_start_time"
 
 
 def test_a_configuration_value_yields_unless_the_question_asks_for_a_limit() -> None:

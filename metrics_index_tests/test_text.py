@@ -9,6 +9,7 @@ from metrics_index.text import (
     readable_words,
     search_terms,
     split_name,
+    synonym_terms,
     unglue,
 )
 
@@ -29,6 +30,8 @@ def test_abbreviations_are_spelled_out_next_to_the_token() -> None:
     assert {"out", "of", "memory"} <= set(metric_words("node_vmstat_oom_kill"))
     # "vm" is a virtual machine (a guest, the Erlang or Java VM), not the process's virtual memory.
     assert {"virtual", "machine"} <= set(metric_words("erlang_vm_process_count"))
+    # DNS's response code field (RFC 1035), in any DNS server's metrics.
+    assert {"response", "codes"} <= set(metric_words("bind_response_rcodes_total"))
 
 
 def test_readable_words_replace_abbreviations() -> None:
@@ -81,3 +84,11 @@ def test_glued_name_words_split_into_words_of_the_namespaces_help_texts() -> Non
     assert unglue("outqueries", vocabulary) == ("out", "queries")
     assert unglue("queries", vocabulary) == ()  # a word the help texts use whole stays whole
     assert unglue("xyzlength", vocabulary) == ()  # every piece must be a word of the help texts
+
+
+def test_a_question_word_no_metric_uses_is_searched_as_its_synonyms_the_namespace_uses() -> None:
+    vocabulary = dict.fromkeys(search_terms("child process panic. memory high watermark. memory limit. crash dumps"))
+    assert synonym_terms(search_terms("worker threshold crashes"), vocabulary) == search_terms("limit watermark")
+    # A word the namespace uses is searched as it is; a word of no group adds nothing.
+    assert synonym_terms(search_terms("crash"), vocabulary) == []
+    assert synonym_terms(search_terms("frobnication"), vocabulary) == []
