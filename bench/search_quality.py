@@ -73,6 +73,7 @@ from metrics_index.search import (
     RankingParams,
     Signals,
     load_corpus,
+    query_text,
     rank,
     ranked_documents,
     retrieval_text,
@@ -81,7 +82,7 @@ from metrics_index.search import (
 from metrics_index.sources import RawMetric
 from metrics_index.sources.prometheus import fetch_raw_metadata
 from metrics_index.stores.semantic_index import SemanticIndex
-from metrics_index.text import SYNONYM_GROUPS, search_terms, split_name, synonym_terms
+from metrics_index.text import SYNONYM_GROUPS, search_terms, split_name, synonym_words
 from metrics_index.units import unit_of
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -531,8 +532,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"metrics missing from {args.enrichments} (ranked with rules enrichment): {fallbacks}")
 
     all_queries = [*questions, *(q for qs in dev_sets.values() for q in qs)]
-    # Ours embeds the question as search() does (retrieval_text); the references embed it as written.
-    vectors = embedder.embed([retrieval_text(q.query) for q in all_queries])
+    # Ours embeds the question as search() does (query_text); the references embed it as written.
+    vectors = embedder.embed([query_text(corpora[q.namespace], q.query) for q in all_queries])
     prepared = [
         Prepared(q, v, signals(corpora[q.namespace], q.query, v)) for q, v in zip(all_queries, vectors, strict=True)
     ]
@@ -592,7 +593,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"Shipped default (metrics_index.search.DEFAULT_PARAMS): {describe(DEFAULT_PARAMS)}")
     report["cue_families"] = cue_families_out_of_fold(prepared[:loso_questions], corpora, choices["ours"], services)
     print("\n" + cue_families_text(report["cue_families"], len(services)))
-    report["synonym_groups"] = synonym_groups_out_of_fold(prepared[:loso_questions], corpora, choices["ours"], services)
+    report["synonym_groups"] = synonym_groups_out_of_fold(
+        prepared[:loso_questions], corpora, choices["ours"], services, embedder
+    )
     print("\n" + synonym_groups_text(report["synonym_groups"], len(services)))
     if args.show_misses:
         print("\n" + "\n".join(misses(prepared, corpora, choices["ours"])))
@@ -672,6 +675,7 @@ def synonym_groups_out_of_fold(
     corpora: Mapping[str, NamespaceCorpus],
     chosen: Mapping[str, RankingParams],
     services: Sequence[str],
+    embedder: Embedder,
 ) -> dict[str, Any]:
     """The synonym table checked like the cue families: for each service left out, a group (text.SYNONYM_GROUPS) is
     kept when, at the fold's chosen setting, the other services' mean MRR is higher with it than without it; the
@@ -680,9 +684,14 @@ def synonym_groups_out_of_fold(
     terms = [search_terms(retrieval_text(p.query.query)) for p in prepared]
     vocabularies = [corpora[p.query.namespace].text_index.vocab_dict for p in prepared]
     uses = {
-        group: [j for j, (t, v) in enumerate(zip(terms, vocabularies, strict=True)) if synonym_terms(t, v, (group,))]
+        group: [j for j, (t, v) in enumerate(zip(terms, vocabularies, strict=True)) if synonym_words(t, v, (group,))]
         for group in SYNONYM_GROUPS
     }
+
+    def without(j: int, groups: tuple[tuple[str, ...], ...]) -> Signals:
+        """Question j embedded and ranked with only `groups`."""
+        corpus, question = corpora[prepared[j].query.namespace], prepared[j].query.query
+        return signals(corpus, question, embedder.embed([query_text(corpus, question, groups)])[0], groups)
 
     @functools.cache
     def reciprocal_ranks(params: RankingParams, groups: tuple[tuple[str, ...], ...]) -> np.ndarray:
@@ -690,7 +699,7 @@ def synonym_groups_out_of_fold(
         values = []
         for j, p in enumerate(prepared):
             corpus = corpora[p.query.namespace]
-            found = signals(corpus, p.query.query, p.vector, groups) if j in changed else p.signals
+            found = without(j, groups) if j in changed else p.signals
             ranked = ranked_documents(found, params, DEPTH)
             values.append(reciprocal_rank([corpus.names[d] for d, _ in ranked], p.query.relevant))
         return np.array(values)

@@ -48,7 +48,7 @@ from metrics_index.text import (
     help_vocabulary,
     search_terms,
     split_name,
-    synonym_terms,
+    synonym_words,
     term_words,
     unglue,
 )
@@ -260,6 +260,15 @@ _RATE_PHRASE = re.compile(r"\b(per|a|each|every) (second|sec|minute|min|hour)\b|
 def retrieval_text(question: str) -> str:
     """The question as the rankers see it: without rate phrases, whose words would match durations."""
     return " ".join(_RATE_PHRASE.sub(" ", question).split()) or question
+
+
+def query_text(corpus: NamespaceCorpus, question: str, synonyms: tuple[tuple[str, ...], ...] = SYNONYM_GROUPS) -> str:
+    """The question as every ranker sees it in this namespace: its retrieval text, followed by the synonyms the
+    namespace uses of the question words it never uses (text.SYNONYM_GROUPS: "worker process crashes" is also
+    "panic died" where no metric says crash). What the question's embedding is made of."""
+    text = retrieval_text(question)
+    words = synonym_words(search_terms(text), corpus.text_index.vocab_dict, synonyms)
+    return " ".join([text, *words])
 
 
 def question_cues(question: str) -> frozenset[str]:
@@ -673,15 +682,15 @@ def search(
 def embed_and_answer(
     corpus: NamespaceCorpus, embedder: Embedder, question: str, k: int = 10, explain: bool = False
 ) -> list[SearchResult]:
-    """`answer` with the question embedded as every ranker expects (its retrieval text), one question at a time."""
-    return answer(corpus, question, embedder.embed([retrieval_text(question)])[0], k=k, explain=explain)
+    """`answer` with the question embedded as every ranker expects (`query_text`), one question at a time."""
+    return answer(corpus, question, embedder.embed([query_text(corpus, question)])[0], k=k, explain=explain)
 
 
 def answer(
     corpus: NamespaceCorpus, question: str, query_vector: np.ndarray, k: int = 10, explain: bool = False
 ) -> list[SearchResult]:
     """The k best results for `question` in a corpus held in memory; `query_vector` is the embedding of
-    `retrieval_text(question)`. What every caller answers with: this module's `search` and the service."""
+    `query_text(corpus, question)`. What every caller answers with: this module's `search` and the service."""
     results = rank(corpus, question, query_vector, k=max(k, LABEL_DEPTH), explain=explain)
     return _prefer_asked_labels(corpus, question, results, explain)[:k]
 
@@ -773,11 +782,10 @@ def signals(
     query_vector: np.ndarray,
     synonyms: tuple[tuple[str, ...], ...] = SYNONYM_GROUPS,
 ) -> Signals:
-    """Score the question with the three rankers (the part of a search that does not depend on RankingParams).
-    The lexical rankers also look for the synonyms of question words the namespace never uses (text.SYNONYM_GROUPS;
-    `synonyms` is for the bench, which checks each group out of fold)."""
-    terms = search_terms(retrieval_text(question))
-    terms += synonym_terms(terms, corpus.text_index.vocab_dict, synonyms)
+    """Score the question with the three rankers (the part of a search that does not depend on RankingParams);
+    `query_vector` is the embedding of `query_text(corpus, question, synonyms)` (`synonyms`: for the bench, which
+    checks each group out of fold)."""
+    terms = search_terms(query_text(corpus, question, synonyms))
     raw = {
         "name": corpus.name_index.get_scores(terms) if terms else None,
         "text": corpus.text_index.get_scores(terms) if terms else None,

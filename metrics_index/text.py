@@ -364,19 +364,19 @@ def unglue(word: str, vocabulary: frozenset[str]) -> tuple[str, ...]:
 
 @lru_cache(maxsize=32)
 def _synonym_table(groups: tuple[tuple[str, ...], ...]) -> dict[str, tuple[str, ...]]:
+    """Each word's term -> the other words of its groups (as written)."""
     table: dict[str, dict[str, None]] = {}
     for group in groups:
-        terms = list(dict.fromkeys(stem(word) for word in group))
-        for term in terms:
-            table.setdefault(term, {}).update(dict.fromkeys(t for t in terms if t != term))
-    return {term: tuple(others) for term, others in table.items()}
+        for word in group:
+            table.setdefault(stem(word), {}).update(dict.fromkeys(w for w in group if stem(w) != stem(word)))
+    return {term: tuple(words) for term, words in table.items()}
 
 
-def synonym_terms(
+def synonym_words(
     terms: Iterable[str], vocabulary: Mapping[str, Any], groups: tuple[tuple[str, ...], ...] = SYNONYM_GROUPS
 ) -> list[str]:
-    """For each search term that `vocabulary` (a namespace's terms) lacks, the terms of its synonym group that it
-    has: "crashes" finds `panic`, "threshold" a `limit` or `watermark` where no metric says crash or threshold."""
+    """For each search term that `vocabulary` (a namespace's terms) lacks, the words of its synonym group whose terms
+    it has: "crashes" finds `panic`, "threshold" a `limit` or `watermark` where no metric says crash or threshold."""
     table = _synonym_table(groups)
     missing = [t for t in dict.fromkeys(terms) if t not in vocabulary]
-    return list(dict.fromkeys(s for t in missing for s in table.get(t, ()) if s in vocabulary))
+    return list(dict.fromkeys(w for t in missing for w in table.get(t, ()) if stem(w) in vocabulary))

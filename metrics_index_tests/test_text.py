@@ -9,7 +9,7 @@ from metrics_index.text import (
     readable_words,
     search_terms,
     split_name,
-    synonym_terms,
+    synonym_words,
     unglue,
 )
 
@@ -88,7 +88,7 @@ def test_glued_name_words_split_into_words_of_the_namespaces_help_texts() -> Non
 
 def test_a_question_word_no_metric_uses_is_searched_as_its_synonyms_the_namespace_uses() -> None:
     vocabulary = dict.fromkeys(search_terms("child process panic. memory high watermark. memory limit. crash dumps"))
-    assert synonym_terms(search_terms("worker threshold crashes"), vocabulary) == search_terms("limit watermark")
+    assert synonym_words(search_terms("worker threshold crashes"), vocabulary) == ["limit", "watermark"]
     # A word the namespace uses is searched as it is; a word of no group adds nothing.
-    assert synonym_terms(search_terms("crash"), vocabulary) == []
-    assert synonym_terms(search_terms("frobnication"), vocabulary) == []
+    assert synonym_words(search_terms("crash"), vocabulary) == []
+    assert synonym_words(search_terms("frobnication"), vocabulary) == []

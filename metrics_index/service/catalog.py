@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from metrics_index.embeddings import Embedder
-from metrics_index.search import NamespaceCorpus, SearchResult, answer, load_corpus, retrieval_text
+from metrics_index.search import NamespaceCorpus, SearchResult, answer, load_corpus, query_text
 from metrics_index.stores.semantic_index import SemanticIndex
 
 log = logging.getLogger(__name__)
@@ -89,7 +89,7 @@ class WarmCatalog:
                 self._answers.move_to_end(key)
                 self.answers_hit += 1
                 return self._answers[key]
-        results = answer(warm.corpus, question, self._embed(retrieval_text(question)), k=k, explain=explain)
+        results = answer(warm.corpus, question, self._embed(query_text(warm.corpus, question)), k=k, explain=explain)
         with self._answers_lock:
             self._answers[key] = results
             while len(self._answers) > ANSWERS_CACHED:
