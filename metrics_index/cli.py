@@ -19,6 +19,7 @@ import traceback
 import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
+from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
 from metrics_index.lookup import NotIndexed
@@ -314,6 +315,8 @@ def _print_result(rank: int, result: Mapping[str, Any], explain: bool) -> None:
 
 
 def _validate(args: argparse.Namespace, env: dict[str, str]) -> int:
+    if any(not name.strip() for name in args.names):
+        raise ValueError("a metric name or PromQL expression is empty")
     if not all(_BARE_NAME.fullmatch(name) for name in args.names):
         return _validate_promql(args, env)
     service = _service(env)
@@ -339,11 +342,11 @@ def _feedback(args: argparse.Namespace, env: dict[str, str]) -> int:
         service.feedback(args.namespace, args.question, args.metric, args.good)
     else:
         from metrics_index.feedback import FEEDBACK_FILE, FeedbackStore, record_feedback
-        from metrics_index.lookup import redis_client
-        from metrics_index.stores.connections import StoreSettings, metrics_home
+        from metrics_index.lookup import name_set_client
+        from metrics_index.stores.connections import metrics_home
 
+        client = name_set_client(args.namespace, env)  # NotIndexed (with close namespaces) rather than a new store
         store = FeedbackStore(metrics_home(env) / FEEDBACK_FILE)
-        client = redis_client(StoreSettings.from_env(env))
         record_feedback(store, client, args.namespace, args.question, args.metric, args.good)
     print(printable(f"recorded: {args.metric} is a {'good' if args.good else 'bad'} answer to {args.question!r}"))
     return 0
@@ -412,6 +415,7 @@ def _parser() -> argparse.ArgumentParser:
         parents=[debug],
     )
     parser.add_argument("--registry", help="namespace registry file (default: $METRICS_INDEX_REGISTRY or the demo)")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {metadata.version('metrics-index')}")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
     index = commands.add_parser("index", parents=[debug], help="fetch, enrich and index namespaces through Dagster")
@@ -464,6 +468,7 @@ def _parser() -> argparse.ArgumentParser:
     vote = feedback.add_mutually_exclusive_group(required=True)
     vote.add_argument("--good", dest="good", action="store_true", help="the metric answers the question")
     vote.add_argument("--bad", dest="good", action="store_false", help="it does not")
+    feedback.add_argument("--redis-url", help="Redis server holding the namespace's names")
     feedback.set_defaults(run=_feedback)
 
     serve = commands.add_parser(

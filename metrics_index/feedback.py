@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from metrics_index.service.limits import NotFound, check_metric_name, check_question, parse_namespace
-from metrics_index.stores.name_set import names_key
+from metrics_index.stores.name_set import all_names, close_matches, names_key
 
 if TYPE_CHECKING:
     import redis
@@ -85,7 +85,9 @@ def record_feedback(
     namespace = parse_namespace(namespace)
     question = check_question(question)
     if not client.sismember(names_key(namespace), check_metric_name(metric)):
-        raise NotFound(f"metric {metric!r} is not a known metric of {namespace!r}")
+        suggestions = close_matches(all_names(client, namespace), metric)
+        hint = f"; did you mean {' or '.join(suggestions)}?" if suggestions else ""
+        raise NotFound(f"metric {metric!r} is not a known metric of {namespace!r}{hint}", suggestions)
     return store.add(namespace, question, metric, good)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import re
@@ -132,6 +133,15 @@ def test_index_search_validate_on_a_live_namespace(
         capsys, "validate", "live:node", "kube_pod_status_phase", "--json", "--redis-url", live.redis_url
     )
     assert (status, json.loads(out)) == (1, [{"name": "kube_pod_status_phase", "known": False, "suggestions": []}])
+    status, _out, err = run(capsys, "validate", "live:node", "up", " ", "--redis-url", live.redis_url)
+    assert (status, err.strip()) == (2, "metrics-index: a metric name or PromQL expression is empty")
+
+    # Feedback: a namespace typo is not indexed (3) with the close namespace; a metric typo gets close names.
+    vote = ("free disk space", "node_filesystem_free_bytes", "--good", "--redis-url", live.redis_url)
+    status, _out, err = run(capsys, "feedback", "live:nod", *vote)
+    assert status == 3 and "did you mean live:node?" in err, err
+    status, _out, err = run(capsys, "feedback", "live:node", "free disk space", "node_filesystem_fre_bytes", *vote[2:])
+    assert status == 1 and "did you mean node_filesystem_free_bytes" in err, err
 
 
 def test_limit_exclude_and_dry_run(live: Project, capsys: pytest.CaptureFixture[str]) -> None:
@@ -228,6 +238,8 @@ def test_search_and_validate_never_create_a_store(tmp_path: Path, capsys: pytest
     status, out, err = run(capsys, "validate", "demo:neverheardof", "up", "--json")
     assert (status, json.loads(out)["error"]["suggestions"]) == (3, []), out
     assert "`metrics-index index demo:neverheardof` would refuse it too" in err and "indexed here: none" in err, err
+    status, _out, err = run(capsys, "feedback", "demo:node", "free disk space", "node_filesystem_free_bytes", "--bad")
+    assert status == 3 and "not indexed in the embedded Redis" in err, err
     with pytest.raises(NotIndexed, match="not indexed in the Chroma store"):
         api.search_metrics("demo:node", "free disk space", env={"METRICS_INDEX_HOME": str(home)})
     with pytest.raises(NotIndexed, match="not indexed in the embedded Redis"):
@@ -360,3 +372,7 @@ def test_console_script_is_installed(tmp_path: Path) -> None:
     )
     assert completed.returncode == 2, completed.stderr
     assert NAMESPACE_RULE in completed.stderr
+    version = subprocess.run(
+        [Path(sys.executable).parent / "metrics-index", "--version"], capture_output=True, text=True, timeout=120
+    )
+    assert (version.returncode, version.stdout) == (0, f"metrics-index {importlib.metadata.version('metrics-index')}\n")
