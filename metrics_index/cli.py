@@ -64,8 +64,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except NotIndexed as error:
         return _fail(args, "not_indexed", NOT_INDEXED, error, suggestions=list(error.suggestions))
     except Exception as error:  # every failure ends as one line; the traceback only with --debug
+        code, status = _classify(error)
         suggestions = list(getattr(error, "suggestions", ()))  # a namespace typo answered by the service
-        return _fail(args, *_classify(error), error, **({"suggestions": suggestions} if suggestions else {}))
+        details = {"suggestions": suggestions} if suggestions or code == "not_indexed" else {}
+        return _fail(args, code, status, error, **details)
 
 
 def _classify(error: BaseException) -> tuple[str, int]:

@@ -156,21 +156,28 @@ def existing_redis(settings: StoreSettings) -> redis.Redis | None:
 
 
 def not_indexed_error(namespace: str, place: StorePlace, env: Mapping[str, str] = os.environ) -> NotIndexed:
-    """NotIndexed saying what to do: the close namespaces; else how to index it, or where else to look; and for a
-    namespace `metrics-index index` would refuse too (no registry entry, no Prometheus URL), what is indexed here."""
+    """NotIndexed naming where the command looked, and what to do (not_indexed_advice)."""
+    advice, suggestions = not_indexed_advice(namespace, env, place.elsewhere)
+    return NotIndexed(namespace, place.where, advice, suggestions)
+
+
+def not_indexed_advice(
+    namespace: str, env: Mapping[str, str] = os.environ, elsewhere: str = ""
+) -> tuple[str, list[str]]:
+    """What to do about a namespace with nothing indexed, and the close namespaces: a likely typo gets them; else how
+    to index it (or `elsewhere` to look); a namespace `metrics-index index` would refuse too (no registry entry, no
+    Prometheus URL) gets what is indexed instead."""
     registry = _registry(env)
     indexed = _indexed_namespaces(env)
     suggestions = _close_namespaces(namespace, registry, indexed)
     if suggestions:
-        advice = f"did you mean {' or '.join(suggestions)}?"
-    elif registry is None or _indexable(registry, namespace):
-        advice = f"run `metrics-index index {namespace}` first, or {place.elsewhere}"
-    else:
-        advice = (
-            f"`metrics-index index {namespace}` would refuse it too: it is not in the registry and no Prometheus URL "
-            f"is configured (METRICS_INDEX_PROMETHEUS_URL); indexed here: {', '.join(indexed) or 'none'}"
-        )
-    return NotIndexed(namespace, place.where, advice, suggestions)
+        return f"did you mean {' or '.join(suggestions)}?", suggestions
+    if registry is None or _indexable(registry, namespace):
+        return f"run `metrics-index index {namespace}` first{f', or {elsewhere}' if elsewhere else ''}", []
+    return (
+        f"`metrics-index index {namespace}` would refuse it too: it is not in the registry and no Prometheus URL is "
+        f"configured (METRICS_INDEX_PROMETHEUS_URL); indexed here: {', '.join(indexed) or 'none'}"
+    ), []
 
 
 def namespace_suggestions(namespace: str, env: Mapping[str, str] = os.environ) -> list[str]:

@@ -91,7 +91,11 @@ def test_search_validate_card_and_namespaces(client: TestClient) -> None:
         ({"namespace": SHOP, "question": "x" * 10_240}, 400, "at most 1000 are accepted"),
         ({"namespace": SHOP, "question": "latency", "k": 0}, 400, "k must be between 1 and 100, got 0"),
         ({"namespace": SHOP, "question": "latency", "k": 10**6}, 400, "k must be between 1 and 100, got 1000000"),
-        ({"namespace": "shop:nothing", "question": "latency"}, 404, "'shop:nothing' is not indexed: run"),
+        (
+            {"namespace": "shop:nothing", "question": "latency"},
+            404,
+            "'shop:nothing' is not indexed: `metrics-index index shop:nothing` would refuse it too",
+        ),
         ({"namespace": SHOP[:-1], "question": "latency"}, 404, f"is not indexed: did you mean {SHOP}?"),
         ({"namespace": "Shop::checkout", "question": "latency"}, 400, "a namespace is 'tenant:service'"),
         ({"namespace": SHOP}, 422, "question: Field required"),
@@ -314,6 +318,9 @@ def test_cli_asks_the_service_when_its_url_is_set_and_loads_no_dagster(
         typo = cli("search", SHOP[:-1], "orders placed", "--json")
         error = json.loads(typo.stdout.splitlines()[0])["error"]
         assert (typo.returncode, error["code"], error["suggestions"]) == (3, "not_indexed", [SHOP]), typo.stderr
+        nowhere = cli("search", "shop:nothing", "orders placed", "--json")
+        error = json.loads(nowhere.stdout.splitlines()[0])["error"]
+        assert (nowhere.returncode, error["code"], error["suggestions"]) == (3, "not_indexed", []), nowhere.stderr
 
         refused = cli("search", SHOP, "x" * 2000)
         assert refused.returncode == 2 and "at most 1000 are accepted" in refused.stderr

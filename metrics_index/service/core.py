@@ -18,7 +18,7 @@ from metrics_index.enrichment.vocabulary import ENRICHED_COLUMNS, PROVENANCE_COL
 from metrics_index.feedback import FEEDBACK_FILE, QUERY_LOG_FILE, FeedbackStore, QueryLog, record_feedback
 from metrics_index.lookup import (
     Validation,
-    namespace_suggestions,
+    not_indexed_advice,
     redis_client,
     semantic_index,
     snapshot_corpus,
@@ -33,7 +33,6 @@ from metrics_index.service.limits import (
     BadRequest,
     NotFound,
     check_question,
-    not_indexed,
     parse_namespace,
 )
 from metrics_index.stores import revision
@@ -174,9 +173,10 @@ class CatalogService:
     # -- helpers
 
     def _not_indexed(self, namespace: str) -> NotFound:
-        """A namespace typo gets close namespaces from the registry and from those indexed, as the CLI says them."""
-        suggestions = namespace_suggestions(namespace, self.env)
-        return NotFound(not_indexed(namespace, suggestions), suggestions)
+        """What to do, as the CLI says it: a namespace typo gets close namespaces from the registry and from those
+        indexed; one the index command would refuse gets those indexed."""
+        advice, suggestions = not_indexed_advice(namespace, self.env)
+        return NotFound(f"namespace {namespace!r} is not indexed: {advice}", suggestions)
 
     def _enriched_records(self, namespace: str) -> dict[str, dict[str, Any]]:
         tenant, service = namespace.split(":")

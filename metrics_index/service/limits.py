@@ -25,13 +25,6 @@ class NotFound(LookupError):
         self.suggestions = tuple(suggestions)
 
 
-def not_indexed(namespace: str, suggestions: Sequence[str] = ()) -> str:
-    """A namespace with nothing indexed: a likely typo gets its close namespaces, not advice to index it."""
-    if suggestions:
-        return f"namespace {namespace!r} is not indexed: did you mean {' or '.join(suggestions)}?"
-    return f"namespace {namespace!r} is not indexed: run `metrics-index index {namespace}` first"
-
-
 def parse_namespace(namespace: str) -> str:
     try:
         return str(Namespace.parse(namespace))
