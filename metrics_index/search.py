@@ -723,7 +723,7 @@ def rank(
     similarity = cosine_similarities(corpus, query_vector, [doc for doc, _score in ranked])
 
     dense_rank = set(found.order["dense"][:SEMANTIC_EXPLAIN_RANK])
-    labels = term_words(question) if explain else {}
+    labels = term_words(query_text(corpus, question)) if explain else {}  # the synonyms searched for too
     pinned_reason = {
         doc: reason for reason, docs in zip(("exact name", "name prefix"), found.pinned, strict=True) for doc in docs
     }

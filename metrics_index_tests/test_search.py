@@ -175,8 +175,10 @@ def test_a_question_word_the_namespace_never_uses_is_searched_as_its_synonyms() 
     built = corpus(["a_child_exits", "b_child_panics"], ["child exits", "child panics"], np.ones((2, 2)))
     assert names(rank(built, "child crashes", np.ones(2)))[0] == "b_child_panics"
     assert signals(built, "child crashes", np.ones(2), synonyms=()).order["text"][0] == built.position["a_child_exits"]
-    # The question's embedding is made of the same words (the rate phrase dropped, the synonyms added).
+    # The question's embedding is made of the same words (the rate phrase dropped, the synonyms added), and an
+    # explanation names the synonym that matched.
     assert query_text(built, "child crashes per second") == "child crashes panic"
+    assert "name: child panic" in rank(built, "child crashes", np.ones(2), explain=True)[0].matched
 
 
 def test_score_fusion_keeps_the_margin_a_ranker_is_sure_of() -> None:
