@@ -592,11 +592,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"  {service}: {describe(params)}")
     print(f"Shipped default (metrics_index.search.DEFAULT_PARAMS): {describe(DEFAULT_PARAMS)}")
     report["cue_families"] = cue_families_out_of_fold(prepared[:loso_questions], corpora, choices["ours"], services)
-    print("\n" + cue_families_text(report["cue_families"], len(services)))
+    print("\n" + out_of_fold_text("question-cue families", report["cue_families"], "ask for it", len(services)))
     report["synonym_groups"] = synonym_groups_out_of_fold(
         prepared[:loso_questions], corpora, choices["ours"], services, embedder
     )
-    print("\n" + synonym_groups_text(report["synonym_groups"], len(services)))
+    print("\n" + out_of_fold_text("synonym groups", report["synonym_groups"], "use it", len(services)))
     if args.show_misses:
         print("\n" + "\n".join(misses(prepared, corpora, choices["ours"])))
     print(f"\n{time.perf_counter() - started:.1f} s in all")
@@ -625,49 +625,78 @@ CUE_FAMILIES: dict[str, frozenset[str]] = {
 }
 
 
+def kept_out_of_fold(
+    families: Sequence[str],
+    reciprocal_ranks: Callable[[RankingParams, frozenset[str]], np.ndarray],
+    chosen: Mapping[str, RankingParams],
+    columns: Mapping[str, Sequence[int]],
+    questions: Mapping[str, int],
+) -> dict[str, Any]:
+    """For each service left out, each family is kept when, at the fold's chosen setting, the other services' mean
+    MRR is higher with it than without it (the rest kept); the service is then scored with the families its fold
+    kept. `reciprocal_ranks(params, dropped families)` ranks every question; `questions` counts those a family
+    applies to."""
+    rr = functools.cache(reciprocal_ranks)  # most folds share a setting
+
+    def others_mrr(service: str, dropped: frozenset[str]) -> float:
+        values = rr(chosen[service], dropped)
+        return float(np.mean([values[c].mean() for t, c in columns.items() if t != service]))
+
+    kept_by = dict.fromkeys(families, 0)
+    held_out = np.zeros(sum(len(c) for c in columns.values()))
+    for service, column in columns.items():
+        with_all = others_mrr(service, frozenset())
+        dropped = frozenset(f for f in families if not with_all > others_mrr(service, frozenset({f})))
+        for family in set(families) - dropped:
+            kept_by[family] += 1
+        held_out[column] = rr(chosen[service], dropped)[column]
+    return {
+        "kept_on_folds": kept_by,
+        "questions": dict(questions),
+        "held_out": {
+            "mrr": float(np.mean([held_out[c].mean() for c in columns.values()])),
+            "recall@5": float(np.mean([(held_out[c] >= 0.2).mean() for c in columns.values()])),
+        },
+    }
+
+
+def service_columns(prepared: Sequence[Prepared], services: Sequence[str]) -> dict[str, list[int]]:
+    by_question = [p.query.namespace for p in prepared]
+    return {s: [j for j, ns in enumerate(by_question) if ns == s] for s in services}
+
+
+def ranked_reciprocal_ranks(
+    prepared: Sequence[Prepared],
+    corpora: Mapping[str, NamespaceCorpus],
+    params: RankingParams,
+    found: Sequence[Signals],
+) -> np.ndarray:
+    """Each question's reciprocal rank under `params`, ranked from `found` (its signals, possibly altered)."""
+    return np.array(
+        [
+            reciprocal_rank(
+                [corpora[p.query.namespace].names[d] for d, _ in ranked_documents(f, params, DEPTH)], p.query.relevant
+            )
+            for p, f in zip(prepared, found, strict=True)
+        ]
+    )
+
+
 def cue_families_out_of_fold(
     prepared: Sequence[Prepared],
     corpora: Mapping[str, NamespaceCorpus],
     chosen: Mapping[str, RankingParams],
     services: Sequence[str],
 ) -> dict[str, Any]:
-    """For each service left out, each cue family is kept when, at the fold's chosen setting, the other services'
-    mean MRR is higher with it than without it; the service is then scored with the families its fold kept."""
+    """The question cues, family by family (CUE_FAMILIES), kept or dropped per fold (kept_out_of_fold)."""
 
     def reciprocal_ranks(params: RankingParams, dropped: frozenset[str]) -> np.ndarray:
-        values = []
-        for p in prepared:
-            found = replace(p.signals, cues=p.signals.cues - dropped)
-            ranked = ranked_documents(found, params, DEPTH)
-            values.append(reciprocal_rank([corpora[p.query.namespace].names[d] for d, _ in ranked], p.query.relevant))
-        return np.array(values)
+        cues = frozenset().union(*(CUE_FAMILIES[f] for f in dropped))
+        found = [replace(p.signals, cues=p.signals.cues - cues) for p in prepared]
+        return ranked_reciprocal_ranks(prepared, corpora, params, found)
 
-    rr = functools.cache(reciprocal_ranks)  # most folds share a setting
-    by_question = [p.query.namespace for p in prepared]
-    columns = {s: [j for j, ns in enumerate(by_question) if ns == s] for s in services}
-
-    kept_by = {family: 0 for family in CUE_FAMILIES}
-    held_out = np.zeros(len(prepared))
-    for service in services:
-        params, others = chosen[service], [t for t in services if t != service]
-        with_all = np.mean([rr(params, frozenset())[columns[t]].mean() for t in others])
-        dropped: frozenset[str] = frozenset()
-        for family, cues in CUE_FAMILIES.items():
-            without = np.mean([rr(params, cues)[columns[t]].mean() for t in others])
-            if with_all > without:
-                kept_by[family] += 1
-            else:
-                dropped |= cues
-        held_out[columns[service]] = rr(params, dropped)[columns[service]]
     asking = {f: sum(bool(p.signals.cues & cues) for p in prepared) for f, cues in CUE_FAMILIES.items()}
-    return {
-        "kept_on_folds": kept_by,
-        "questions_asking": asking,
-        "held_out": {
-            "mrr": float(np.mean([held_out[columns[s]].mean() for s in services])),
-            "recall@5": float(np.mean([(held_out[columns[s]] >= 0.2).mean() for s in services])),
-        },
-    }
+    return kept_out_of_fold(list(CUE_FAMILIES), reciprocal_ranks, chosen, service_columns(prepared, services), asking)
 
 
 def synonym_groups_out_of_fold(
@@ -677,77 +706,39 @@ def synonym_groups_out_of_fold(
     services: Sequence[str],
     embedder: Embedder,
 ) -> dict[str, Any]:
-    """The synonym table checked like the cue families: for each service left out, a group (text.SYNONYM_GROUPS) is
-    kept when, at the fold's chosen setting, the other services' mean MRR is higher with it than without it; the
-    service is then ranked with the groups its fold kept. A group only the left-out service's questions use is
-    dropped on that fold."""
+    """The synonym table (text.SYNONYM_GROUPS) checked like the cue families, group by group: a group only the
+    left-out service's questions use is dropped on that fold. A question a dropped group applies to is embedded
+    and ranked again without it."""
+    groups = {" / ".join(group): group for group in SYNONYM_GROUPS}
     terms = [search_terms(retrieval_text(p.query.query)) for p in prepared]
     vocabularies = [corpora[p.query.namespace].text_index.vocab_dict for p in prepared]
     uses = {
-        group: [j for j, (t, v) in enumerate(zip(terms, vocabularies, strict=True)) if synonym_words(t, v, (group,))]
-        for group in SYNONYM_GROUPS
+        name: {j for j, (t, v) in enumerate(zip(terms, vocabularies, strict=True)) if synonym_words(t, v, (group,))}
+        for name, group in groups.items()
     }
 
-    def without(j: int, groups: tuple[tuple[str, ...], ...]) -> Signals:
-        """Question j embedded and ranked with only `groups`."""
-        corpus, question = corpora[prepared[j].query.namespace], prepared[j].query.query
-        return signals(corpus, question, embedder.embed([query_text(corpus, question, groups)])[0], groups)
+    def signals_without(p: Prepared, kept: tuple[tuple[str, ...], ...]) -> Signals:
+        corpus, question = corpora[p.query.namespace], p.query.query
+        return signals(corpus, question, embedder.embed([query_text(corpus, question, kept)])[0], kept)
 
-    @functools.cache
-    def reciprocal_ranks(params: RankingParams, groups: tuple[tuple[str, ...], ...]) -> np.ndarray:
-        changed = {j for group in SYNONYM_GROUPS if group not in groups for j in uses[group]}
-        values = []
-        for j, p in enumerate(prepared):
-            corpus = corpora[p.query.namespace]
-            found = without(j, groups) if j in changed else p.signals
-            ranked = ranked_documents(found, params, DEPTH)
-            values.append(reciprocal_rank([corpus.names[d] for d, _ in ranked], p.query.relevant))
-        return np.array(values)
+    def reciprocal_ranks(params: RankingParams, dropped: frozenset[str]) -> np.ndarray:
+        kept = tuple(group for name, group in groups.items() if name not in dropped)
+        changed = set().union(*(uses[name] for name in dropped))
+        found = [signals_without(p, kept) if j in changed else p.signals for j, p in enumerate(prepared)]
+        return ranked_reciprocal_ranks(prepared, corpora, params, found)
 
-    by_question = [p.query.namespace for p in prepared]
-    columns = {s: [j for j, ns in enumerate(by_question) if ns == s] for s in services}
-    kept_by = {group: 0 for group in SYNONYM_GROUPS}
-    held_out = np.zeros(len(prepared))
-
-    def others_mrr(service: str, groups: tuple[tuple[str, ...], ...]) -> float:
-        values = reciprocal_ranks(chosen[service], groups)
-        return float(np.mean([values[columns[t]].mean() for t in services if t != service]))
-
-    for service in services:
-        with_all = others_mrr(service, SYNONYM_GROUPS)
-        kept = tuple(
-            g for g in SYNONYM_GROUPS if with_all > others_mrr(service, tuple(h for h in SYNONYM_GROUPS if h != g))
-        )
-        for group in kept:
-            kept_by[group] += 1
-        held_out[columns[service]] = reciprocal_ranks(chosen[service], kept)[columns[service]]
-    return {
-        "kept_on_folds": {" / ".join(g): k for g, k in kept_by.items()},
-        "questions_using": {" / ".join(g): len(uses[g]) for g in SYNONYM_GROUPS},
-        "held_out": {
-            "mrr": float(np.mean([held_out[columns[s]].mean() for s in services])),
-            "recall@5": float(np.mean([(held_out[columns[s]] >= 0.2).mean() for s in services])),
-        },
-    }
+    using = {name: len(questions) for name, questions in uses.items()}
+    return kept_out_of_fold(list(groups), reciprocal_ranks, chosen, service_columns(prepared, services), using)
 
 
-def synonym_groups_text(groups: Mapping[str, Any], folds: int) -> str:
-    using, held_out = groups["questions_using"], groups["held_out"]
+def out_of_fold_text(title: str, report: Mapping[str, Any], counted: str, folds: int) -> str:
+    """What kept_out_of_fold found, for people: `title` names the families ("question-cue families")."""
+    questions, held_out = report["questions"], report["held_out"]
     return "\n".join([
-        "Synonym groups kept out of fold (kept for a service when they raise the other services' mean MRR):",
-        *(f"  {g}: kept on {k} of {folds} folds ({using[g]} questions use it)"
-          for g, k in groups["kept_on_folds"].items()),
-        f"  ours with each fold's synonym groups: recall@5 {held_out['recall@5']:.3f} / MRR {held_out['mrr']:.3f}",
-    ])  # fmt: skip
-
-
-def cue_families_text(families: Mapping[str, Any], folds: int) -> str:
-    asking, held_out = families["questions_asking"], families["held_out"]
-    return "\n".join([
-        "Question-cue families kept out of fold (kept for a service when they raise the other services' mean MRR):",
-        *(f"  {f}: kept on {k} of {folds} folds ({asking[f]} questions ask for it)"
-          for f, k in families["kept_on_folds"].items()),
-        f"  ours with each fold's cue families: recall@5 {held_out['recall@5']:.3f} / MRR {held_out['mrr']:.3f}",
+        f"{title.capitalize()} kept out of fold (kept for a service when they raise the other services' mean MRR):",
+        *(f"  {f}: kept on {k} of {folds} folds ({questions[f]} questions {counted})"
+          for f, k in report["kept_on_folds"].items()),
+        f"  ours with each fold's {title}: recall@5 {held_out['recall@5']:.3f} / MRR {held_out['mrr']:.3f}",
     ])  # fmt: skip
 
 
