@@ -78,6 +78,7 @@ from metrics_index.search import (
     ranked_documents,
     retrieval_text,
     signals,
+    term_documents,
 )
 from metrics_index.sources import RawMetric
 from metrics_index.sources.prometheus import fetch_raw_metadata
@@ -711,9 +712,9 @@ def synonym_groups_out_of_fold(
     and ranked again without it."""
     groups = {" / ".join(group): group for group in SYNONYM_GROUPS}
     terms = [search_terms(retrieval_text(p.query.query)) for p in prepared]
-    vocabularies = [corpora[p.query.namespace].text_index.vocab_dict for p in prepared]
+    documents = [functools.partial(term_documents, corpora[p.query.namespace].text_index) for p in prepared]
     uses = {
-        name: {j for j, (t, v) in enumerate(zip(terms, vocabularies, strict=True)) if synonym_words(t, v, (group,))}
+        name: {j for j, (t, d) in enumerate(zip(terms, documents, strict=True)) if synonym_words(t, d, (group,))}
         for name, group in groups.items()
     }
 

@@ -264,11 +264,18 @@ def retrieval_text(question: str) -> str:
 
 def query_text(corpus: NamespaceCorpus, question: str, synonyms: tuple[tuple[str, ...], ...] = SYNONYM_GROUPS) -> str:
     """The question as every ranker sees it in this namespace: its retrieval text, followed by the synonyms the
-    namespace uses of the question words it never uses (text.SYNONYM_GROUPS: "worker process crashes" is also
-    "panic died" where no metric says crash). What the question's embedding is made of."""
+    namespace uses of the question words it never or once uses (text.SYNONYM_GROUPS: "worker process crashes" is
+    also "panic died" where no metric says crash). What the question's embedding is made of."""
     text = retrieval_text(question)
-    words = synonym_words(search_terms(text), corpus.text_index.vocab_dict, synonyms)
+    words = synonym_words(search_terms(text), lambda term: term_documents(corpus.text_index, term), synonyms)
     return " ".join([text, *words])
+
+
+def term_documents(index: bm25s.BM25, term: str) -> int:
+    """How many documents of a BM25 index use `term` (its column in the index's term-major score matrix)."""
+    column = index.vocab_dict.get(term)
+    indptr = index.scores["indptr"]
+    return int(indptr[column + 1] - indptr[column]) if column is not None and column + 1 < len(indptr) else 0
 
 
 def question_cues(question: str) -> frozenset[str]:

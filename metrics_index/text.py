@@ -9,7 +9,7 @@ abbreviations spelled out next to the original token (the token stays: people ty
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from functools import lru_cache
 from typing import Any
 
@@ -245,8 +245,10 @@ STOPWORDS = frozenset({
 
 
 # Everyday words and the words metrics use for the same thing, in groups of one meaning (the English of operations,
-# not any exporter's names). A question word that no metric of the namespace uses (in its name, help or enrichment)
-# is looked up here, and the words of its group that the namespace does use are searched for too (`synonym_terms`).
+# not any exporter's names). A question word that no metric of the namespace uses (in its name, help or enrichment),
+# or only one (RARE_WORD_DOCUMENTS), is looked up here, and the words of its group that the namespace does use are
+# searched for too (`synonym_words`).
+RARE_WORD_DOCUMENTS = 1
 SYNONYM_GROUPS: tuple[tuple[str, ...], ...] = (
     ("answer", "response", "reply"),
     ("email", "mail"),
@@ -373,10 +375,11 @@ def _synonym_table(groups: tuple[tuple[str, ...], ...]) -> dict[str, tuple[str, 
 
 
 def synonym_words(
-    terms: Iterable[str], vocabulary: Mapping[str, Any], groups: tuple[tuple[str, ...], ...] = SYNONYM_GROUPS
+    terms: Iterable[str], documents: Callable[[str], int], groups: tuple[tuple[str, ...], ...] = SYNONYM_GROUPS
 ) -> list[str]:
-    """For each search term that `vocabulary` (a namespace's terms) lacks, the words of its synonym group whose terms
-    it has: "crashes" finds `panic`, "threshold" a `limit` or `watermark` where no metric says crash or threshold."""
+    """For each search term that at most one document of a namespace uses (`documents(term)`: how many do), the
+    words of its synonym group that some document uses: "crashes" finds `panic`, "threshold" a `limit` or
+    `watermark` where no metric says crash or threshold; "restarted" an `uptime` where one setting says restart."""
     table = _synonym_table(groups)
-    missing = [t for t in dict.fromkeys(terms) if t not in vocabulary]
-    return list(dict.fromkeys(w for t in missing for w in table.get(t, ()) if stem(w) in vocabulary))
+    rare = [t for t in dict.fromkeys(terms) if documents(t) <= RARE_WORD_DOCUMENTS]
+    return list(dict.fromkeys(w for t in rare for w in table.get(t, ()) if documents(stem(w))))

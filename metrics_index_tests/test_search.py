@@ -31,6 +31,7 @@ from metrics_index.search import (
     retrieval_text,
     search,
     signals,
+    term_documents,
     with_glued_directions,
 )
 from metrics_index.sources import RawMetric
@@ -179,6 +180,8 @@ def test_a_question_word_the_namespace_never_uses_is_searched_as_its_synonyms() 
     # explanation names the synonym that matched.
     assert query_text(built, "child crashes per second") == "child crashes panic"
     assert "name: child panic" in rank(built, "child crashes", np.ones(2), explain=True)[0].matched
+    counts = {term: term_documents(built.text_index, term) for term in ("child", "panic", "crash", "")}
+    assert counts == {"child": 2, "panic": 1, "crash": 0, "": 0}
 
 
 def test_score_fusion_keeps_the_margin_a_ranker_is_sure_of() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 from metrics_index.text import (
     document_text,
     help_vocabulary,
@@ -87,8 +89,8 @@ def test_glued_name_words_split_into_words_of_the_namespaces_help_texts() -> Non
 
 
 def test_a_question_word_no_metric_uses_is_searched_as_its_synonyms_the_namespace_uses() -> None:
-    vocabulary = dict.fromkeys(search_terms("child process panic. memory high watermark. memory limit. crash dumps"))
-    assert synonym_words(search_terms("worker threshold crashes"), vocabulary) == ["limit", "watermark"]
-    # A word the namespace uses is searched as it is; a word of no group adds nothing.
-    assert synonym_words(search_terms("crash"), vocabulary) == []
-    assert synonym_words(search_terms("frobnication"), vocabulary) == []
+    documents = Counter(search_terms("child panic. high watermark. a limit. restart setting. crash dump. crashes"))
+    assert synonym_words(search_terms("worker threshold crashes"), documents.__getitem__) == ["limit", "watermark"]
+    # A word one document uses is weak: its synonyms are searched too; a word of no group adds nothing.
+    assert synonym_words(search_terms("restarted"), Counter(search_terms("restart. uptime")).__getitem__) == ["uptime"]
+    assert synonym_words(search_terms("frobnication"), documents.__getitem__) == []
