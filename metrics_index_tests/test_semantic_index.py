@@ -183,5 +183,7 @@ def test_model_folder_works_and_a_collection_of_another_model_is_embedded_again(
         assert changed.sync(OTHER, enriched(METRICS[2:3])).indexed == 0
         with pytest.raises(CollectionMismatchError, match="built with embedding model 'other-model'"):
             built.ids(NODE)
+        with pytest.raises(CollectionMismatchError):
+            next(built.pages(NODE, ["embeddings"], ids=[f"{NODE}/{METRICS[0].metric_name}"]))
     finally:
         client.delete_collection("t_model_mismatch")

@@ -245,6 +245,7 @@ class SemanticIndex:
         above about 32,000 documents (SQLite's variable limit), and offset paging re-scans the filter for every
         page. The store is held for reading until the last page is read, so the pages are of one version."""
         with self.reading():
+            self._same_model()
             ids = self.ids(namespace) if ids is None else ids
             for start in range(0, len(ids), page_size):
                 yield self.collection.get(ids=ids[start : start + page_size], include=include)
