@@ -490,7 +490,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--extra", nargs="*", default=[str(p) for p in DEV_SETS], help="dev question sets")
     parser.add_argument("--enricher", choices=("rules", "claude"), default="rules")
     parser.add_argument("--enrichments", type=Path, help="with --enricher claude: the stored enrichments (JSON)")
-    parser.add_argument("--model", default=DEFAULT_MODEL, help="embedding model (default: the packaged MiniLM)")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="embedding model (default: MiniLM in int8 arithmetic)")
     parser.add_argument("--quick", action="store_true", help="a few services and questions, a small grid (CI)")
     parser.add_argument("--quick-services", type=int, default=2, help=argparse.SUPPRESS)
     parser.add_argument("--quick-questions", type=int, default=4, help=argparse.SUPPRESS)
