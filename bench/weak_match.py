@@ -39,7 +39,7 @@ from search_quality import CORPUS_DIR, DEV_SETS, ROOT, Query, corpus_sources, en
 from metrics_index.confidence import WEAK_BELOW
 from metrics_index.embeddings import get_embedder
 from metrics_index.namespaces import load_registry
-from metrics_index.search import NamespaceCorpus, load_corpus, retrieval_text, search, signals
+from metrics_index.search import NamespaceCorpus, load_corpus, query_text, search, signals
 from metrics_index.sources.prometheus import fetch_raw_metadata
 from metrics_index.stores.semantic_index import SemanticIndex
 
@@ -75,7 +75,7 @@ def read_no_match(path: Path) -> list[tuple[str, Query]]:
 def ask(index: SemanticIndex, corpora: dict[str, NamespaceCorpus], group: str, query: Query) -> Asked:
     results = search(index, query.namespace, query.query, k=K)
     corpus = corpora[query.namespace]
-    vector = index.embedder.embed([retrieval_text(query.query)])[0]
+    vector = index.embedder.embed([query_text(corpus, query.query)])[0]
     pinned = {corpus.names[doc] for docs in signals(corpus, query.query, vector).pinned for doc in docs}
     names = [r.metric_name for r in results]
     return Asked(

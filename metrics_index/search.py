@@ -730,7 +730,7 @@ def rank(
     similarity = cosine_similarities(corpus, query_vector, [doc for doc, _score in ranked])
 
     dense_rank = set(found.order["dense"][:SEMANTIC_EXPLAIN_RANK])
-    labels = term_words(query_text(corpus, question)) if explain else {}  # the synonyms searched for too
+    labels = term_words(found.text) if explain else {}  # the synonyms searched for too
     pinned_reason = {
         doc: reason for reason, docs in zip(("exact name", "name prefix"), found.pinned, strict=True) for doc in docs
     }
@@ -781,6 +781,7 @@ class Signals:
     cues: frozenset[str]
     pinned: tuple[list[int], list[int]]  # exact name matches, name-prefix matches
     pin_boost: np.ndarray  # over the candidates: 2 for an exact name match, 1 for a prefix match, else 0
+    text: str  # the question as the rankers searched it (query_text: with the synonyms)
 
 
 def signals(
@@ -792,7 +793,8 @@ def signals(
     """Score the question with the three rankers (the part of a search that does not depend on RankingParams);
     `query_vector` is the embedding of `query_text(corpus, question, synonyms)` (`synonyms`: for the bench, which
     checks each group out of fold)."""
-    terms = search_terms(query_text(corpus, question, synonyms))
+    text = query_text(corpus, question, synonyms)
+    terms = search_terms(text)
     raw = {
         "name": corpus.name_index.get_scores(terms) if terms else None,
         "text": corpus.text_index.get_scores(terms) if terms else None,
@@ -816,7 +818,7 @@ def signals(
     pin_boost = np.zeros(len(candidates))
     for boost, docs in enumerate(reversed(pinned), start=1):
         pin_boost[np.searchsorted(candidates, docs)] = float(boost)
-    return Signals(order, candidates, ranks, scaled, traits, question_cues(question), pinned, pin_boost)
+    return Signals(order, candidates, ranks, scaled, traits, question_cues(question), pinned, pin_boost, text)
 
 
 def fuse(found: Signals, params: RankingParams) -> np.ndarray:
