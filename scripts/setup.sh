@@ -112,9 +112,10 @@ ensure_venv() {
 ensure_project() {
   local want
   want=$(cat pyproject.toml "$VENV/pyvenv.cfg" | sha256sum | cut -d' ' -f1)
-  # The stamp alone is not enough when the checkout moved: the editable install must point here.
+  # The stamp alone is not enough when the checkout moved: the editable install must point here (-P: the check
+  # must not import this folder's package just because it is the current directory).
   if [ "$(cat "$STAMP" 2>/dev/null)" = "$want" ] &&
-    "$VENV/bin/python" -c 'import metrics_index, pathlib, sys; sys.exit(not pathlib.Path(metrics_index.__file__).resolve().is_relative_to(pathlib.Path.cwd().resolve()))' 2>/dev/null; then
+    "$VENV/bin/python" -P -c 'import metrics_index, pathlib, sys; sys.exit(not pathlib.Path(metrics_index.__file__).resolve().is_relative_to(pathlib.Path.cwd().resolve()))' 2>/dev/null; then
     log "project already installed in $VENV (pyproject.toml unchanged)"
     return
   fi
