@@ -54,8 +54,14 @@ def base_env(home: Path) -> dict[str, str]:
     }
 
 
-ROLES = (("spawn_main", "runs"), ("api grpc", "code server"), ("dagster-daemon", "daemon"))
-"""Which platform process a command line is (the first match); anything else is `other`."""
+ROLES = (
+    ("spawn_main", "runs"),
+    ("multiprocessing.forkserver", "fork server"),
+    ("api grpc", "code server"),
+    ("dagster-daemon", "daemon"),
+)
+"""Which platform process a command line is (the first match); anything else is `other`. A process forked by the
+fork server has its command line: the runs' processes are told apart by their pids (`by_role`)."""
 
 
 class ProcessCpu:
@@ -88,12 +94,13 @@ class ProcessCpu:
     def total(self) -> float:
         return sum(self.seconds.values())
 
-    def by_role(self) -> dict[str, tuple[int, float]]:
-        """Role -> (processes, CPU seconds)."""
+    def by_role(self, runs: set[int]) -> dict[str, tuple[int, float]]:
+        """Role -> (processes, CPU seconds); `runs` are the pids of the runs' processes."""
         roles: dict[str, tuple[int, float]] = {}
         for pid, seconds in self.seconds.items():
-            count, total = roles.get(self.roles[pid], (0, 0.0))
-            roles[self.roles[pid]] = (count + 1, total + seconds)
+            role = "runs" if pid in runs else self.roles[pid]
+            count, total = roles.get(role, (0, 0.0))
+            roles[role] = (count + 1, total + seconds)
         return dict(sorted(roles.items()))
 
 
@@ -249,7 +256,9 @@ def main() -> int:
         f"platform (daemon + namespace sensor), {len(namespaces)} namespaces: {total:.1f} s "
         f"({platform_cpu.total:.0f} s CPU, its processes sampled every 0.5 s)"
     )
-    roles = ", ".join(f"{role} {s:.1f} s ({n} processes)" for role, (n, s) in platform_cpu.by_role().items())
+    roles = ", ".join(
+        f"{role} {s:.1f} s ({n} processes)" for role, (n, s) in platform_cpu.by_role({run.pid for run in runs}).items()
+    )
     print(f"  CPU by process: {roles}; this bench's own sampling and checks meanwhile {platform_cpu.observer:.1f} s")
     print(f"  first run submitted {min(run.created for run in runs) - started:.1f} s after the daemon's start")
     print(f"  {'namespace':<18} {'status':<8} {'queued':>7} {'launch':>7} {'steps':>7} {'between':>7} {'CPU':>7}")

@@ -1,0 +1,83 @@
+"""The fork-server run launcher on a real Dagster instance: a launched run executes in its own process (forked from
+the fork server, not the launching process) and reports its events; a run is terminated on request."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from dagster import DagsterInstance, DagsterRunStatus, in_process_executor, instance_for_test, job, op, reconstructable
+
+from metrics_index.run_launcher import PID_TAG
+
+LAUNCHER = {"module": "metrics_index.run_launcher", "class": "ForkserverRunLauncher"}
+
+
+@op
+def write_pid(context) -> None:
+    """Leaves the run's process id where the test looks (a file named by the run id)."""
+    folder = Path(os.environ["LAUNCHER_TEST_FOLDER"])
+    (folder / context.run_id).write_text(str(os.getpid()))
+
+
+@job(executor_def=in_process_executor)
+def reports_pid() -> None:
+    write_pid()
+
+
+@op
+def sleep_long() -> None:
+    time.sleep(300)
+
+
+@job(executor_def=in_process_executor)
+def sleeps() -> None:
+    sleep_long()
+
+
+@pytest.fixture(scope="module")
+def instance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DagsterInstance]:
+    folder = tmp_path_factory.mktemp("launched")
+    os.environ["LAUNCHER_TEST_FOLDER"] = str(folder)  # the fork server, started by the first launch, inherits it
+    with instance_for_test(overrides={"run_launcher": LAUNCHER}) as instance:
+        yield instance
+    del os.environ["LAUNCHER_TEST_FOLDER"]
+
+
+def _launch(instance: DagsterInstance, job_fn) -> str:
+    recon = reconstructable(job_fn)
+    run = instance.create_run_for_job(job_def=job_fn, job_code_origin=recon.get_python_origin())
+    instance.launch_run(run.run_id, workspace=None)  # type: ignore[arg-type]  # the launcher needs none
+    return run.run_id
+
+
+def _wait_for(instance: DagsterInstance, run_id: str, statuses: set[DagsterRunStatus]) -> DagsterRunStatus:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        run = instance.get_run_by_id(run_id)
+        assert run is not None
+        if run.status in statuses:
+            return run.status
+        time.sleep(0.2)
+    raise AssertionError(f"run {run_id} still {run.status} after 120 s")
+
+
+def test_a_launched_run_executes_in_a_process_of_its_own(instance: DagsterInstance) -> None:
+    run_id = _launch(instance, reports_pid)
+    assert _wait_for(instance, run_id, {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE}) == DagsterRunStatus.SUCCESS
+    pid = int((Path(os.environ["LAUNCHER_TEST_FOLDER"]) / run_id).read_text())
+    run = instance.get_run_by_id(run_id)
+    assert run is not None and run.tags[PID_TAG] == str(pid) and pid != os.getpid()
+
+
+def test_a_run_is_terminated_on_request(instance: DagsterInstance) -> None:
+    run_id = _launch(instance, sleeps)
+    _wait_for(instance, run_id, {DagsterRunStatus.STARTED})
+    assert instance.run_launcher.terminate(run_id)
+    assert (
+        _wait_for(instance, run_id, {DagsterRunStatus.CANCELED, DagsterRunStatus.FAILURE}) == DagsterRunStatus.CANCELED
+    )
+    assert not instance.run_launcher.terminate(run_id)  # a finished run is not terminated again
