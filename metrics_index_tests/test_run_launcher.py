@@ -1,15 +1,18 @@
 """The fork-server run launcher on a real Dagster instance: a launched run executes in its own process (forked from
-the fork server, not the launching process) and reports its events; a run is terminated on request."""
+the fork server, not the launching process) and reports its events; a run is terminated on request; run monitoring
+sees a run whose process was killed as failed."""
 
 from __future__ import annotations
 
 import os
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from dagster import DagsterInstance, DagsterRunStatus, in_process_executor, instance_for_test, job, op, reconstructable
+from dagster._core.launcher.base import WorkerStatus
 
 from metrics_index.run_launcher import PID_TAG
 
@@ -76,8 +79,24 @@ def test_a_launched_run_executes_in_a_process_of_its_own(instance: DagsterInstan
 def test_a_run_is_terminated_on_request(instance: DagsterInstance) -> None:
     run_id = _launch(instance, sleeps)
     _wait_for(instance, run_id, {DagsterRunStatus.STARTED})
+    run = instance.get_run_by_id(run_id)
+    assert run is not None and instance.run_launcher.check_run_worker_health(run).status == WorkerStatus.RUNNING
     assert instance.run_launcher.terminate(run_id)
     assert (
         _wait_for(instance, run_id, {DagsterRunStatus.CANCELED, DagsterRunStatus.FAILURE}) == DagsterRunStatus.CANCELED
     )
     assert not instance.run_launcher.terminate(run_id)  # a finished run is not terminated again
+
+
+def test_run_monitoring_sees_a_killed_run_as_failed(instance: DagsterInstance) -> None:
+    run_id = _launch(instance, sleeps)
+    _wait_for(instance, run_id, {DagsterRunStatus.STARTED})
+    run = instance.get_run_by_id(run_id)
+    assert run is not None
+    os.kill(int(run.tags[PID_TAG]), signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while (health := instance.run_launcher.check_run_worker_health(run)).status == WorkerStatus.RUNNING:
+        assert time.monotonic() < deadline, "the killed run's process still looks alive"
+        time.sleep(0.1)
+    assert health.status == WorkerStatus.FAILED and run.tags[PID_TAG] in (health.msg or "")
+    assert not instance.run_launcher.terminate(run_id)  # nothing left to signal
