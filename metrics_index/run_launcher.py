@@ -39,7 +39,7 @@ imported, and a process is forked only from one with no thread but numpy's OpenB
 
 
 def execute_run(input_json: str) -> None:
-    """The body of `dagster api execute_run` in the forked process (its exit status is the run's)."""
+    """The body of `dagster api execute_run`, in the forked process: the run writes its events and result itself."""
     from dagster._cli.api import execute_run_command
 
     execute_run_command.callback(input_json=input_json, compressed_input_json=None)  # type: ignore[misc]
