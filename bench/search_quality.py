@@ -21,7 +21,8 @@ read back by `metrics_index.search.load_corpus`. Each question is ranked by:
 Word tables (metrics_index.text) are not tuned by the grid. "vm" was corrected (a virtual machine, not virtual
 memory); DNS's response code ("rcode", "servfail") and the synonym table (SYNONYM_GROUPS: a question word no metric
 of the namespace uses is also searched as its synonyms the namespace uses) were written after reading the corpus's
-misses, so each synonym group is checked out of fold like the cue families ("Synonym groups kept out of fold").
+misses, so each synonym group is checked out of fold like the cue families ("Synonym groups kept out of fold"),
+and last both at once: each service ranked with only the groups and the cue families its fold kept.
 
 The corpus is bench/corpora/<service>.json (a /api/v1/targets/metadata response per service) with questions
 in bench/corpora/questions.jsonl (namespace "corpus:<service>"). Until it exists, the six demo jobs of the
@@ -598,6 +599,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         prepared[:loso_questions], corpora, choices["ours"], services, embedder
     )
     print("\n" + out_of_fold_text("synonym groups", report["synonym_groups"], "use it", len(services)))
+    report["word_tables"] = word_tables_out_of_fold(
+        prepared[:loso_questions], corpora, choices["ours"], services, embedder, report
+    )
+    both = report["word_tables"]
+    print(
+        "\nOurs with each fold's synonym groups and question-cue families at once: "
+        f"recall@5 {both['recall@5']:.3f} / MRR {both['mrr']:.3f}"
+    )
     if args.show_misses:
         print("\n" + "\n".join(misses(prepared, corpora, choices["ours"])))
     print(f"\n{time.perf_counter() - started:.1f} s in all")
@@ -645,19 +654,27 @@ def kept_out_of_fold(
 
     kept_by = dict.fromkeys(families, 0)
     held_out = np.zeros(sum(len(c) for c in columns.values()))
+    dropped_by: dict[str, list[str]] = {}
     for service, column in columns.items():
         with_all = others_mrr(service, frozenset())
         dropped = frozenset(f for f in families if not with_all > others_mrr(service, frozenset({f})))
         for family in set(families) - dropped:
             kept_by[family] += 1
+        dropped_by[service] = sorted(dropped)
         held_out[column] = rr(chosen[service], dropped)[column]
     return {
         "kept_on_folds": kept_by,
         "questions": dict(questions),
-        "held_out": {
-            "mrr": float(np.mean([held_out[c].mean() for c in columns.values()])),
-            "recall@5": float(np.mean([(held_out[c] >= 0.2).mean() for c in columns.values()])),
-        },
+        "dropped_on_fold": dropped_by,
+        "held_out": held_out_figures(held_out, columns),
+    }
+
+
+def held_out_figures(held_out: np.ndarray, columns: Mapping[str, Sequence[int]]) -> dict[str, float]:
+    """The mean over services of each one's MRR and recall@5, from every question's held-out reciprocal rank."""
+    return {
+        "mrr": float(np.mean([held_out[c].mean() for c in columns.values()])),
+        "recall@5": float(np.mean([(held_out[c] >= 0.2).mean() for c in columns.values()])),
     }
 
 
@@ -710,7 +727,7 @@ def synonym_groups_out_of_fold(
     """The synonym table (text.SYNONYM_GROUPS) checked like the cue families, group by group: a group only the
     left-out service's questions use is dropped on that fold. A question a dropped group applies to is embedded
     and ranked again without it."""
-    groups = {" / ".join(group): group for group in SYNONYM_GROUPS}
+    groups = SYNONYM_GROUP_NAMES
     terms = [search_terms(retrieval_text(p.query.query)) for p in prepared]
     documents = [functools.partial(term_documents, corpora[p.query.namespace].text_index) for p in prepared]
     uses = {
@@ -718,18 +735,53 @@ def synonym_groups_out_of_fold(
         for name, group in groups.items()
     }
 
-    def signals_without(p: Prepared, kept: tuple[tuple[str, ...], ...]) -> Signals:
-        corpus, question = corpora[p.query.namespace], p.query.query
-        return signals(corpus, question, embedder.embed([query_text(corpus, question, kept)])[0], kept)
-
     def reciprocal_ranks(params: RankingParams, dropped: frozenset[str]) -> np.ndarray:
-        kept = tuple(group for name, group in groups.items() if name not in dropped)
-        changed = set().union(*(uses[name] for name in dropped))
-        found = [signals_without(p, kept) if j in changed else p.signals for j, p in enumerate(prepared)]
+        found = [signals_without(p, corpora, embedder, dropped) for p in prepared]
         return ranked_reciprocal_ranks(prepared, corpora, params, found)
 
     using = {name: len(questions) for name, questions in uses.items()}
     return kept_out_of_fold(list(groups), reciprocal_ranks, chosen, service_columns(prepared, services), using)
+
+
+SYNONYM_GROUP_NAMES = {" / ".join(group): group for group in SYNONYM_GROUPS}
+
+
+def signals_without(
+    p: Prepared,
+    corpora: Mapping[str, NamespaceCorpus],
+    embedder: Embedder,
+    dropped_groups: frozenset[str],
+    dropped_families: Iterable[str] = (),
+) -> Signals:
+    """A question's signals without some synonym groups (by name; embedded and ranked again when one it uses is
+    dropped) and without the cues of some question-cue families."""
+    corpus, question = corpora[p.query.namespace], p.query.query
+    kept = tuple(group for name, group in SYNONYM_GROUP_NAMES.items() if name not in dropped_groups)
+    found = p.signals
+    if query_text(corpus, question, kept) != found.text:
+        found = signals(corpus, question, embedder.embed([query_text(corpus, question, kept)])[0], kept)
+    cues = frozenset().union(*(CUE_FAMILIES[f] for f in dropped_families))
+    return replace(found, cues=found.cues - cues) if cues else found
+
+
+def word_tables_out_of_fold(
+    prepared: Sequence[Prepared],
+    corpora: Mapping[str, NamespaceCorpus],
+    chosen: Mapping[str, RankingParams],
+    services: Sequence[str],
+    embedder: Embedder,
+    reports: Mapping[str, Mapping[str, Any]],
+) -> dict[str, float]:
+    """Each service ranked with only the synonym groups and the question-cue families its fold kept, both at once
+    (`reports`: what synonym_groups_out_of_fold and cue_families_out_of_fold found)."""
+    columns = service_columns(prepared, services)
+    held_out = np.zeros(len(prepared))
+    for service, column in columns.items():
+        groups = frozenset(reports["synonym_groups"]["dropped_on_fold"][service])
+        families = reports["cue_families"]["dropped_on_fold"][service]
+        found = [signals_without(prepared[j], corpora, embedder, groups, families) for j in column]
+        held_out[column] = ranked_reciprocal_ranks([prepared[j] for j in column], corpora, chosen[service], found)
+    return held_out_figures(held_out, columns)
 
 
 def out_of_fold_text(title: str, report: Mapping[str, Any], counted: str, folds: int) -> str:

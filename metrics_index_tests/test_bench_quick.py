@@ -78,6 +78,10 @@ def test_search_quality_bench_scores_every_ranker_leaving_each_service_out(tmp_p
     families = report["cue_families"]
     assert all(0 <= kept <= len(SERVICES) for kept in families["kept_on_folds"].values())
     assert families["held_out"] == {"mrr": 1.0, "recall@5": 1.0}
+    assert set(families["dropped_on_fold"]) == {f"corpus:{s}" for s in SERVICES}
+    # The synonym groups and the cue families each fold kept, both at once: exact names still rank first.
+    assert set(report["synonym_groups"]["dropped_on_fold"]) == {f"corpus:{s}" for s in SERVICES}
+    assert report["word_tables"] == {"mrr": 1.0, "recall@5": 1.0}
     # One setting chosen per left-out service, and one on all of them.
     assert set(report["choices"]["ours"]) == {f"corpus:{s}" for s in SERVICES} | {"(all services)"}
 
