@@ -20,6 +20,7 @@ import hashlib
 import logging
 import os
 import platform
+import re
 import tempfile
 import threading
 import time
@@ -39,8 +40,14 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULT_MODEL", "PACKAGED_MODEL", "Embedder", "get_embedder", "integer_model_file"]
 MAX_TOKENS = 256
-# Changes whenever integer_arithmetic() makes a different graph: part of the cached file's name.
-INTEGER_RECIPE = "two-pass-int8-v2"
+# Its version goes up whenever integer_arithmetic() makes a different graph: part of the cached file's name, and
+# files of a lower version are removed when a file is made (stale_integer_models).
+INTEGER_RECIPE_VERSION = 2
+INTEGER_RECIPE = f"two-pass-int8-v{INTEGER_RECIPE_VERSION}"
+# integer_model_file's names: recipe version, source path's digest, source stamp's digest; and before the version
+# was in the name (recipes 1 and 2), the source file's digest.
+_MADE_NAME = re.compile(rf"{re.escape(DEFAULT_MODEL)}-two-pass-int8-v(\d+)-([0-9a-f]{{8}})-([0-9a-f]{{12}})\.onnx")
+_DIGEST_NAME = re.compile(rf"{re.escape(DEFAULT_MODEL)}-[0-9a-f]{{16}}\.onnx")
 log = logging.getLogger(__name__)
 
 
@@ -147,11 +154,12 @@ def model_cache_dir(env: Mapping[str, str] = os.environ) -> Path:
 
 def integer_model_file(source: Path, cache_dir: Path | None = None) -> Path:
     """The int8-arithmetic copy of the ONNX file `source`, made from it (no download) the first time and kept in
-    the cache folder under a name that carries the source's digest and the recipe, so a changed wheel or recipe
-    makes a new file. The same source always makes the same bytes; a file is written under a temporary name and
-    renamed, so concurrent first uses each make it and none reads half a file."""
-    data = source.read_bytes()
-    name = f"{DEFAULT_MODEL}-{hashlib.sha256(data + INTEGER_RECIPE.encode()).hexdigest()[:16]}.onnx"
+    the cache folder under a name that carries the recipe and the source's path, size, modification time and inode,
+    so a changed wheel or recipe makes a new file without reading the 23 MB source in every process (its SHA-256
+    took 30 ms of each cold CLI search). The same source always makes the same bytes; a file is written under a
+    temporary name and renamed, so concurrent first uses each make it and none reads half a file. Writing a file
+    removes the files this function made that nothing reads any more (`stale_integer_models`)."""
+    name = _integer_model_name(source)
     made = b""
     # A home that cannot be written (read-only container): a temporary folder instead, made again after a reboot.
     for folder in (cache_dir or model_cache_dir(), Path(tempfile.gettempdir()) / f"metrics-index-{os.getuid()}"):
@@ -161,6 +169,9 @@ def integer_model_file(source: Path, cache_dir: Path | None = None) -> Path:
             import onnx
 
             started = time.perf_counter()
+            data = source.read_bytes()
+            if _integer_model_name(source) != name:  # changed while read: these bytes may be of neither stamp
+                return integer_model_file(source, cache_dir)
             made = integer_arithmetic(onnx.load_from_string(data)).SerializeToString()
             log.info("made the int8 model from %s in %.1f s (once per machine)", source, time.perf_counter() - started)
         partial = folder / f"{name}.{os.getpid()}.{threading.get_ident()}.partial"
@@ -171,8 +182,39 @@ def integer_model_file(source: Path, cache_dir: Path | None = None) -> Path:
             log.warning("cannot keep the int8 model in %s: %s", folder, error)
             continue
         os.replace(partial, folder / name)
+        for stale in stale_integer_models(folder, name):
+            stale.unlink(missing_ok=True)
         return folder / name
     raise OSError(f"no folder to keep the int8 model in (tried {cache_dir or model_cache_dir()} and the temp folder)")
+
+
+def _integer_model_name(source: Path) -> str:
+    """integer_model_file's name for `source`: the recipe, the digest of the source's path (so a file made from an
+    earlier state of the same path can be told) and the digest of its path, size, modification time and inode."""
+    stat = source.stat()
+    path = str(source.absolute())
+    origin = hashlib.sha256(path.encode()).hexdigest()[:8]
+    stamp = hashlib.sha256(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\0{stat.st_ino}".encode()).hexdigest()[:12]
+    return f"{DEFAULT_MODEL}-{INTEGER_RECIPE}-{origin}-{stamp}.onnx"
+
+
+def stale_integer_models(folder: Path, current: str) -> list[Path]:
+    """The int8 files in `folder` that integer_model_file made and no longer reads, beside the file named `current`:
+    those of an older recipe (a lower version, or named by the source's digest as before the version was in the
+    name) and those made from the same source path before the file there changed. A newer recipe's file, another
+    source path's (another environment's wheel), partial files and files of any other name are kept."""
+    ours = _MADE_NAME.fullmatch(current)
+    if ours is None:
+        return []
+    version, origin = int(ours[1]), ours[2]
+
+    def stale(name: str) -> bool:
+        other = _MADE_NAME.fullmatch(name)
+        if other is None:
+            return _DIGEST_NAME.fullmatch(name) is not None
+        return name != current and (int(other[1]) < version or (int(other[1]) == version and other[2] == origin))
+
+    return [path for path in folder.glob(f"{DEFAULT_MODEL}-*.onnx") if stale(path.name)]
 
 
 def integer_arithmetic(model: onnx.ModelProto) -> onnx.ModelProto:

