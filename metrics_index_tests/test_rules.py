@@ -138,3 +138,12 @@ def test_no_description_of_the_demo_snapshot_has_a_stray_letter(snapshot_metrics
     assert "slab reclaimable" in descriptions["node_memory_SReclaimable_bytes"]
     assert "committed address space" in descriptions["node_memory_Committed_AS_bytes"]
     assert "direct map 4k" in descriptions["node_memory_DirectMap4k_bytes"]
+
+
+def test_udp_lite_is_named_as_the_protocol(snapshot_metrics: dict[str, RawMetric]) -> None:
+    """The kernel's UdpLite and UdpLite6 fields are UDP-Lite (RFC 3828) over IPv4 and IPv6, not "UDP lite 6"."""
+    udp_lite = enrich_metric(snapshot_metrics["node_netstat_UdpLite_InErrors"]).description
+    assert udp_lite.endswith(": UDP-Lite in errors (untyped).")
+    udp_lite6 = enrich_metric(snapshot_metrics["node_netstat_UdpLite6_InErrors"]).description
+    assert udp_lite6.endswith(": UDP-Lite over IPv6 in errors (untyped).")
+    assert "UDP6 in errors" in enrich_metric(snapshot_metrics["node_netstat_Udp6_InErrors"]).description

@@ -21,8 +21,8 @@ from metrics_index.sources import RawMetric
 from metrics_index.text import metric_words, readable_words
 from metrics_index.units import UNIT_SUFFIXES, unit_of, without_series_suffix
 
-VERSION = "4"
-"""Feeds every rules row's input hash: bump it when the rows change (4: the resolved unit is stored)."""
+VERSION = "5"
+"""Feeds every rules row's input hash: bump it when the rows change (4: the resolved unit is stored; 5: UDP-Lite)."""
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,11 @@ class Subject:
     prefix: str
     label: str
 
+
+# Protocols the kernel names in one CamelCase word (the UdpLite and UdpLite6 fields of /proc/net/snmp and snmp6),
+# by their names (RFC 3828): split into words they read "UDP lite 6".
+PROTOCOL_NAMES = {"UdpLite": "UDP-Lite", "UdpLite6": "UDP-Lite over IPv6"}
+_PROTOCOL_PART = re.compile(rf"(?:^|_)({'|'.join(PROTOCOL_NAMES)})(?=_|$)")
 
 # Longest matching prefix wins.
 SUBJECTS: tuple[Subject, ...] = (
@@ -415,8 +420,11 @@ def describe(metric: RawMetric, meter: str, unit: str) -> str:
         sentence = help_text[0].upper() + help_text[1:]
         return sentence if sentence.endswith((".", "!", "?")) else sentence + "."
     subject = _subject(metric.metric_name)
-    phrase = " ".join(readable_words(_base_name(metric.metric_name).removeprefix(subject.prefix)))
-    phrase = phrase or metric.metric_name.replace("_", " ")
+    words: list[str] = []
+    # The split puts the protocol names at odd places, the name parts around them at even places.
+    for i, piece in enumerate(_PROTOCOL_PART.split(_base_name(metric.metric_name).removeprefix(subject.prefix))):
+        words += [PROTOCOL_NAMES[piece]] if i % 2 else readable_words(piece)
+    phrase = " ".join(words) or metric.metric_name.replace("_", " ")
     unit_phrase = f", in {unit}" if unit else ""
     lead = f"{subject.label}: " if subject.label else ""
     return f"{lead}{phrase}{unit_phrase} ({METER_PHRASES[meter]})."
