@@ -108,13 +108,6 @@ def test_postgres_instance_when_its_variables_are_set(tmp_path: Path) -> None:
     }
 
 
-def test_both_instance_files_agree_on_everything_but_storage() -> None:
-    sqlite = yaml.safe_load((ROOT / "metrics_index" / "data" / "dagster.yaml").read_text())
-    postgres = yaml.safe_load((ROOT / "deploy" / "dagster-postgres.yaml").read_text())
-    assert "storage" not in sqlite
-    assert {key: value for key, value in postgres.items() if key != "storage"} == sqlite
-
-
 def test_the_chroma_pool_covers_the_step_that_writes_chroma_and_not_its_readers() -> None:
     """The writer is in the pool (whose limit an operator may lower to queue writers in Dagster); the checks read
     under the store's shared lock and are never held back for a slot behind another run's index step."""
