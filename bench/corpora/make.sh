@@ -11,7 +11,8 @@
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
-SERVICES=(mysqld rabbitmq bind pdns_recursor dnsdist apache squid varnish process postfix caddy bird trafficserver libvirt)
+SERVICES=(mysqld rabbitmq bind pdns_recursor dnsdist apache squid varnish process postfix caddy bird trafficserver libvirt
+  frr dovecot kresd smokeping rspamd)
 PACKAGES=(
   prometheus curl dnsutils amqp-tools
   mariadb-server prometheus-mysqld-exporter
@@ -28,6 +29,11 @@ PACKAGES=(
   bird2 prometheus-bird-exporter
   trafficserver prometheus-trafficserver-exporter
   prometheus-libvirt-exporter
+  frr prometheus-frr-exporter
+  dovecot-core dovecot-imapd dovecot-lmtpd
+  knot-resolver knot-resolver-module-http
+  prometheus-smokeping-prober
+  rspamd
 )
 # Seconds Prometheus scrapes (every 5 seconds; reading all of /proc can take seconds) before the metadata is read; traffic runs again in between.
 SCRAPE_SECONDS=${SCRAPE_SECONDS:-20}
@@ -583,6 +589,256 @@ traffic_trafficserver() {
   curl -s -o /dev/null -H "Host:" "http://127.0.0.1:$TRAFFICSERVER_PORT/" || true
 }
 
+# FRR in a network namespace of its own (unshare --net: only a loopback, so zebra touches no real routing table):
+# zebra, staticd, ospfd (area 0 on the loopback) and bfdd; a bgpd with an established eBGP session to a second bgpd
+# and a neighbour that never answers (with a BFD session that never comes up). Addresses are 10.255.0.x on the
+# namespace's loopback. The exporter runs outside and reads the daemons' vty sockets (and vtysh for BFD).
+start_frr() {
+  local dir=$WORK/frr exporter daemon
+  exporter=$(free_port)
+  mkdir -p "$dir/peer"
+  cat >"$dir/zebra.conf" <<'EOF'
+hostname corpus
+interface lo
+EOF
+  cat >"$dir/staticd.conf" <<'EOF'
+ip route 198.51.100.0/24 blackhole
+EOF
+  cat >"$dir/ospfd.conf" <<'EOF'
+interface lo
+ ip ospf area 0.0.0.0
+router ospf
+ ospf router-id 192.0.2.1
+EOF
+  cat >"$dir/bfdd.conf" <<'EOF'
+bfd
+ peer 10.255.0.3 local-address 10.255.0.1
+EOF
+  cat >"$dir/bgpd.conf" <<'EOF'
+router bgp 64512
+ bgp router-id 192.0.2.1
+ no bgp ebgp-requires-policy
+ neighbor 10.255.0.2 remote-as 64513
+ neighbor 10.255.0.2 update-source 10.255.0.1
+ neighbor 10.255.0.2 disable-connected-check
+ neighbor 10.255.0.2 description {"desc":"lab transit","type":"transit"}
+ neighbor 10.255.0.3 remote-as 64514
+ neighbor 10.255.0.3 update-source 10.255.0.1
+ neighbor 10.255.0.3 description {"desc":"gone customer","type":"customer"}
+ neighbor 10.255.0.3 bfd
+ address-family ipv4 unicast
+  network 198.51.100.0/24
+  redistribute connected
+ exit-address-family
+EOF
+  cat >"$dir/peer/bgpd.conf" <<'EOF'
+router bgp 64513
+ bgp router-id 192.0.2.2
+ no bgp ebgp-requires-policy
+ neighbor 10.255.0.1 remote-as 64512
+ neighbor 10.255.0.1 update-source 10.255.0.2
+ neighbor 10.255.0.1 disable-connected-check
+ address-family ipv4 unicast
+  network 203.0.113.0/24
+  network 203.0.113.128/25
+ exit-address-family
+EOF
+  {
+    echo "ip link set lo up && ip address add 10.255.0.1/32 dev lo && ip address add 10.255.0.2/32 dev lo"
+    echo "/usr/lib/frr/zebra -f $dir/zebra.conf -i $dir/zebra.pid -z $dir/zserv.api --vty_socket $dir -P 0 &"
+    echo "for _ in \$(seq 50); do [ -S $dir/zserv.api ] && break; sleep 0.2; done"
+    for daemon in staticd ospfd bfdd; do
+      echo "/usr/lib/frr/$daemon -f $dir/$daemon.conf -i $dir/$daemon.pid -z $dir/zserv.api --vty_socket $dir -P 0 &"
+    done
+    echo "/usr/lib/frr/bgpd -f $dir/bgpd.conf -i $dir/bgpd.pid -z $dir/zserv.api --vty_socket $dir -P 0 -l 10.255.0.1 &"
+    echo "/usr/lib/frr/bgpd -f $dir/peer/bgpd.conf -i $dir/peer/bgpd.pid -Z --vty_socket $dir/peer -P 0 -l 10.255.0.2 &"
+    echo "wait"
+  } >"$dir/run.sh"
+  chown -R frr:frr "$dir"
+  spawn frr unshare --net bash "$dir/run.sh"
+  wait_for 30 test -S "$dir/bgpd.vty" -a -S "$dir/ospfd.vty" -a -S "$dir/bfdd.vty" || return 1
+  # Wait for the session to the second bgpd to come up, so its prefixes are counted.
+  wait_for 60 bash -c "vtysh --vty_socket $dir -c 'show bgp neighbor 10.255.0.2 json' |
+    grep -q '\"bgpState\":\"Established\"'" ||
+    log "frr: the BGP session to the second bgpd did not come up"
+  spawn frr-exporter prometheus-frr-exporter --frr.socket.dir-path="$dir" --frr.vtysh.options="--vty_socket=$dir" \
+    --collector.bgp.peer-types --collector.bgp.peer-descriptions --web.listen-address="127.0.0.1:$exporter"
+  wait_for 30 http_ok "http://127.0.0.1:$exporter/metrics" || return 1
+  scrape frr "127.0.0.1:$exporter" frr:9342
+}
+
+# Dovecot's own OpenMetrics endpoint (the stats process's HTTP listener) with the five example metrics that Debian's
+# /usr/share/dovecot/conf.d/10-metrics.conf ships commented out, enabled as shipped. Users in a passwd-file, mail in
+# maildirs under the work directory, delivered over LMTP.
+start_dovecot() {
+  local dir=$WORK/dovecot stats
+  DOVECOT_IMAP_PORT=$(free_port)
+  DOVECOT_LMTP_PORT=$(free_port)
+  stats=$(free_port)
+  mkdir -p "$dir/run" "$dir/state" "$dir/home"
+  printf 'alice:{PLAIN}secret\nbob:{PLAIN}secret\n' >"$dir/users"
+  cat >"$dir/dovecot.conf" <<EOF
+protocols = imap lmtp
+listen = 127.0.0.1
+base_dir = $dir/run
+state_dir = $dir/state
+log_path = $dir/dovecot.log
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+first_valid_uid = 8
+mail_location = maildir:~/Maildir
+passdb {
+  driver = passwd-file
+  args = scheme=PLAIN $dir/users
+}
+userdb {
+  driver = static
+  args = uid=mail gid=mail home=$dir/home/%u
+}
+service imap-login {
+  inet_listener imap {
+    port = $DOVECOT_IMAP_PORT
+  }
+  inet_listener imaps {
+    port = 0
+  }
+}
+service lmtp {
+  inet_listener lmtp {
+    port = $DOVECOT_LMTP_PORT
+  }
+}
+service stats {
+  inet_listener http {
+    port = $stats
+  }
+}
+EOF
+  sed -n '/^## Example metrics/,/^## Prometheus/{/^#metric /,/^#}/s/^#//p}' /usr/share/dovecot/conf.d/10-metrics.conf \
+    >>"$dir/dovecot.conf"
+  chown -R mail:mail "$dir/home"
+  spawn dovecot dovecot -F -c "$dir/dovecot.conf"
+  wait_for 30 http_ok "http://127.0.0.1:$stats/metrics" || return 1
+  wait_for 30 bash -c "exec 3<>/dev/tcp/127.0.0.1/$DOVECOT_IMAP_PORT" || return 1
+  traffic_dovecot
+  scrape dovecot "127.0.0.1:$stats" dovecot:9900
+}
+
+# IMAP logins (one with a wrong password, one unknown user), mailbox commands (one failing), LMTP deliveries (one
+# to an unknown user). Failed logins are delayed by Dovecot (2 s each).
+traffic_dovecot() {
+  python3 - "$DOVECOT_IMAP_PORT" "$DOVECOT_LMTP_PORT" <<'EOF' || true
+import imaplib, smtplib, sys
+
+imap_port, lmtp_port = int(sys.argv[1]), int(sys.argv[2])
+with smtplib.LMTP("127.0.0.1", lmtp_port, timeout=10) as lmtp:
+    lmtp.sendmail("ops@corpus.localdomain", ["alice"], "Subject: corpus\n\nhello alice\n")
+    lmtp.sendmail("ops@corpus.localdomain", ["bob", "nobody"], "Subject: corpus\n\nhello bob\n")
+for user, password in [("alice", "secret"), ("bob", "secret"), ("bob", "wrong"), ("carol", "secret")]:
+    try:
+        imap = imaplib.IMAP4("127.0.0.1", imap_port, timeout=10)
+        imap.login(user, password)
+    except imaplib.IMAP4.error:
+        continue
+    imap.select("INBOX")
+    imap.search(None, "ALL")
+    imap.fetch("1", "(BODY[])")
+    try:
+        imap.select("NoSuchFolder")
+    except imaplib.IMAP4.error:
+        pass
+    imap.logout()
+EOF
+}
+
+# Knot Resolver's own web management endpoint (the http module), forwarding corpus.test to BIND and refusing one name.
+start_kresd() {
+  local dir=$WORK/kresd web
+  KRESD_PORT=$(free_port)
+  web=$(free_port)
+  mkdir -p "$dir/cache"
+  cat >"$dir/kresd.conf" <<EOF
+net.listen('127.0.0.1', $KRESD_PORT, { kind = 'dns' })
+net.listen('127.0.0.1', $web, { kind = 'webmgmt' })
+modules.load('http')
+cache.open(10 * MB, 'lmdb://$dir/cache')
+policy.add(policy.suffix(policy.DENY, { todname('blocked.corpus.test.') }))
+policy.add(policy.suffix(policy.STUB({ '127.0.0.1@$BIND_PORT' }), { todname('corpus.test.') }))
+EOF
+  chown -R knot-resolver:knot-resolver "$dir"
+  spawn kresd kresd -n -c "$dir/kresd.conf" "$dir"
+  wait_for 30 http_ok "http://127.0.0.1:$web/metrics" || return 1
+  traffic_kresd
+  scrape kresd "127.0.0.1:$web" kresd:8453
+}
+
+traffic_kresd() {
+  dns_queries "$KRESD_PORT"
+  dns_queries "$KRESD_PORT"
+  dig +time=1 +tries=1 -p "$KRESD_PORT" @127.0.0.1 blocked.corpus.test >/dev/null || true
+  dig +dnssec +time=1 +tries=1 -p "$KRESD_PORT" @127.0.0.1 corpus.test SOA >/dev/null || true
+}
+
+# The smokeping prober pings on its own (every second): the loopback, and a documentation address that never answers.
+start_smokeping() {
+  local dir=$WORK/smokeping exporter
+  exporter=$(free_port)
+  mkdir -p "$dir"
+  echo "targets: []" >"$dir/smokeping_prober.yml" # the hosts are on the command line
+  spawn smokeping prometheus-smokeping-prober --privileged --config.file="$dir/smokeping_prober.yml" \
+    --web.listen-address="127.0.0.1:$exporter" 127.0.0.1 ::1 192.0.2.1
+  wait_for 30 http_ok "http://127.0.0.1:$exporter/metrics" || return 1
+  scrape smokeping "127.0.0.1:$exporter" smokeping:9374
+}
+
+# Rspamd's own OpenMetrics endpoint (the controller worker's /metrics) with Debian's configuration; only the listening
+# sockets, the directories and console logging are set (in a local.d under the work directory). Without Redis there
+# is no Bayes learning, and the maps hosted by rspamd.com cannot be fetched here.
+start_rspamd() {
+  local dir=$WORK/rspamd controller
+  RSPAMD_PORT=$(free_port)
+  controller=$(free_port)
+  mkdir -p "$dir/conf/local.d" "$dir/db" "$dir/run" "$dir/log"
+  echo "bind_socket = \"127.0.0.1:$controller\";" >"$dir/conf/local.d/worker-controller.inc"
+  echo "bind_socket = \"127.0.0.1:$RSPAMD_PORT\";" >"$dir/conf/local.d/worker-normal.inc"
+  echo "bind_socket = \"127.0.0.1:$(free_port)\";" >"$dir/conf/local.d/worker-proxy.inc"
+  printf 'type = "console";\nlevel = "notice";\n' >"$dir/conf/local.d/logging.inc"
+  echo "dns { timeout = 1s; retransmits = 1; }" >"$dir/conf/local.d/options.inc"
+  chown -R _rspamd:_rspamd "$dir"
+  spawn rspamd rspamd -f -u _rspamd -g _rspamd -c /etc/rspamd/rspamd.conf --var=LOCAL_CONFDIR="$dir/conf" \
+    --var=DBDIR="$dir/db" --var=RUNDIR="$dir/run" --var=LOGDIR="$dir/log"
+  wait_for 60 http_ok "http://127.0.0.1:$controller/metrics" || return 1
+  wait_for 30 bash -c "exec 3<>/dev/tcp/127.0.0.1/$RSPAMD_PORT" || return 1
+  RSPAMD_CONTROLLER=$controller
+  traffic_rspamd
+  scrape rspamd "127.0.0.1:$controller" rspamd:11334
+}
+
+# A plain message, GTUBE (rejected), a message without headers, and a learn request on the controller.
+traffic_rspamd() {
+  local dir=$WORK/rspamd
+  cat >"$dir/ham.eml" <<'EOF'
+From: ops@corpus.localdomain
+To: alice@corpus.localdomain
+Subject: hello
+Message-ID: <1@corpus.localdomain>
+Date: Fri, 27 Nov 2026 16:00:00 +0000
+
+hello alice
+EOF
+  cat >"$dir/spam.eml" <<'EOF'
+From: x@spam.example
+To: alice@corpus.localdomain
+Subject: win
+
+XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X
+EOF
+  printf 'no headers at all\n' >"$dir/bare.eml"
+  rspamc -h "127.0.0.1:$RSPAMD_PORT" "$dir/ham.eml" "$dir/spam.eml" "$dir/bare.eml" >/dev/null 2>&1 || true
+  rspamc -h "127.0.0.1:$RSPAMD_CONTROLLER" learn_spam "$dir/spam.eml" >/dev/null 2>&1 || true
+}
+
 # libvirt's built-in "test" hypervisor driver: a real libvirt connection with one running example domain (no
 # libvirtd or KVM needed here); the exporter reads it as it reads a qemu host.
 start_libvirt() {
@@ -670,7 +926,7 @@ main() {
   local order=() dep
   for service in "${wanted[@]}"; do
     case $service in
-      pdns_recursor) dep=(bind) ;;
+      pdns_recursor | kresd) dep=(bind) ;;
       dnsdist) dep=(bind pdns_recursor) ;;
       squid | varnish | trafficserver) dep=(apache) ;;
       *) dep=() ;;
