@@ -101,6 +101,7 @@ PREVIOUS_PARAMS = RankingParams(
     rrf_k=20,
     cue_boost=0.0,
     rare_cue_boost=0.0,
+    rare_floor=0.0,
     kind_penalty=0.0,
     runtime_penalty=0.0,
 )
@@ -287,6 +288,7 @@ GRID: dict[str, Sequence] = {
     "rrf_k": (10, 20, 60),
     "cue_boost": (0, 0.2, 0.4, 0.7, 1.0),
     "rare_cue_boost": (0, 2, 4, 8, 16),
+    "rare_floor": (0, 0.1),
     "kind_penalty": (0, 0.2, 0.4),
     "runtime_penalty": (0, 0.2, 0.4, 0.6),
 }
@@ -294,18 +296,21 @@ QUICK_GRID: dict[str, Sequence] = {
     "fusion": ("rrf",),
     "cue_boost": (0, 0.2),
     "rare_cue_boost": (0, 4),
+    "rare_floor": (0, 0.1),
     "kind_penalty": (0, 0.2),
     "runtime_penalty": (0, 0.4),
 }
 # Ablations: which settings of the grid each row may choose from. "ours" is the family the product ships: the whole
 # grid (since build information and configuration values are told apart by the type and the name's last word, the
 # kind penalty helps the services left out); "without the kind penalty" and "without the rare-trait boost" say what
-# kind_penalty and rare_cue_boost are worth.
+# kind_penalty and the rare traits' rule (rare_cue_boost and rare_floor) are worth.
 VARIANTS: dict[str, Callable[[RankingParams], bool]] = {
-    "ours: fusion weights": lambda p: not (p.cue_boost or p.rare_cue_boost or p.kind_penalty or p.runtime_penalty),
+    "ours: fusion weights": lambda p: (
+        not (p.cue_boost or p.rare_cue_boost or p.rare_floor or p.kind_penalty or p.runtime_penalty)
+    ),
     "ours: + question cues": lambda p: p.kind_penalty == 0 and p.runtime_penalty == 0,
     "ours: without the kind penalty": lambda p: p.kind_penalty == 0,
-    "ours: without the rare-trait boost": lambda p: p.rare_cue_boost == 0,
+    "ours: without the rare-trait boost": lambda p: p.rare_cue_boost == 0 and p.rare_floor == 0,
     "ours": lambda p: True,
 }
 
@@ -363,6 +368,7 @@ class GridFusion:
         self.total = column([sum(p.weight(r) for r in RANKERS) or 1.0 for p in grid])
         self.cue_boost = column([p.cue_boost for p in grid])
         self.rare_cue_boost = column([p.rare_cue_boost for p in grid])
+        self.rare_floor = column([p.rare_floor for p in grid])
         self.runtime_penalty = column([p.runtime_penalty for p in grid])
         self.kind_penalty = column([p.kind_penalty for p in grid])
 
@@ -374,6 +380,9 @@ class GridFusion:
             by_rank = weight * (self.rrf_k + 1) / (self.rrf_k + 1 + found.ranks[ranker][None, :])
             fused += np.where(weight != 0, np.where(rrf, by_rank, weight * found.scaled[ranker][None, :]), 0.0)
         fused /= self.total
+        for cue in found.cues & RARE_CUES:
+            if cue in found.traits:
+                fused = np.where(found.traits[cue][None, :], np.maximum(fused, self.rare_floor), fused)
         for cue in found.cues:
             if cue in found.traits:
                 boost = self.cue_boost + (self.rare_cue_boost if cue in RARE_CUES else 0.0)
@@ -452,7 +461,7 @@ def describe(params: RankingParams) -> str:
     fusion = f"rrf k={params.rrf_k}" if params.fusion == "rrf" else "score"
     return (
         f"{fusion} w(name/text/dense)={weights} cue={params.cue_boost:g} rare={params.rare_cue_boost:g}"
-        f" kind={params.kind_penalty:g}"
+        f" floor={params.rare_floor:g} kind={params.kind_penalty:g}"
         f" runtime={params.runtime_penalty:g}"
     )
 

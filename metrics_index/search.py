@@ -88,18 +88,22 @@ class RankingParams:
     fusion "rrf": sum of weight / (rrf_k + rank) over the rankers; "score": sum of weight x the ranker's
     score scaled to [0, 1] over its top DEPTH. A metric of a trait the question asks for (question_cues)
     is multiplied by 1 + cue_boost, or by 1 + cue_boost + rare_cue_boost for a trait in RARE_CUES (up and status
-    gauges, start times, build information); a configuration value, build information or self-monitoring metric
-    the question does not ask for by 1 - kind_penalty; the monitoring's own metrics (scrapes, collectors) and, in
-    an exporter's namespace, a client library's runtime metric (go_*, process_*, promhttp_*: the exporter's own
-    process) by 1 - runtime_penalty unless the question names the exporter, a runtime, or scrapes and collectors
-    (RUNTIME_ASKED; "the database process" and "when was it restarted" ask about the service, not the exporter).
+    gauges, start times, build information), whose fused score first counts as at least rare_floor: every metric of
+    a rare trait the question asks for is a candidate, also one that no ranker scored (min-max scaling gives the last
+    metric of a ten-metric namespace 0, which no boost lifts). A configuration value, build information or
+    self-monitoring metric the question does not ask for is multiplied by 1 - kind_penalty; the monitoring's own
+    metrics (scrapes, collectors) and, in an exporter's namespace, a client library's runtime metric (go_*,
+    process_*, promhttp_*: the exporter's own process) by 1 - runtime_penalty unless the question names the
+    exporter, a runtime, or scrapes and collectors (RUNTIME_ASKED; "the database process" and "when was it
+    restarted" ask about the service, not the exporter).
     """
 
     weights: tuple[tuple[str, float], ...] = (("name", 0.5), ("text", 0.5), ("dense", 3.0))
     fusion: str = "score"
     rrf_k: int = 20
     cue_boost: float = 0.7
-    rare_cue_boost: float = 16.0
+    rare_cue_boost: float = 8.0
+    rare_floor: float = 0.1
     kind_penalty: float = 0.4
     runtime_penalty: float = 0.4
 
@@ -802,7 +806,10 @@ def signals(
     }
     order = {ranker: _top(scores) for ranker, scores in raw.items()}
     pinned = _name_matches(corpus, question)
-    candidates = np.unique(np.array([d for docs in (*order.values(), *pinned) for d in docs], dtype=np.int64))
+    cues = question_cues(question)
+    rare = [np.flatnonzero(corpus.traits[cue]) for cue in sorted(cues & RARE_CUES) if cue in corpus.traits]
+    found = [d for docs in (*order.values(), *pinned) for d in docs]
+    candidates = np.unique(np.concatenate([np.array(found, dtype=np.int64), *rare]))
     ranks, scaled = {}, {}
     for ranker, scores in raw.items():
         top = np.asarray(order[ranker], dtype=np.int64)
@@ -818,7 +825,7 @@ def signals(
     pin_boost = np.zeros(len(candidates))
     for boost, docs in enumerate(reversed(pinned), start=1):
         pin_boost[np.searchsorted(candidates, docs)] = float(boost)
-    return Signals(order, candidates, ranks, scaled, traits, question_cues(question), pinned, pin_boost, text)
+    return Signals(order, candidates, ranks, scaled, traits, cues, pinned, pin_boost, text)
 
 
 def fuse(found: Signals, params: RankingParams) -> np.ndarray:
@@ -834,6 +841,9 @@ def fuse(found: Signals, params: RankingParams) -> np.ndarray:
         else:
             fused += weight * found.scaled[ranker]
     fused /= total
+    for cue in found.cues & RARE_CUES:
+        if params.rare_floor and cue in found.traits:
+            fused[found.traits[cue]] = np.maximum(fused[found.traits[cue]], params.rare_floor)
     for cue in found.cues:
         boost = params.cue_boost + (params.rare_cue_boost if cue in RARE_CUES else 0.0)
         if boost and cue in found.traits:

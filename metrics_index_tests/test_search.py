@@ -465,6 +465,19 @@ def test_a_rare_trait_the_question_asks_for_outranks_closer_words() -> None:
     assert names(rank(built, question, vector, params=RankingParams(rare_cue_boost=4.0)))[0] == "b_start_time"
 
 
+def test_a_rare_trait_the_question_asks_for_is_found_even_when_no_ranker_scores_it() -> None:
+    # The start time shares no word with the question and points away from it: no ranker lists it, and min-max
+    # scaling would give it 0 whatever the boost. It still answers "when was it last restarted".
+    docs = ["tasks pushed", "start time", "bytes read"]
+    rows = [{"meter_type": t, "description": d} for t, d in zip(("counter", "gauge", "counter"), docs, strict=True)]
+    vectors = np.array([[1.0, 0.0], [-0.6, -0.8], [0.6, 0.8]], dtype=np.float32)
+    built = NamespaceCorpus.build(["a_tasks_pushed", "b_start_time", "c_bytes_read"], docs, rows, vectors)
+    question, vector = "when was it last restarted", np.array([1.0, 0.1])
+    assert "b_start_time" not in names(rank(built, question, vector, params=RankingParams(rare_floor=0.0)))
+    assert names(rank(built, question, vector))[0] == "b_start_time"
+    assert "b_start_time" not in names(rank(built, "tasks pushed per second", vector))  # not asked: not added
+
+
 def test_a_configuration_value_yields_unless_the_question_asks_for_a_limit() -> None:
     # Same words and vectors; only the kind differs. Without kind weighting the name order decides.
     vectors = np.ones((2, 2), dtype=np.float32)
