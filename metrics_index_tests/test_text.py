@@ -34,6 +34,11 @@ def test_abbreviations_are_spelled_out_next_to_the_token() -> None:
     assert {"virtual", "machine"} <= set(metric_words("erlang_vm_process_count"))
     # DNS's response code field (RFC 1035), in any DNS server's metrics.
     assert {"response", "codes"} <= set(metric_words("bind_response_rcodes_total"))
+    # DNS over HTTPS and over TLS (RFC 8484, 7858), a process's resident memory and its user and system CPU time.
+    assert "https" in metric_words("dnsdist_frontend_doh_bad_requests")
+    assert "tls" in metric_words("pdns_recursor_dot_outqueries")
+    assert {"resident", "memory"} <= set(metric_words("redis_memory_used_rss_bytes"))
+    assert {"user", "system", "cpu"} <= set(metric_words("worker_usertime") + metric_words("worker_systime"))
 
 
 def test_readable_words_replace_abbreviations() -> None:
