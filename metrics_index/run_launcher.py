@@ -16,6 +16,7 @@ K8sRunLauncher instead.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import multiprocessing
 import signal
@@ -39,10 +40,17 @@ imported, and a process is forked only from one with no thread but numpy's OpenB
 
 
 def execute_run(input_json: str) -> None:
-    """The body of `dagster api execute_run`, in the forked process: the run writes its events and result itself."""
+    """The body of `dagster api execute_run`, in the forked process: the run writes its events and result itself.
+    Then the process's exit handlers run, as they do when `dagster api execute_run` exits: a forked process ends with
+    `os._exit`, which skips them, and the embedded Redis stops its server in one (the last process holding a client
+    does; without it the server outlived the platform). Those inherited from the fork server are the ones any process
+    importing the same libraries registers (logging's, filelock's, weakref.finalize's, multiprocessing's)."""
     from dagster._cli.api import execute_run_command
 
-    execute_run_command.callback(input_json=input_json, compressed_input_json=None)  # type: ignore[misc]
+    try:
+        execute_run_command.callback(input_json=input_json, compressed_input_json=None)  # type: ignore[misc]
+    finally:
+        atexit._run_exitfuncs()
 
 
 class ForkserverRunLauncher(RunLauncher, ConfigurableClass):

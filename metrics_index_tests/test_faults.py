@@ -790,3 +790,59 @@ def test_a_process_ending_leaves_the_shared_server_to_another_that_holds_an_idle
         "written_by_the_idle_run",
         "written_by_the_run_that_ends",
     ], "the stopped server saved what both runs wrote"
+
+
+_CYCLE = """
+import sys, time, traceback
+from pathlib import Path
+from metrics_index.embedded_redis import open_embedded_redis
+db_path, meeting, worker = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+workers, rounds = int(sys.argv[4]), int(sys.argv[5])
+
+def meet(step):  # every worker has reached `step` before any goes on (or one has failed: all stop)
+    (meeting / f"{step}-{worker}").touch()
+    while len(list(meeting.glob(f"{step}-*"))) < workers:
+        if list(meeting.glob("failed-*")):
+            sys.exit(2)
+        time.sleep(0.005)
+
+try:
+    for cycle in range(rounds):
+        meet(f"open{cycle}")  # no server runs: the last one out of the round before stopped it
+        client = open_embedded_redis(db_path)
+        client.sadd("metrics-index:acme:app:names", f"{worker}-{cycle}")
+        client._cleanup()  # what this process's exit does: the last one out stops the server
+        meet(f"closed{cycle}")
+except BaseException:
+    (meeting / f"failed-{worker}").write_text(traceback.format_exc())
+    raise
+"""
+
+
+def test_processes_starting_and_stopping_the_shared_server_at_once_all_get_it(embedded_home: Path) -> None:
+    """Platform runs that end and start at the same moment each stop and start the home's embedded Redis. Here four
+    processes open it at the same moment, each round after the last one out of the round before stopped it: every
+    round they race to start the server. Two processes that found no server both started one, and one stopped the
+    other's, which had no client yet, as an orphan: the other's start waited for its socket and failed
+    (RedisLiteServerStartError, a failed platform run). One process recovers and starts at a time."""
+    db_path = embedded_home / "redis.db"
+    meeting = embedded_home / "meeting"
+    meeting.mkdir()
+    workers, rounds = 4, 10
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", _CYCLE, str(db_path), str(meeting), str(worker), str(workers), str(rounds)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for worker in range(workers)
+    ]
+    errors = [process.communicate(timeout=300)[1] for process in processes]
+    assert [process.returncode for process in processes] == [0] * workers, "\n".join(errors)
+    assert not any("embedded Redis" in error for error in errors), "no server was taken for an orphan or reused"
+    assert embedded_servers(db_path.parent) == [], "the last process out stopped the server"
+    client = RedisResource(embedded_path=str(db_path)).client()
+    expected = {f"{worker}-{cycle}".encode() for worker in range(workers) for cycle in range(rounds)}
+    assert client.smembers("metrics-index:acme:app:names") == expected, "every stop saved what the round wrote"
+    client.close()

@@ -1,9 +1,11 @@
 """The fork-server run launcher on a real Dagster instance: a launched run executes in its own process (forked from
-the fork server, not the launching process) and reports its events; a run is terminated on request; run monitoring
-sees a run whose process was killed as failed."""
+the fork server, not the launching process) and reports its events; the process runs its exit handlers, so the last
+run using the embedded Redis stops its server; a run is terminated on request; run monitoring sees a run whose
+process was killed as failed."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -11,9 +13,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 from dagster import DagsterInstance, DagsterRunStatus, in_process_executor, instance_for_test, job, op, reconstructable
 from dagster._core.launcher.base import WorkerStatus
 
+from metrics_index.embedded_redis import embedded_servers, open_embedded_redis
 from metrics_index.run_launcher import PID_TAG
 
 LAUNCHER = {"module": "metrics_index.run_launcher", "class": "ForkserverRunLauncher"}
@@ -29,6 +33,18 @@ def write_pid(context) -> None:
 @job(executor_def=in_process_executor)
 def reports_pid() -> None:
     write_pid()
+
+
+@op
+def write_to_embedded_redis(context) -> None:
+    """Opens the embedded Redis of the test's folder, which this run's process starts (and holds until it ends)."""
+    client = open_embedded_redis(Path(os.environ["LAUNCHER_TEST_FOLDER"]) / "redis" / "redis.db")
+    client.sadd("written-by-runs", context.run_id)
+
+
+@job(executor_def=in_process_executor)
+def uses_embedded_redis() -> None:
+    write_to_embedded_redis()
 
 
 @op
@@ -74,6 +90,29 @@ def test_a_launched_run_executes_in_a_process_of_its_own(instance: DagsterInstan
     pid = int((Path(os.environ["LAUNCHER_TEST_FOLDER"]) / run_id).read_text())
     run = instance.get_run_by_id(run_id)
     assert run is not None and run.tags[PID_TAG] == str(pid) and pid != os.getpid()
+
+
+def test_the_last_run_using_the_embedded_redis_stops_it_as_its_process_ends(instance: DagsterInstance) -> None:
+    """A forked process ends with os._exit, which skips exit handlers; the embedded Redis stops its server in one
+    (that of the last process holding a client), so without them the server outlived the platform."""
+    db_path = Path(os.environ["LAUNCHER_TEST_FOLDER"]) / "redis" / "redis.db"
+    run_id = _launch(instance, uses_embedded_redis)
+    assert _wait_for(instance, run_id, {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE}) == DagsterRunStatus.SUCCESS
+    run = instance.get_run_by_id(run_id)
+    assert run is not None
+    deadline = time.monotonic() + 60  # the process ends just after the run's last event
+    while instance.run_launcher.check_run_worker_health(run).status == WorkerStatus.RUNNING:
+        assert time.monotonic() < deadline, "the run's process did not end"
+        time.sleep(0.1)
+    try:
+        assert embedded_servers(db_path.parent) == [], "the run's process, the last one using it, stopped the server"
+        client = open_embedded_redis(db_path)
+        assert client.smembers("written-by-runs") == {run_id.encode()}, "the server saved what the run wrote"
+        client._cleanup()  # type: ignore[attr-defined]  # what this process's exit does: it is the last one out
+    finally:
+        for server in embedded_servers(db_path.parent):  # none, unless the test failed
+            with server.client() as leftover, contextlib.suppress(redis.ConnectionError):
+                leftover.shutdown(nosave=True)
 
 
 def test_a_run_is_terminated_on_request(instance: DagsterInstance) -> None:
