@@ -15,6 +15,7 @@ import redis
 from metrics_index.settings import PLATFORM_LOCK_WAIT_SECONDS, resources_from_env
 from metrics_index.stores.lock import DEFAULT_WAIT_SECONDS, StoreBusyError, StoreLock, namespace_writer, writer_key
 from metrics_index.testing.concurrency_drill import BYSTANDER, NAMESPACE, Drill
+from metrics_index.testing.rounds import race
 from metrics_index.testing.servers import ChromaServer
 
 RUN_TIMEOUT = 600.0
@@ -167,3 +168,22 @@ def test_index_runs_at_once_take_turns_and_a_warm_search_keeps_answering(drill: 
         ), (namespace, differences)  # fmt: skip
     assert report[NAMESPACE]["documents"] == report[NAMESPACE]["revised"] == 40  # B's data whole, none of A left
     assert report[BYSTANDER] == {**report[BYSTANDER], "documents": 60, "revised": 0}
+
+
+_OPEN_FRESH_STORES = """
+from metrics_index.stores.connections import open_semantic_index
+from metrics_index.testing.rounds import failure_reported, meet, worker_argv
+meeting, worker, workers, rounds, (folder,) = worker_argv()
+with failure_reported(meeting, worker):
+    for cycle in range(rounds):
+        meet(meeting, f"open{cycle}", worker, workers)
+        assert open_semantic_index(f"{folder}/store{cycle}").ids("acme:app") == []
+"""
+
+
+def test_processes_opening_a_new_embedded_chroma_store_at_once_all_open_it(tmp_path: Path) -> None:
+    """The first two runs of a fresh home open its embedded Chroma at the same moment, and opening a new store
+    creates its tables: one of them failed ("database is locked", "table collections already exists"; 2 rounds in
+    8 of this test). One process at a time opens a store."""
+    race(_OPEN_FRESH_STORES, tmp_path / "meeting", 3, 12, str(tmp_path))
+    assert len(list(tmp_path.glob("store*/chroma.sqlite3"))) == 12

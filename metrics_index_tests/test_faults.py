@@ -39,6 +39,7 @@ from metrics_index.stores import revision
 from metrics_index.stores.connections import StoreSettings
 from metrics_index.stores.name_set import all_names, promql_names
 from metrics_index.testing.messages_api import Fault, MessagesAPIServer
+from metrics_index.testing.rounds import race
 from metrics_index.testing.servers import ScriptedHTTPServer, free_port
 from metrics_index_tests.project import Project, step_failures, target_entry
 from metrics_index_tests.test_prometheus_source import live_source
@@ -793,29 +794,17 @@ def test_a_process_ending_leaves_the_shared_server_to_another_that_holds_an_idle
 
 
 _CYCLE = """
-import sys, time, traceback
 from pathlib import Path
 from metrics_index.embedded_redis import open_embedded_redis
-db_path, meeting, worker = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
-workers, rounds = int(sys.argv[4]), int(sys.argv[5])
-
-def meet(step):  # every worker has reached `step` before any goes on (or one has failed: all stop)
-    (meeting / f"{step}-{worker}").touch()
-    while len(list(meeting.glob(f"{step}-*"))) < workers:
-        if list(meeting.glob("failed-*")):
-            sys.exit(2)
-        time.sleep(0.005)
-
-try:
+from metrics_index.testing.rounds import failure_reported, meet, worker_argv
+meeting, worker, workers, rounds, (db_path,) = worker_argv()
+with failure_reported(meeting, worker):
     for cycle in range(rounds):
-        meet(f"open{cycle}")  # no server runs: the last one out of the round before stopped it
-        client = open_embedded_redis(db_path)
+        meet(meeting, f"open{cycle}", worker, workers)  # no server runs: the last one out before stopped it
+        client = open_embedded_redis(Path(db_path))
         client.sadd("metrics-index:acme:app:names", f"{worker}-{cycle}")
         client._cleanup()  # what this process's exit does: the last one out stops the server
-        meet(f"closed{cycle}")
-except BaseException:
-    (meeting / f"failed-{worker}").write_text(traceback.format_exc())
-    raise
+        meet(meeting, f"closed{cycle}", worker, workers)
 """
 
 
@@ -826,20 +815,8 @@ def test_processes_starting_and_stopping_the_shared_server_at_once_all_get_it(em
     other's, which had no client yet, as an orphan: the other's start waited for its socket and failed
     (RedisLiteServerStartError, a failed platform run). One process recovers and starts at a time."""
     db_path = embedded_home / "redis.db"
-    meeting = embedded_home / "meeting"
-    meeting.mkdir()
     workers, rounds = 4, 10
-    processes = [
-        subprocess.Popen(
-            [sys.executable, "-c", _CYCLE, str(db_path), str(meeting), str(worker), str(workers), str(rounds)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for worker in range(workers)
-    ]
-    errors = [process.communicate(timeout=300)[1] for process in processes]
-    assert [process.returncode for process in processes] == [0] * workers, "\n".join(errors)
+    errors = race(_CYCLE, embedded_home / "meeting", workers, rounds, str(db_path))
     assert not any("embedded Redis" in error for error in errors), "no server was taken for an orphan or reused"
     assert embedded_servers(db_path.parent) == [], "the last process out stopped the server"
     client = RedisResource(embedded_path=str(db_path)).client()

@@ -7,9 +7,11 @@ same two functions, so both always look at the same Redis set and the same Chrom
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,6 +26,7 @@ if TYPE_CHECKING:
 PACKAGED_MODEL = "all-MiniLM-L6-v2-onnx-int8"
 DEFAULT_MODEL = "all-MiniLM-L6-v2-onnx-int8-compute"
 DEFAULT_COLLECTION = "metrics_index"
+OPEN_LOCK_FILE = "open.lock"  # in the embedded Chroma directory, beside the store's own lock (stores/lock.py)
 
 
 def metrics_home(env: Mapping[str, str] = os.environ) -> Path:
@@ -98,7 +101,25 @@ def open_semantic_index(
     from metrics_index.embeddings import get_embedder
     from metrics_index.stores.semantic_index import SemanticIndex
 
-    client = chromadb.HttpClient(host=host, port=port) if host else chromadb.PersistentClient(path=path)
+    if host:
+        client = chromadb.HttpClient(host=host, port=port)
+    else:
+        with _opening(Path(path)):
+            client = chromadb.PersistentClient(path=path)
     if lock_wait_seconds is None:
         return SemanticIndex(client, get_embedder(model), collection)
     return SemanticIndex(client, get_embedder(model), collection, lock_wait_seconds)
+
+
+@contextmanager
+def _opening(store: Path) -> Iterator[None]:
+    """One process at a time opens the embedded Chroma store: on a new store, opening creates its tables, and two
+    processes doing that at once failed ("database is locked", "table collections already exists": the first two
+    runs of a fresh home). Held only while the client is made, never while a writer works."""
+    store.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(store / OPEN_LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)
