@@ -270,7 +270,6 @@ SYNONYM_GROUPS: tuple[tuple[str, ...], ...] = (
     ("scratch", "workspace"),
     ("evict", "eviction", "lru"),
     ("waiting", "pending", "queued", "outstanding"),
-    ("restart", "uptime", "boot"),
     ("connect", "connection"),
 )
 
@@ -384,7 +383,7 @@ def synonym_words(
 ) -> list[str]:
     """For each search term that at most one document of a namespace uses (`documents(term)`: how many do), the
     words of its synonym group that some document uses: "crashes" finds `panic`, "threshold" a `limit` or
-    `watermark` where no metric says crash or threshold; "restarted" an `uptime` where one setting says restart."""
+    `watermark` where no metric says crash or threshold; "invalidated" a `purge` where one metric says invalidate."""
     table = _synonym_table(groups)
     rare = [t for t in dict.fromkeys(terms) if documents(t) <= RARE_WORD_DOCUMENTS]
     return list(dict.fromkeys(w for t in rare for w in table.get(t, ()) if documents(stem(w))))
