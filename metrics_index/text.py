@@ -256,7 +256,6 @@ STOPWORDS = frozenset({
 RARE_WORD_DOCUMENTS = 1
 SYNONYM_GROUPS: tuple[tuple[str, ...], ...] = (
     ("answer", "response", "reply"),
-    ("email", "mail"),
     ("peer", "neighbor", "neighbour"),
     ("invalidate", "purge"),
     ("crash", "panic", "died"),
@@ -264,7 +263,6 @@ SYNONYM_GROUPS: tuple[tuple[str, ...], ...] = (
     ("program", "application", "process"),
     ("free", "available", "unused"),
     ("peak", "maximum", "highest"),
-    ("simultaneous", "concurrent"),
     ("threshold", "limit", "watermark"),
     ("latency", "duration", "delay"),
     ("scratch", "workspace"),
