@@ -115,9 +115,14 @@ def open_semantic_index(
 def _opening(store: Path) -> Iterator[None]:
     """One process at a time opens the embedded Chroma store: on a new store, opening creates its tables, and two
     processes doing that at once failed ("database is locked", "table collections already exists": the first two
-    runs of a fresh home). Held only while the client is made, never while a writer works."""
-    store.mkdir(parents=True, exist_ok=True)
-    descriptor = os.open(store / OPEN_LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    runs of a fresh home). Held only while the client is made, never while a writer works. A store this process
+    cannot write is opened without it: no one creates tables through it, and Chroma says what is wrong."""
+    try:
+        store.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(store / OPEN_LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError:
+        yield
+        return
     try:
         fcntl.flock(descriptor, fcntl.LOCK_EX)
         yield
