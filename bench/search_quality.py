@@ -766,9 +766,9 @@ def signals_without(
     dropped) and without the cues of some question-cue families."""
     corpus, question = corpora[p.query.namespace], p.query.query
     kept = tuple(group for name, group in SYNONYM_GROUP_NAMES.items() if name not in dropped_groups)
-    found = p.signals
-    if query_text(corpus, question, kept) != found.text:
-        found = signals(corpus, question, embedder.embed([query_text(corpus, question, kept)])[0], kept)
+    found, text = p.signals, query_text(corpus, question, kept)
+    if text != found.text:
+        found = signals(corpus, question, embedder.embed([text])[0], kept)
     cues = frozenset().union(*(CUE_FAMILIES[f] for f in dropped_families))
     return replace(found, cues=found.cues - cues) if cues else found
 
