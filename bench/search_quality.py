@@ -718,8 +718,7 @@ def cue_families_out_of_fold(
     """The question cues, family by family (CUE_FAMILIES), kept or dropped per fold (kept_out_of_fold)."""
 
     def reciprocal_ranks(params: RankingParams, dropped: frozenset[str]) -> np.ndarray:
-        cues = frozenset().union(*(CUE_FAMILIES[f] for f in dropped))
-        found = [replace(p.signals, cues=p.signals.cues - cues) for p in prepared]
+        found = [without_cue_families(p.signals, dropped) for p in prepared]
         return ranked_reciprocal_ranks(prepared, corpora, params, found)
 
     asking = {f: sum(bool(p.signals.cues & cues) for p in prepared) for f, cues in CUE_FAMILIES.items()}
@@ -769,7 +768,12 @@ def signals_without(
     found, text = p.signals, query_text(corpus, question, kept)
     if text != found.text:
         found = signals(corpus, question, embedder.embed([text])[0], kept)
-    cues = frozenset().union(*(CUE_FAMILIES[f] for f in dropped_families))
+    return without_cue_families(found, dropped_families)
+
+
+def without_cue_families(found: Signals, families: Iterable[str]) -> Signals:
+    """A question's signals without the cues of some question-cue families (CUE_FAMILIES)."""
+    cues = frozenset().union(*(CUE_FAMILIES[f] for f in families))
     return replace(found, cues=found.cues - cues) if cues else found
 
 

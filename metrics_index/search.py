@@ -808,8 +808,8 @@ def signals(
     pinned = _name_matches(corpus, question)
     cues = question_cues(question)
     rare = [np.flatnonzero(corpus.traits[cue]) for cue in sorted(cues & RARE_CUES) if cue in corpus.traits]
-    found = [d for docs in (*order.values(), *pinned) for d in docs]
-    candidates = np.unique(np.concatenate([np.array(found, dtype=np.int64), *rare]))
+    listed = [d for docs in (*order.values(), *pinned) for d in docs]
+    candidates = np.unique(np.concatenate([np.array(listed, dtype=np.int64), *rare]))
     ranks, scaled = {}, {}
     for ranker, scores in raw.items():
         top = np.asarray(order[ranker], dtype=np.int64)

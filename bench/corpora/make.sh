@@ -128,6 +128,13 @@ scrape() {
   PARAMS[$service]=$params
 }
 
+# Once the exporter on 127.0.0.1:$2 answers /metrics (within ${4:-30} s), register it as service $1's, instance $3.
+scrape_exporter() {
+  local service=$1 port=$2 instance=$3 seconds=${4:-30}
+  wait_for "$seconds" http_ok "http://127.0.0.1:$port/metrics" || return 1
+  scrape "$service" "127.0.0.1:$port" "$instance"
+}
+
 # --- services: each starts the real server (and its exporter) and sends it a little traffic ------------------------
 
 start_mysqld() {
@@ -164,8 +171,7 @@ SQL
     --collect.perf_schema.eventsstatementssum --collect.perf_schema.eventswaits \
     --collect.perf_schema.file_events --collect.perf_schema.file_instances --collect.perf_schema.memory_events \
     --collect.slave_status --collect.mysql.user
-  wait_for 30 http_ok "http://127.0.0.1:$exporter/metrics" || return 1
-  scrape mysqld "127.0.0.1:$exporter" mysqld:9104
+  scrape_exporter mysqld "$exporter" mysqld:9104
 }
 
 traffic_mysqld() {
@@ -243,8 +249,7 @@ EOF
   traffic_bind
   spawn bind-exporter prometheus-bind-exporter --bind.stats-url="http://127.0.0.1:$stats/" \
     --web.listen-address="127.0.0.1:$exporter" --bind.stats-groups=server,view,tasks
-  wait_for 30 http_ok "http://127.0.0.1:$exporter/metrics" || return 1
-  scrape bind "127.0.0.1:$exporter" bind:9119
+  scrape_exporter bind "$exporter" bind:9119
 }
 
 # A few answered, unanswered and refused queries against a DNS server on 127.0.0.1.
@@ -343,8 +348,7 @@ EOF
   traffic_apache
   spawn apache-exporter prometheus-apache-exporter --telemetry.address="127.0.0.1:$exporter" \
     --scrape_uri="http://127.0.0.1:$APACHE_PORT/server-status?auto"
-  wait_for 30 http_ok "http://127.0.0.1:$exporter/metrics" || return 1
-  scrape apache "127.0.0.1:$exporter" apache:9117
+  scrape_exporter apache "$exporter" apache:9117
 }
 
 traffic_apache() {
@@ -378,8 +382,7 @@ EOF
   traffic_squid
   spawn squid-exporter prometheus-squid-exporter -squid-hostname 127.0.0.1 -squid-port "$SQUID_PORT" \
     -listen "127.0.0.1:$exporter" -extractservicetimes
-  wait_for 30 http_ok "http://127.0.0.1:$exporter/metrics" || return 1
-  scrape squid "127.0.0.1:$exporter" squid:9301
+  scrape_exporter squid "$exporter" squid:9301
 }
 
 traffic_squid() {
@@ -399,8 +402,7 @@ start_varnish() {
   wait_for 60 http_ok "http://127.0.0.1:$VARNISH_PORT/" || return 1
   traffic_varnish
   spawn varnish-exporter prometheus-varnish-exporter -n "$dir/instance" -web.listen-address "127.0.0.1:$exporter"
-  wait_for 30 http_ok "http://127.0.0.1:$exporter/metrics" || return 1
-  scrape varnish "127.0.0.1:$exporter" varnish:9131
+  scrape_exporter varnish "$exporter" varnish:9131
 }
 
 traffic_varnish() {
@@ -422,8 +424,7 @@ process_names:
 EOF
   spawn process-exporter prometheus-process-exporter -config.path "$dir/process.yml" -threads=true \
     -web.listen-address "127.0.0.1:$exporter"
-  wait_for 60 http_ok "http://127.0.0.1:$exporter/metrics" || return 1
-  scrape process "127.0.0.1:$exporter" process:9256
+  scrape_exporter process "$exporter" process:9256 60
 }
 
 start_postfix() {
@@ -540,8 +541,7 @@ EOF
   wait_for 30 test -S "$dir/bird.ctl" || return 1
   spawn bird-exporter prometheus-bird-exporter -bird.v2 -bird.socket "$dir/bird.ctl" -format.new \
     -web.listen-address "127.0.0.1:$exporter"
-  wait_for 30 http_ok "http://127.0.0.1:$exporter/metrics" || return 1
-  scrape bird "127.0.0.1:$exporter" bird:9324
+  scrape_exporter bird "$exporter" bird:9324
 }
 
 start_trafficserver() {
@@ -578,8 +578,7 @@ EOF
   traffic_trafficserver
   spawn trafficserver-exporter prometheus-trafficserver-exporter --no-procstats --addr 127.0.0.1 \
     --port "$exporter" --endpoint "http://127.0.0.1:$TRAFFICSERVER_PORT/_stats"
-  wait_for 30 http_ok "http://127.0.0.1:$exporter/metrics" || return 1
-  scrape trafficserver "127.0.0.1:$exporter" trafficserver:9122
+  scrape_exporter trafficserver "$exporter" trafficserver:9122
 }
 
 traffic_trafficserver() {
@@ -663,8 +662,7 @@ EOF
     log "frr: the BGP session to the second bgpd did not come up"
   spawn frr-exporter prometheus-frr-exporter --frr.socket.dir-path="$dir" --frr.vtysh.options="--vty_socket=$dir" \
     --collector.bgp.peer-types --collector.bgp.peer-descriptions --web.listen-address="127.0.0.1:$exporter"
-  wait_for 30 http_ok "http://127.0.0.1:$exporter/metrics" || return 1
-  scrape frr "127.0.0.1:$exporter" frr:9342
+  scrape_exporter frr "$exporter" frr:9342
 }
 
 # Dovecot's own OpenMetrics endpoint (the stats process's HTTP listener) with the five example metrics that Debian's
@@ -788,8 +786,7 @@ start_smokeping() {
   echo "targets: []" >"$dir/smokeping_prober.yml" # the hosts are on the command line
   spawn smokeping prometheus-smokeping-prober --privileged --config.file="$dir/smokeping_prober.yml" \
     --web.listen-address="127.0.0.1:$exporter" 127.0.0.1 ::1 192.0.2.1
-  wait_for 30 http_ok "http://127.0.0.1:$exporter/metrics" || return 1
-  scrape smokeping "127.0.0.1:$exporter" smokeping:9374
+  scrape_exporter smokeping "$exporter" smokeping:9374
 }
 
 # Rspamd's own OpenMetrics endpoint (the controller worker's /metrics) with Debian's configuration; only the listening
@@ -846,8 +843,7 @@ start_libvirt() {
   exporter=$(free_port)
   spawn libvirt-exporter prometheus-libvirt-exporter --libvirt.uri=test:///default \
     --web.listen-address="127.0.0.1:$exporter"
-  wait_for 30 http_ok "http://127.0.0.1:$exporter/metrics" || return 1
-  scrape libvirt "127.0.0.1:$exporter" libvirt:9177
+  scrape_exporter libvirt "$exporter" libvirt:9177
 }
 
 # --- Prometheus -----------------------------------------------------------------------------------------------------

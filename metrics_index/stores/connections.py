@@ -7,17 +7,17 @@ same two functions, so both always look at the same Redis set and the same Chrom
 
 from __future__ import annotations
 
-import fcntl
+import contextlib
 import functools
 import os
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import redis
+    from chromadb.api import ClientAPI
 
     from metrics_index.stores.semantic_index import SemanticIndex
 
@@ -101,30 +101,23 @@ def open_semantic_index(
     from metrics_index.embeddings import get_embedder
     from metrics_index.stores.semantic_index import SemanticIndex
 
-    if host:
-        client = chromadb.HttpClient(host=host, port=port)
-    else:
-        with _opening(Path(path)):
-            client = chromadb.PersistentClient(path=path)
+    client = chromadb.HttpClient(host=host, port=port) if host else _open_embedded_chroma(path)
     if lock_wait_seconds is None:
         return SemanticIndex(client, get_embedder(model), collection)
     return SemanticIndex(client, get_embedder(model), collection, lock_wait_seconds)
 
 
-@contextmanager
-def _opening(store: Path) -> Iterator[None]:
-    """One process at a time opens the embedded Chroma store: on a new store, opening creates its tables, and two
-    processes doing that at once failed ("database is locked", "table collections already exists": the first two
-    runs of a fresh home). Held only while the client is made, never while a writer works. A store this process
-    cannot write is opened without it: no one creates tables through it, and Chroma says what is wrong."""
-    try:
-        store.mkdir(parents=True, exist_ok=True)
-        descriptor = os.open(store / OPEN_LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
-    except OSError:
-        yield
-        return
-    try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(descriptor)
+def _open_embedded_chroma(path: str) -> ClientAPI:
+    """The embedded store's client, made by one process at a time (an flock on OPEN_LOCK_FILE, held only while the
+    client is made, never while a writer works): on a new store, making it creates the tables, and two processes
+    doing that at once failed ("database is locked", "table collections already exists": the first two runs of a
+    fresh home). A store this process cannot write is opened without the lock; Chroma then says what is wrong."""
+    import chromadb
+
+    from metrics_index.stores.lock import flocked
+
+    with contextlib.ExitStack() as stack:
+        with contextlib.suppress(OSError):
+            Path(path).mkdir(parents=True, exist_ok=True)
+            stack.enter_context(flocked(Path(path) / OPEN_LOCK_FILE))
+        return chromadb.PersistentClient(path=path)

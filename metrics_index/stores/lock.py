@@ -145,6 +145,18 @@ class StoreLock:
         return f"{self.what} is in use by another process" + (f" (last writer: {last})" if last else "")
 
 
+@contextmanager
+def flocked(path: Path) -> Iterator[None]:
+    """An exclusive flock on `path` (created if need be), waited for, released when the block ends: for a short step
+    one process at a time may take (starting the embedded Redis, creating a new Chroma store's tables)."""
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)
+
+
 def _try_flock(fd: int, mode: int) -> bool:
     try:
         fcntl.flock(fd, mode | fcntl.LOCK_NB)
