@@ -3,9 +3,9 @@
     python bench/label_cost.py              # the dev corpus's largest namespace (mysqld) and the demo's (node)
 
 For each namespace, a real Prometheus (Debian, 127.0.0.1, free port) scrapes one target that serves the
-namespace's real series (bench/labels/<service>.series.json.gz, saved from the Prometheus that made the corpus:
-`SERIES_DIR=bench/labels bash bench/corpora/make.sh mysqld`; the demo's from metrics_index/data/) with HELP and
-TYPE lines from its metadata snapshot, `honor_labels` keeping their job and instance. Then, each timed over
+namespace's real series (bench/corpora/<service>.series.json.gz, saved by `bench/corpora/make.sh` from the
+Prometheus that made the corpus; the demo's from metrics_index/data/) with HELP and TYPE lines from its metadata
+snapshot, `honor_labels` keeping their job and instance. Then, each timed over
 several runs (median), through the functions the raw asset calls:
 - baseline: the metadata read the raw asset already does (`/api/v1/targets/metadata`);
 - labels: the label read as the asset does it (one `/api/v1/series` request with a limit and a byte cap);
@@ -52,7 +52,7 @@ from metrics_index.testing.servers import (
 HERE = Path(__file__).resolve().parent
 DATA = DEFAULT_REGISTRY_PATH.parent
 NAMESPACES = {
-    "corpus:mysqld": (HERE / "corpora" / "mysqld.json", HERE / "labels" / "mysqld.series.json.gz", "mysqld"),
+    "corpus:mysqld": (HERE / "corpora" / "mysqld.json", HERE / "corpora" / "mysqld.series.json.gz", "mysqld"),
     "demo:node": (DATA / "demo-targets-metadata.json", DATA / "demo-series.json.gz", "node"),
 }
 REPEATS = 5

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Re-make the search development corpus: real services from Debian packages, started on 127.0.0.1 on free ports
 # with a little traffic, scraped by a real Prometheus, and the Prometheus metadata API saved per service as
-# bench/corpora/<service>.json ({"status": "success", "data": [...]}, the shape of /api/v1/targets/metadata).
+# bench/corpora/<service>.json ({"status": "success", "data": [...]}, the shape of /api/v1/targets/metadata), with
+# its series as bench/corpora/<service>.series.json.gz (/api/v1/series: the labels and their values).
 #
 # Usage: bash bench/corpora/make.sh [service ...]     (default: every service below; needs root for apt-get)
 #
@@ -892,6 +893,17 @@ print(len(data), file=sys.stderr)
   log "$service: $(cat "$WORK/count") metrics -> bench/corpora/$service.json"
 }
 
+# The service's series (its label names and values: what the raw asset reads with /api/v1/series), gzipped.
+save_series() {
+  local url=$1 service=$2
+  curl -fsS --get "$url/api/v1/series" --data-urlencode "match[]={job=\"$service\"}" |
+    gzip -n >"$HERE/$service.series.json.gz.tmp" || {
+    rm -f "$HERE/$service.series.json.gz.tmp"
+    return 1
+  }
+  mv "$HERE/$service.series.json.gz.tmp" "$HERE/$service.series.json.gz"
+}
+
 # Exporters show some metrics only after the event behind them: say which questions' metrics a re-made snapshot lost.
 check_questions() {
   python3 - "$HERE" <<'EOF'
@@ -952,9 +964,7 @@ main() {
   for service in "${started[@]}"; do
     [[ " ${wanted[*]} " == *" $service "* ]] || continue
     save_metadata "http://127.0.0.1:$port" "$service" || failed+=("$service")
-    # SERIES_DIR=dir also saves the service's /api/v1/series answer (gzipped), for the label-schema bench.
-    [ -z "${SERIES_DIR:-}" ] || curl -fsS --get "http://127.0.0.1:$port/api/v1/series" \
-      --data-urlencode "match[]={job=\"$service\"}" | gzip -n >"$SERIES_DIR/$service.series.json.gz"
+    save_series "http://127.0.0.1:$port" "$service" || failed+=("$service")
   done
   check_questions
   if [ "${#failed[@]}" -gt 0 ]; then
