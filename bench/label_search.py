@@ -6,7 +6,7 @@ search? The measure behind metrics_index/label_preference.py.
 Indexes each namespace twice with rules enrichment: without label names (search has no label to prefer: the
 baseline, ours as it was) and with each metric's label names from its series snapshot (the product): the demo
 namespaces from the bundled registry and series snapshot, `corpus:mysqld` from bench/corpora/mysqld.json and the
-real series in bench/labels/ (the only corpus service with saved series). Ranks every question with the baseline,
+real series saved beside it (bench/corpora/mysqld.series.json.gz). Ranks every question with the baseline,
 with the baseline re-ranked by `prefer_labelled` at several weights, and with the product's `search`, and prints
 recall@1/5/10 and MRR per question file. The label questions (labels.jsonl) were written before any ranking was
 looked at; the corpus questions were written by another engineer before any tuning.
@@ -20,18 +20,26 @@ from collections.abc import Callable, Sequence
 
 import chromadb
 import pandas as pd
-from search_quality import CORPUS_DIR, DEV_SETS, ROOT, Query, figures, read_queries, reciprocal_rank
+from search_quality import (
+    CORPUS_DIR,
+    DEV_SETS,
+    ROOT,
+    Query,
+    corpus_sources,
+    figures,
+    labelled_metadata,
+    read_queries,
+    reciprocal_rank,
+)
 
 from metrics_index.embeddings import get_embedder
 from metrics_index.enrichment.incremental import enrich_catalog
 from metrics_index.enrichment.rules import RulesEnricher
-from metrics_index.label_preference import DEPTH, WEIGHT, label_names_column, prefer_labelled, wanted_labels
-from metrics_index.namespaces import Namespace, NamespaceSource
+from metrics_index.label_preference import DEPTH, WEIGHT, prefer_labelled, wanted_labels, with_label_columns
 from metrics_index.resources import PrometheusResource
 from metrics_index.search import search
 from metrics_index.sources import RawMetric
-from metrics_index.sources.labels import family_schemas, read_series_snapshot, with_labels
-from metrics_index.sources.prometheus import fetch_raw_metadata
+from metrics_index.sources.labels import with_labels
 from metrics_index.stores.semantic_index import SemanticIndex
 
 WEIGHTS = (0.05, 0.1, WEIGHT, 0.4)
@@ -43,10 +51,7 @@ Ranker = Callable[[str, str], list[str]]
 def labelled_raw(namespace: str) -> pd.DataFrame:
     """The namespace's raw metadata with its label schemas, from its metadata and series snapshots."""
     if namespace == MYSQLD:
-        source = NamespaceSource(Namespace.parse(namespace), "{}", snapshot=CORPUS_DIR / "mysqld.json")
-        raw = fetch_raw_metadata(source)
-        series = read_series_snapshot(ROOT / "bench" / "labels" / "mysqld.series.json.gz", "{}")
-        return with_labels(raw, family_schemas(raw, series))
+        return labelled_metadata(corpus_sources(CORPUS_DIR)[MYSQLD])
     prometheus = PrometheusResource()
     raw = prometheus.fetch(namespace)
     return with_labels(raw, prometheus.fetch_labels(namespace, raw).schemas)
@@ -65,7 +70,7 @@ def main() -> int:
             raw = labelled_raw(namespace)
             enriched, _ = enrich_catalog(RawMetric.from_frame(raw), RulesEnricher(), RulesEnricher())
             baseline.sync(namespace, enriched)
-            enriched["label_names"] = label_names_column(enriched.merge(raw[["metric_name", "labels"]]))
+            enriched = with_label_columns(enriched, raw)
             product.sync(namespace, enriched)
             labelled[namespace] = dict(
                 zip(enriched["metric_name"], enriched["label_names"].str.split(","), strict=True)

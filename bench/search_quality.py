@@ -63,6 +63,7 @@ from metrics_index.enrichment.base import Enricher, EnrichmentOutcome, ProgressC
 from metrics_index.enrichment.incremental import enrich_catalog
 from metrics_index.enrichment.rules import RulesEnricher
 from metrics_index.enrichment.vocabulary import EnrichedFields
+from metrics_index.label_preference import with_label_columns
 from metrics_index.namespaces import Namespace, NamespaceSource, load_registry
 from metrics_index.search import (
     DEFAULT_PARAMS,
@@ -82,9 +83,10 @@ from metrics_index.search import (
     term_documents,
 )
 from metrics_index.sources import RawMetric
+from metrics_index.sources.labels import family_schemas, read_series_snapshot, with_labels
 from metrics_index.sources.prometheus import fetch_raw_metadata
 from metrics_index.stores.semantic_index import SemanticIndex
-from metrics_index.text import SYNONYM_GROUPS, search_terms, split_name, synonym_words
+from metrics_index.text import SYNONYM_GROUPS, document_text, search_terms, split_name, synonym_words
 from metrics_index.units import unit_of
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -148,12 +150,24 @@ def figures(reciprocal_ranks: Sequence[float]) -> dict[str, float]:
 
 
 def corpus_sources(corpus_dir: Path) -> dict[str, NamespaceSource]:
-    """One namespace `corpus:<service>` per snapshot file in the corpus folder."""
+    """One namespace `corpus:<service>` per snapshot file in the corpus folder, with its series when saved."""
     sources = {}
     for path in sorted(corpus_dir.glob("*.json")):
         namespace = Namespace.parse(f"corpus:{path.stem}")
-        sources[str(namespace)] = NamespaceSource(namespace, selector="{}", snapshot=path)
+        series = path.with_name(f"{path.stem}.series.json.gz")
+        sources[str(namespace)] = NamespaceSource(
+            namespace, selector="{}", snapshot=path, series_snapshot=series if series.exists() else None
+        )
     return sources
+
+
+def labelled_metadata(source: NamespaceSource) -> pd.DataFrame:
+    """The namespace's raw metadata with its label schemas, from its series snapshot when it has one (the raw
+    asset reads the same)."""
+    raw = fetch_raw_metadata(source)
+    if source.series_snapshot is None:
+        return raw
+    return with_labels(raw, family_schemas(raw, read_series_snapshot(source.series_snapshot, source.selector)))
 
 
 class FileEnricher(Enricher):
@@ -208,10 +222,11 @@ def write_claude_enrichments(path: Path, raw_frames: Mapping[str, pd.DataFrame])
 
 
 def enrich(raw: pd.DataFrame, enrichments: Mapping[str, dict] | None, label: str) -> tuple[pd.DataFrame, int]:
-    """The enriched frame (rules, or the file's records with rules for what they lack) and the fallback count."""
+    """The enriched frame with its label columns, as the enriched asset makes it (rules, or the file's records with
+    rules for what they lack), and the fallback count."""
     primary: Enricher = RulesEnricher() if enrichments is None else FileEnricher(enrichments, label)
     frame, report = enrich_catalog(RawMetric.from_frame(raw), primary, RulesEnricher())
-    return frame, report.failed if enrichments is not None else 0
+    return with_label_columns(frame, raw), report.failed if enrichments is not None else 0
 
 
 # -- rankers -------------------------------------------------------------------------------------------------
@@ -513,7 +528,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     started = time.perf_counter()
     sources, questions, dev_sets = load_services(args)
-    raw_frames = {ns: fetch_raw_metadata(source) for ns, source in sorted(sources.items())}
+    raw_frames = {ns: labelled_metadata(source) for ns, source in sorted(sources.items())}
     enrichments: dict[str, dict[str, dict]] | None = None
     if args.enricher == "claude":
         if not args.enrichments.exists():
@@ -524,6 +539,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     embedder = get_embedder(args.model)
     corpora: dict[str, NamespaceCorpus] = {}
+    labelled: dict[str, dict[str, str]] = {}  # the documents of the metrics with label values, by namespace
     fallbacks = {}
     with tempfile.TemporaryDirectory(prefix="metrics-index-bench-") as temporary:
         chroma_dir = str(args.chroma or temporary)
@@ -533,6 +549,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             frame, fallbacks[namespace] = enrich(raw, records, str(args.enrichments))
             index.sync(namespace, frame)
             corpora[namespace] = load_corpus(index, namespace)
+            labelled[namespace] = {
+                r["metric_name"]: document_text(r) for r in frame.to_dict("records") if r["label_values"]
+            }
         del index
     indexed_s = time.perf_counter() - started
     print(
@@ -608,12 +627,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         prepared[:loso_questions], corpora, choices["ours"], services, embedder
     )
     print("\n" + out_of_fold_text("synonym groups", report["synonym_groups"], "use it", len(services)))
+    plain = {ns: without_label_values(corpus, labelled[ns], embedder) for ns, corpus in corpora.items()}
+    plain_prepared = [replace(p, signals=signals(plain[p.query.namespace], p.query.query, p.vector)) for p in prepared]
+    report["label_values"] = label_values_out_of_fold(
+        prepared[:loso_questions], plain_prepared[:loso_questions], corpora, choices["ours"], services, labelled
+    )
+    print(
+        "\n" + out_of_fold_text("label values", report["label_values"], "are in services that have them", len(services))
+    )
     report["word_tables"] = word_tables_out_of_fold(
-        prepared[:loso_questions], corpora, choices["ours"], services, embedder, report
+        prepared[:loso_questions],
+        plain_prepared[:loso_questions],
+        corpora,
+        plain,
+        choices["ours"],
+        services,
+        embedder,
+        report,
     )
     both = report["word_tables"]
     print(
-        "\nOurs with each fold's synonym groups and question-cue families at once: "
+        "\nOurs with each fold's synonym groups, question-cue families and label values at once: "
         f"recall@5 {both['recall@5']:.3f} / MRR {both['mrr']:.3f}"
     )
     if args.show_misses:
@@ -779,22 +813,62 @@ def without_cue_families(found: Signals, families: Iterable[str]) -> Signals:
 
 def word_tables_out_of_fold(
     prepared: Sequence[Prepared],
+    plain_prepared: Sequence[Prepared],
     corpora: Mapping[str, NamespaceCorpus],
+    plain: Mapping[str, NamespaceCorpus],
     chosen: Mapping[str, RankingParams],
     services: Sequence[str],
     embedder: Embedder,
     reports: Mapping[str, Mapping[str, Any]],
 ) -> dict[str, float]:
-    """Each service ranked with only the synonym groups and the question-cue families its fold kept, both at once
-    (`reports`: what synonym_groups_out_of_fold and cue_families_out_of_fold found)."""
+    """Each service ranked with only the synonym groups, the question-cue families and the label values its fold
+    kept, all at once (`reports`: what synonym_groups_out_of_fold, cue_families_out_of_fold and
+    label_values_out_of_fold found; `plain`, `plain_prepared`: the corpora and questions without label values)."""
     columns = service_columns(prepared, services)
     held_out = np.zeros(len(prepared))
     for service, column in columns.items():
         groups = frozenset(reports["synonym_groups"]["dropped_on_fold"][service])
         families = reports["cue_families"]["dropped_on_fold"][service]
-        found = [signals_without(prepared[j], corpora, embedder, groups, families) for j in column]
+        without_labels = bool(reports["label_values"]["dropped_on_fold"][service])
+        questions, fold_corpora = (plain_prepared, plain) if without_labels else (prepared, corpora)
+        found = [signals_without(questions[j], fold_corpora, embedder, groups, families) for j in column]
         held_out[column] = ranked_reciprocal_ranks([prepared[j] for j in column], corpora, chosen[service], found)
     return held_out_figures(held_out, columns)
+
+
+LABEL_VALUES = "label values in the vectors"
+
+
+def without_label_values(corpus: NamespaceCorpus, documents: Mapping[str, str], embedder: Embedder) -> NamespaceCorpus:
+    """The corpus as it was before label values: each metric that has them (`documents`: their document texts)
+    embedded from its document alone."""
+    if not documents:
+        return corpus
+    rows = [corpus.position[name] for name in documents]
+    vectors = corpus.parts.vectors.copy()
+    fresh = np.asarray(embedder.embed(list(documents.values())), dtype=np.float32)
+    vectors[rows] = fresh / np.linalg.norm(fresh, axis=1, keepdims=True)
+    return NamespaceCorpus.from_parts(replace(corpus.parts, vectors=vectors))
+
+
+def label_values_out_of_fold(
+    prepared: Sequence[Prepared],
+    plain_prepared: Sequence[Prepared],
+    corpora: Mapping[str, NamespaceCorpus],
+    chosen: Mapping[str, RankingParams],
+    services: Sequence[str],
+    labelled: Mapping[str, Mapping[str, str]],
+) -> dict[str, Any]:
+    """The label values in the vectors (text.embedding_text), checked like the cue families: kept for a service when
+    they raise the other services' mean MRR. `plain_prepared`: the questions ranked in the corpora without them;
+    `labelled`: the metrics with label values, by namespace."""
+
+    def reciprocal_ranks(params: RankingParams, dropped: frozenset[str]) -> np.ndarray:
+        found = [p.signals for p in (plain_prepared if dropped else prepared)]
+        return ranked_reciprocal_ranks(prepared, corpora, params, found)
+
+    having = {LABEL_VALUES: sum(bool(labelled[p.query.namespace]) for p in prepared)}
+    return kept_out_of_fold([LABEL_VALUES], reciprocal_ranks, chosen, service_columns(prepared, services), having)
 
 
 def out_of_fold_text(title: str, report: Mapping[str, Any], counted: str, folds: int) -> str:

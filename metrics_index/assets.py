@@ -19,7 +19,7 @@ from metrics_index.asset_metadata import EnrichmentFigures, IndexFigures, NameSe
 from metrics_index.enrichment.incremental import enrich_catalog
 from metrics_index.enrichment.rules import RulesEnricher
 from metrics_index.io import PARQUET_IO, ParquetIOManager
-from metrics_index.label_preference import label_names_column
+from metrics_index.label_preference import with_label_columns
 from metrics_index.namespaces import NAMESPACE_PARTITIONS
 from metrics_index.promql import hints_for
 from metrics_index.resources import (
@@ -153,10 +153,8 @@ def enriched_metric_metadata(
         frame, report = enrich_catalog(
             RawMetric.from_frame(raw_metric_metadata), primary, RulesEnricher(), previous, config.force, advance
         )
-    if "labels" in raw_metric_metadata:
-        frame = frame.merge(raw_metric_metadata[["metric_name", "labels"]], on="metric_name", how="left")
+    frame = with_label_columns(frame, raw_metric_metadata)
     frame["promql_hint"] = hints_for(frame)
-    frame["label_names"] = label_names_column(frame)
     for name, reason in report.failures.items():
         context.log.warning(f"enrichment of {name} failed, indexed with rules: {reason}")
     listed = dict(sorted(report.failures.items())[:_FAILURES_LISTED])

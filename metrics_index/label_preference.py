@@ -10,11 +10,13 @@ on questions that need a label (bench/queries/labels.jsonl, written before any r
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from metrics_index.sources.labels import LabelSchema, LabelSummary
 
 WEIGHT = 0.2
 DEPTH = 30
@@ -74,11 +76,35 @@ def prefer_labelled(
     return [(result, new, hits) for _, _, result, new, hits in sorted(rescored, key=lambda item: item[:2])]
 
 
-def label_names_column(frame: pd.DataFrame) -> list[str]:
-    """Each metric's label names as its search document keeps them: comma-separated, sorted, without job and
-    instance; empty when its labels are unknown."""
+def with_label_columns(enriched: pd.DataFrame, raw: pd.DataFrame) -> pd.DataFrame:
+    """The enriched frame with what search keeps of each metric's labels: its schema (`labels`, from `raw`),
+    `label_names` and `label_values`."""
+    if "labels" in raw and "labels" not in enriched:
+        enriched = enriched.merge(raw[["metric_name", "labels"]], on="metric_name", how="left")
+    schemas = [_schema(text) for text in (enriched["labels"] if "labels" in enriched else [None] * len(enriched))]
+    return enriched.assign(
+        label_names=[",".join(sorted(set(s.labels) - COMMON_LABELS)) if s else "" for s in schemas],
+        label_values=[label_values_text(s.labels) if s else "" for s in schemas],
+    )
+
+
+def label_values_text(labels: Mapping[str, LabelSummary]) -> str:
+    """The labels whose every value is known, with their values in words, for the metric's embedding: "by action:
+    add header, greylist, no action, reject" lets "greylisted mail" find `rspamd_actions_total`. Values without a
+    letter (numbers, addresses) and the structural `le` / `quantile` say nothing a question asks."""
+    from metrics_index.sources.labels import STRUCTURAL_LABELS
+
+    parts = []
+    for name, summary in sorted(labels.items()):
+        if name in COMMON_LABELS or name in STRUCTURAL_LABELS or not summary.complete:
+            continue
+        values = [value.replace("_", " ") for value in summary.values if any(c.isalpha() for c in value)]
+        if values:
+            parts.append(f"by {name.replace('_', ' ')}: {', '.join(values)}")
+    return "; ".join(parts)
+
+
+def _schema(text: str | None) -> LabelSchema | None:
     from metrics_index.sources.labels import LabelSchema  # pandas: not for the searches that import this module
 
-    texts = frame["labels"] if "labels" in frame else [None] * len(frame)
-    schemas = map(LabelSchema.from_json, texts)
-    return [",".join(sorted(set(schema.labels) - COMMON_LABELS)) if schema else "" for schema in schemas]
+    return LabelSchema.from_json(text)

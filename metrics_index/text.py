@@ -330,6 +330,13 @@ def document_text(row: Mapping[str, Any]) -> str:
     return ". ".join(p.rstrip(".") for p in parts if p)
 
 
+def embedding_text(document: str, label_values: str) -> str:
+    """What a metric's vector is made of: its document, then its labels' values (label_preference.label_values_text).
+    The lexical rankers read the document alone: a value such as "success" or "total" is in too many metrics' labels
+    to tell them apart by word, but it shifts a vector towards what the metric counts."""
+    return f"{document}. {label_values}" if label_values else document
+
+
 def _text(value: Any) -> str:
     return "" if value is None or (isinstance(value, float) and value != value) else str(value).strip()
 

@@ -14,7 +14,7 @@ import pytest
 import redis
 
 from metrics_index.api import materialization_metadata
-from metrics_index.label_preference import prefer_labelled, wanted_labels
+from metrics_index.label_preference import label_values_text, prefer_labelled, wanted_labels, with_label_columns
 from metrics_index.promql import hints_for, syntax_error
 from metrics_index.resources import PrometheusResource
 from metrics_index.search import search
@@ -23,6 +23,7 @@ from metrics_index.sources.labels import (
     MAX_VALUES,
     SAMPLE_VALUES,
     LabelSchema,
+    LabelSummary,
     family_schemas,
     fetch_label_schemas,
     read_series_snapshot,
@@ -219,3 +220,27 @@ def test_every_demo_namespace_has_labels_and_hints_offline() -> None:
         assert set(fetched.schemas) == set(raw["metric_name"]), namespace
         assert {"job", "instance"} <= set(fetched.schemas[raw["metric_name"][0]].labels)
         assert [syntax_error(hint) for hint in hints_for(with_labels(raw, fetched.schemas))] == [None] * len(raw)
+
+
+def test_labels_whose_values_are_all_known_are_written_for_the_embedding() -> None:
+    labels = {
+        "action": LabelSummary(3, ("add_header", "greylist", "reject"), complete=True),
+        "instance": LabelSummary(1, ("rspamd:11334",), complete=True),  # on every series
+        "le": LabelSummary(3, ("0.1", "1", "+Inf"), complete=True),  # structural
+        "code": LabelSummary(2, ("200", "404"), complete=True),  # no letter: says nothing a question asks
+        "peer": LabelSummary(400, ("a", "b"), complete=False),  # a sample only
+        "worker_type": LabelSummary(2, ("normal", "controller"), complete=True),
+    }
+    assert label_values_text(labels) == "by action: add header, greylist, reject; by worker type: normal, controller"
+    assert label_values_text({}) == ""
+
+
+def test_the_enriched_frame_takes_each_metrics_label_columns_from_the_raw_schemas() -> None:
+    schema = LabelSchema({"job": LabelSummary(1, ("x",), True), "action": LabelSummary(1, ("reject",), True)}, 1, 1)
+    raw = pd.DataFrame({"metric_name": ["a_total", "b_total"], "labels": [schema.to_json(), None]})
+    enriched = pd.DataFrame({"metric_name": ["a_total", "b_total"], "description": ["A.", "B."]})
+    frame = with_label_columns(enriched, raw)
+    assert frame["label_names"].tolist() == ["action", ""]
+    assert frame["label_values"].tolist() == ["by action: reject", ""]
+    unlabelled = with_label_columns(enriched, raw.drop(columns="labels"))
+    assert unlabelled[["label_names", "label_values"]].values.tolist() == [["", ""], ["", ""]]

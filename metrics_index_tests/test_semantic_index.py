@@ -187,3 +187,25 @@ def test_model_folder_works_and_a_collection_of_another_model_is_embedded_again(
             next(built.pages(NODE, ["embeddings"], ids=[f"{NODE}/{METRICS[0].metric_name}"]))
     finally:
         client.delete_collection("t_model_mismatch")
+
+
+def test_label_values_go_into_the_vector_not_the_document(index: SemanticIndex) -> None:
+    """A question naming a label value ("greylisted") finds the metric by meaning; the lexical rankers read the
+    document, which stays the metric's own words. New label values alone embed the metric again."""
+    frame = enriched(METRICS[:2])
+    frame["label_values"] = ["by mode: idle, user, system", ""]
+    index.sync(NODE, frame)
+    stored = index.collection.get(
+        ids=[f"{NODE}/{m.metric_name}" for m in METRICS[:2]], include=["documents", "embeddings"]
+    )
+    documents = dict(zip(stored["ids"], stored["documents"], strict=True))
+    cpu, disk = (documents[f"{NODE}/{m.metric_name}"] for m in METRICS[:2])
+    assert "idle" not in cpu
+    expected = index.embedder.embed([f"{cpu}. by mode: idle, user, system", disk])
+    by_id = dict(zip(stored["ids"], np.asarray(stored["embeddings"]), strict=True))
+    np.testing.assert_allclose([by_id[f"{NODE}/{m.metric_name}"] for m in METRICS[:2]], expected, atol=1e-6)
+
+    frame["label_values"] = ["by mode: idle, user, system, steal", ""]
+    assert (index.sync(NODE, frame).indexed, index.documents(NODE)["label_values"].tolist()) == (
+        1, ["by mode: idle, user, system, steal", ""]
+    )  # fmt: skip

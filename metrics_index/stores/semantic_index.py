@@ -26,7 +26,7 @@ import pandas as pd
 from metrics_index.enrichment.vocabulary import ENRICHED_COLUMNS
 from metrics_index.stores.connections import DEFAULT_COLLECTION
 from metrics_index.stores.lock import DEFAULT_WAIT_SECONDS, Notify, StoreLock
-from metrics_index.text import document_text
+from metrics_index.text import document_text, embedding_text
 
 if TYPE_CHECKING:  # Chroma and the model are imported where a store is opened (stores/connections.py), so that what
     # only loads the project (Dagster's code server) does not import them (about 1 s of CPU)
@@ -36,7 +36,7 @@ if TYPE_CHECKING:  # Chroma and the model are imported where a store is opened (
     from metrics_index.embeddings import Embedder
 
 PAGE_SIZE = 1000
-METADATA_COLUMNS = (*ENRICHED_COLUMNS, "enricher", "promql_hint", "label_names")
+METADATA_COLUMNS = (*ENRICHED_COLUMNS, "enricher", "promql_hint", "label_names", "label_values")
 LOCK_FILE = "metrics-index.lock"
 # Search ranks every vector of a namespace exactly, in memory (search.py): Chroma's HNSW graph is kept up to date
 # but never queried by metrics-index, so a new collection builds it with a third of the default effort (100),
@@ -176,7 +176,7 @@ class SemanticIndex:
             self.collection.upsert(
                 ids=ids[start:end],
                 documents=texts[start:end],
-                embeddings=self.embedder.embed(texts[start:end]),
+                embeddings=self._embed(texts[start:end], metadatas[start:end]),
                 metadatas=metadatas[start:end],
             )
             if progress:
@@ -187,6 +187,12 @@ class SemanticIndex:
         for start in range(0, len(stale), batch_size):
             self.collection.delete(ids=stale[start : start + batch_size])
         return SyncReport(total=len(enriched), indexed=len(ids), unchanged=len(enriched) - len(ids), removed=len(stale))
+
+    def _embed(self, documents: Sequence[str], metadatas: Sequence[Mapping[str, Any]]) -> list:
+        """The vectors of documents, each embedded with its label values (text.embedding_text)."""
+        return self.embedder.embed(
+            [embedding_text(d, m.get("label_values", "")) for d, m in zip(documents, metadatas, strict=True)]
+        )
 
     def _metadata(self, namespace: str, row: Mapping[str, Any], text: str) -> dict[str, str]:
         metadata = {column: _text(row.get(column)) for column in METADATA_COLUMNS}
@@ -230,7 +236,7 @@ class SemanticIndex:
             ]
             texts = [text or "" for text in page["documents"]]
             self.collection.upsert(
-                ids=page["ids"], documents=texts, embeddings=self.embedder.embed(texts), metadatas=metadatas
+                ids=page["ids"], documents=texts, embeddings=self._embed(texts, metadatas), metadatas=metadatas
             )
         kept = {key: value for key, value in (self.collection.metadata or {}).items() if not key.startswith("hnsw:")}
         self.collection.modify(metadata={**kept, "embedding_model": self.embedder.model_id})  # hnsw: fixed at creation
