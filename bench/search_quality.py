@@ -4,9 +4,10 @@
     python bench/search_quality.py --quick               # CI: two services, a small grid; correctness only
     python bench/search_quality.py --enricher claude --enrichments claude-enrichments.json
 
-Every service (a namespace with its own snapshot and questions) is indexed the way the assets do it:
-enrichment (rules by default), documents embedded into an embedded Chroma in a temporary directory, then
-read back by `metrics_index.search.load_corpus`. Each question is ranked by:
+Every service (a namespace with its own snapshot and questions) is indexed the way the assets do it: its label
+schemas from its series snapshot (`<service>.series.json.gz`, as the raw asset reads them), enrichment (rules by
+default), documents embedded with their label values into an embedded Chroma in a temporary directory, then read
+back by `metrics_index.search.load_corpus`. Each question is ranked by:
 - bm25: BM25 (bm25s, its own tokenizer and English stop words) over the name's words and the help text;
 - dense: MiniLM (the default embedder) over the name's words and the help text;
 - fuzzy: rapidfuzz WRatio of the question against each name (what metric explorers do);
@@ -22,7 +23,9 @@ Word tables (metrics_index.text) are not tuned by the grid. "vm" was corrected (
 memory); DNS's response code ("rcode", "servfail") and the synonym table (SYNONYM_GROUPS: a question word no metric
 of the namespace uses is also searched as its synonyms the namespace uses) were written after reading the corpus's
 misses, so each synonym group is checked out of fold like the cue families ("Synonym groups kept out of fold"),
-and last both at once: each service ranked with only the groups and the cue families its fold kept.
+and so are the label values in the vectors (text.embedding_text; without them, the vectors are embedded again from
+the documents alone); last all at once: each service ranked with only the groups, the cue families and the label
+values its fold kept.
 
 The corpus is bench/corpora/<service>.json (a /api/v1/targets/metadata response per service) with questions
 in bench/corpora/questions.jsonl (namespace "corpus:<service>"). Until it exists, the six demo jobs of the
