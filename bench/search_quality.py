@@ -23,9 +23,10 @@ Word tables (metrics_index.text) are not tuned by the grid. "vm" was corrected (
 memory); DNS's response code ("rcode", "servfail") and the synonym table (SYNONYM_GROUPS: a question word no metric
 of the namespace uses is also searched as its synonyms the namespace uses) were written after reading the corpus's
 misses, so each synonym group is checked out of fold like the cue families ("Synonym groups kept out of fold"),
-and so are the label values in the vectors (text.embedding_text; without them, the vectors are embedded again from
-the documents alone); last all at once: each service ranked with only the groups, the cue families and the label
-values its fold kept.
+and so are the label values in the vectors (text.embedding_text) and the abbreviations added after the corpus
+(LATE_ABBREVIATIONS): without them, the corpora are enriched, embedded and indexed again (CorpusVariants); last all
+at once: each service ranked with only the groups, the cue families, the label values and the abbreviations its fold
+kept.
 
 The corpus is bench/corpora/<service>.json (a /api/v1/targets/metadata response per service) with questions
 in bench/corpora/questions.jsonl (namespace "corpus:<service>"). Until it exists, the six demo jobs of the
@@ -50,7 +51,8 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -61,6 +63,8 @@ import numpy as np
 import pandas as pd
 from rapidfuzz import fuzz, process
 
+from metrics_index import search as search_module
+from metrics_index import text as text_module
 from metrics_index.embeddings import DEFAULT_MODEL, Embedder, get_embedder
 from metrics_index.enrichment.base import Enricher, EnrichmentOutcome, ProgressCallback
 from metrics_index.enrichment.incremental import enrich_catalog
@@ -89,7 +93,7 @@ from metrics_index.sources import RawMetric
 from metrics_index.sources.labels import family_schemas, read_series_snapshot, with_labels
 from metrics_index.sources.prometheus import fetch_raw_metadata
 from metrics_index.stores.semantic_index import SemanticIndex
-from metrics_index.text import SYNONYM_GROUPS, document_text, search_terms, split_name, synonym_words
+from metrics_index.text import ABBREVIATIONS, GLUED_PIECE, SYNONYM_GROUPS, search_terms, split_name, synonym_words
 from metrics_index.units import unit_of
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -355,6 +359,13 @@ class Prepared:
     signals: Signals
 
 
+def prepare(queries: Sequence[Query], corpora: Mapping[str, NamespaceCorpus], embedder: Embedder) -> list[Prepared]:
+    """Each question's embedding and signals, as search() makes them (query_text; the references embed it as
+    written)."""
+    vectors = embedder.embed([query_text(corpora[q.namespace], q.query) for q in queries])
+    return [Prepared(q, v, signals(corpora[q.namespace], q.query, v)) for q, v in zip(queries, vectors, strict=True)]
+
+
 def our_reciprocal_ranks(
     corpora: Mapping[str, NamespaceCorpus], prepared: Sequence[Prepared], grid: Sequence[RankingParams]
 ) -> np.ndarray:
@@ -542,7 +553,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     embedder = get_embedder(args.model)
     corpora: dict[str, NamespaceCorpus] = {}
-    labelled: dict[str, dict[str, str]] = {}  # the documents of the metrics with label values, by namespace
+    labelled: set[str] = set()  # the namespaces with label values
     fallbacks = {}
     with tempfile.TemporaryDirectory(prefix="metrics-index-bench-") as temporary:
         chroma_dir = str(args.chroma or temporary)
@@ -552,9 +563,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             frame, fallbacks[namespace] = enrich(raw, records, str(args.enrichments))
             index.sync(namespace, frame)
             corpora[namespace] = load_corpus(index, namespace)
-            labelled[namespace] = {
-                r["metric_name"]: document_text(r) for r in frame.to_dict("records") if r["label_values"]
-            }
+            if frame["label_values"].astype(bool).any():
+                labelled.add(namespace)
         del index
     indexed_s = time.perf_counter() - started
     print(
@@ -565,11 +575,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"metrics missing from {args.enrichments} (ranked with rules enrichment): {fallbacks}")
 
     all_queries = [*questions, *(q for qs in dev_sets.values() for q in qs)]
-    # Ours embeds the question as search() does (query_text); the references embed it as written.
-    vectors = embedder.embed([query_text(corpora[q.namespace], q.query) for q in all_queries])
-    prepared = [
-        Prepared(q, v, signals(corpora[q.namespace], q.query, v)) for q, v in zip(all_queries, vectors, strict=True)
-    ]
+    prepared = prepare(all_queries, corpora, embedder)
     plain_vectors = embedder.embed([q.query for q in all_queries])
     references = References(raw_frames, embedder).rankers()
     reference_rr = {
@@ -630,27 +636,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         prepared[:loso_questions], corpora, choices["ours"], services, embedder
     )
     print("\n" + out_of_fold_text("synonym groups", report["synonym_groups"], "use it", len(services)))
-    plain = {ns: without_label_values(corpus, labelled[ns], embedder) for ns, corpus in corpora.items()}
-    plain_prepared = [replace(p, signals=signals(plain[p.query.namespace], p.query.query, p.vector)) for p in prepared]
-    report["label_values"] = label_values_out_of_fold(
-        prepared[:loso_questions], plain_prepared[:loso_questions], corpora, choices["ours"], services, labelled
-    )
-    print(
-        "\n" + out_of_fold_text("label values", report["label_values"], "are in services that have them", len(services))
-    )
-    report["word_tables"] = word_tables_out_of_fold(
-        prepared[:loso_questions],
-        plain_prepared[:loso_questions],
-        corpora,
-        plain,
-        choices["ours"],
-        services,
-        embedder,
-        report,
-    )
+    with tempfile.TemporaryDirectory(prefix="metrics-index-bench-variants-") as folder:
+        loso_sources = {ns: raw_frames[ns] for ns in services}
+        variants = CorpusVariants(folder, embedder, loso_sources, enrichments, str(args.enrichments), questions)
+        variants.cache[CorpusVariant()] = ({ns: corpora[ns] for ns in services}, prepared[:loso_questions])
+        report["corpus_tables"] = corpus_tables_out_of_fold(variants, choices["ours"], services, labelled)
+        print(
+            "\n"
+            + out_of_fold_text(
+                "label values and late abbreviations",
+                report["corpus_tables"],
+                "are in services that use them",
+                len(services),
+            )
+        )
+        report["word_tables"] = word_tables_out_of_fold(variants, choices["ours"], services, embedder, report)
     both = report["word_tables"]
     print(
-        "\nOurs with each fold's synonym groups, question-cue families and label values at once: "
+        "\nOurs with each fold's synonym groups, question-cue families, label values and late abbreviations at once: "
         f"recall@5 {both['recall@5']:.3f} / MRR {both['mrr']:.3f}"
     )
     if args.show_misses:
@@ -815,63 +818,134 @@ def without_cue_families(found: Signals, families: Iterable[str]) -> Signals:
 
 
 def word_tables_out_of_fold(
-    prepared: Sequence[Prepared],
-    plain_prepared: Sequence[Prepared],
-    corpora: Mapping[str, NamespaceCorpus],
-    plain: Mapping[str, NamespaceCorpus],
+    variants: CorpusVariants,
     chosen: Mapping[str, RankingParams],
     services: Sequence[str],
     embedder: Embedder,
     reports: Mapping[str, Mapping[str, Any]],
 ) -> dict[str, float]:
-    """Each service ranked with only the synonym groups, the question-cue families and the label values its fold
-    kept, all at once (`reports`: what synonym_groups_out_of_fold, cue_families_out_of_fold and
-    label_values_out_of_fold found; `plain`, `plain_prepared`: the corpora and questions without label values)."""
+    """Each service ranked with only the synonym groups, question-cue families, label values and late abbreviations
+    its fold kept, all at once (`reports`: what synonym_groups_out_of_fold, cue_families_out_of_fold and
+    corpus_tables_out_of_fold found)."""
+    prepared = variants.get(CorpusVariant())[1]
     columns = service_columns(prepared, services)
     held_out = np.zeros(len(prepared))
     for service, column in columns.items():
         groups = frozenset(reports["synonym_groups"]["dropped_on_fold"][service])
         families = reports["cue_families"]["dropped_on_fold"][service]
-        without_labels = bool(reports["label_values"]["dropped_on_fold"][service])
-        questions, fold_corpora = (plain_prepared, plain) if without_labels else (prepared, corpora)
-        found = [signals_without(questions[j], fold_corpora, embedder, groups, families) for j in column]
+        variant = CorpusVariant.without(reports["corpus_tables"]["dropped_on_fold"][service])
+        corpora, questions = variants.get(variant)
+        with abbreviations_without(variant.words()):
+            found = [signals_without(questions[j], corpora, embedder, groups, families) for j in column]
         held_out[column] = ranked_reciprocal_ranks([prepared[j] for j in column], corpora, chosen[service], found)
     return held_out_figures(held_out, columns)
 
 
 LABEL_VALUES = "label values in the vectors"
+# The entries of text.ABBREVIATIONS written after reading the corpus's misses, by what they spell ("vm" was
+# corrected then, from virtual memory to virtual machine: its earlier entry was wrong, not absent).
+LATE_ABBREVIATIONS: dict[str, tuple[str, ...]] = {
+    "DNS transports (doh, dot)": ("doh", "dot"),
+    "process times (rss, usertime, systime)": ("rss", "usertime", "systime"),
+    "DNS response codes (rcode, servfail)": ("rcode", "rcodes", "servfail"),
+    "receive buffer (recvbuf)": ("recvbuf",),
+}
 
 
-def without_label_values(corpus: NamespaceCorpus, documents: Mapping[str, str], embedder: Embedder) -> NamespaceCorpus:
-    """The corpus as it was before label values: each metric that has them (`documents`: their document texts)
-    embedded from its document alone."""
-    if not documents:
-        return corpus
-    rows = [corpus.position[name] for name in documents]
-    vectors = corpus.parts.vectors.copy()
-    fresh = np.asarray(embedder.embed(list(documents.values())), dtype=np.float32)
-    vectors[rows] = fresh / np.linalg.norm(fresh, axis=1, keepdims=True)
-    return NamespaceCorpus.from_parts(replace(corpus.parts, vectors=vectors))
+@dataclass(frozen=True)
+class CorpusVariant:
+    """The corpora without some of what was written after reading the corpus's misses and changes the documents:
+    some LATE_ABBREVIATIONS groups, or the label values in the vectors."""
+
+    abbreviations: frozenset[str] = frozenset()
+    label_values: bool = True
+
+    @classmethod
+    def without(cls, dropped: Iterable[str]) -> CorpusVariant:
+        dropped = frozenset(dropped)
+        return cls(frozenset(dropped & LATE_ABBREVIATIONS.keys()), LABEL_VALUES not in dropped)
+
+    def words(self) -> list[str]:
+        return [word for group in sorted(self.abbreviations) for word in LATE_ABBREVIATIONS[group]]
 
 
-def label_values_out_of_fold(
-    prepared: Sequence[Prepared],
-    plain_prepared: Sequence[Prepared],
-    corpora: Mapping[str, NamespaceCorpus],
-    chosen: Mapping[str, RankingParams],
-    services: Sequence[str],
-    labelled: Mapping[str, Mapping[str, str]],
+@contextmanager
+def abbreviations_without(words: Iterable[str]) -> Iterator[None]:
+    """text.ABBREVIATIONS without some entries for the length of the block (the caches that hold them emptied)."""
+    saved = {word: ABBREVIATIONS.pop(word) for word in words}
+    if not saved:
+        yield
+        return
+    _abbreviations_changed()
+    try:
+        yield
+    finally:
+        ABBREVIATIONS.update(saved)
+        _abbreviations_changed()
+
+
+def _abbreviations_changed() -> None:
+    text_module._split_part.cache_clear()
+    text_module._part_terms.cache_clear()
+    search_module.ABBREVIATION_WORDS = frozenset(w for w in ABBREVIATIONS if len(w) >= GLUED_PIECE and w.isalpha())
+
+
+class CorpusVariants:
+    """Each variant's corpora and LOSO questions (ready to rank), made the way the bench's own are: enriched,
+    indexed into an embedded Chroma in `folder`, read back; built when first asked for."""
+
+    def __init__(
+        self,
+        folder: str,
+        embedder: Embedder,
+        raw_frames: Mapping[str, pd.DataFrame],
+        enrichments: Mapping[str, dict[str, dict]] | None,
+        label: str,
+        questions: Sequence[Query],
+    ) -> None:
+        self.client = chromadb.PersistentClient(path=folder)
+        self.embedder, self.raw_frames, self.enrichments, self.label = embedder, raw_frames, enrichments, label
+        self.questions = questions
+        self.cache: dict[CorpusVariant, tuple[dict[str, NamespaceCorpus], list[Prepared]]] = {}
+
+    def get(self, variant: CorpusVariant) -> tuple[dict[str, NamespaceCorpus], list[Prepared]]:
+        if variant not in self.cache:
+            self.cache[variant] = self._build(variant)
+        return self.cache[variant]
+
+    def _build(self, variant: CorpusVariant) -> tuple[dict[str, NamespaceCorpus], list[Prepared]]:
+        index = SemanticIndex(self.client, self.embedder, f"variant-{len(self.cache)}")
+        corpora = {}
+        with abbreviations_without(variant.words()):
+            for namespace, raw in self.raw_frames.items():
+                records = None if self.enrichments is None else self.enrichments.get(namespace, {})
+                frame, _ = enrich(raw, records, self.label)
+                index.sync(namespace, frame if variant.label_values else frame.assign(label_values=""))
+                corpora[namespace] = load_corpus(index, namespace)
+            return corpora, prepare(self.questions, corpora, self.embedder)
+
+
+def corpus_tables_out_of_fold(
+    variants: CorpusVariants, chosen: Mapping[str, RankingParams], services: Sequence[str], labelled: set[str]
 ) -> dict[str, Any]:
-    """The label values in the vectors (text.embedding_text), checked like the cue families: kept for a service when
-    they raise the other services' mean MRR. `plain_prepared`: the questions ranked in the corpora without them;
-    `labelled`: the metrics with label values, by namespace."""
+    """The label values in the vectors (text.embedding_text) and each group of LATE_ABBREVIATIONS, checked like the
+    cue families: kept for a service when they raise the other services' mean MRR. Without them, the corpora are
+    enriched, embedded and indexed again (CorpusVariants). `labelled`: the namespaces with label values."""
 
     def reciprocal_ranks(params: RankingParams, dropped: frozenset[str]) -> np.ndarray:
-        found = [p.signals for p in (plain_prepared if dropped else prepared)]
-        return ranked_reciprocal_ranks(prepared, corpora, params, found)
+        corpora, prepared = variants.get(CorpusVariant.without(dropped))
+        return ranked_reciprocal_ranks(prepared, corpora, params, [p.signals for p in prepared])
 
-    having = {LABEL_VALUES: sum(bool(labelled[p.query.namespace]) for p in prepared)}
-    return kept_out_of_fold([LABEL_VALUES], reciprocal_ranks, chosen, service_columns(prepared, services), having)
+    questions = variants.get(CorpusVariant())[1]
+    using = {LABEL_VALUES: sum(p.query.namespace in labelled for p in questions)}
+    for group, words in LATE_ABBREVIATIONS.items():
+        users = {
+            ns
+            for ns, raw in variants.raw_frames.items()
+            if any(set(words) & set(split_name(n)) for n in raw["metric_name"])
+        }
+        using[group] = sum(p.query.namespace in users for p in questions)
+    return kept_out_of_fold(list(using), reciprocal_ranks, chosen, service_columns(questions, services), using)
 
 
 def out_of_fold_text(title: str, report: Mapping[str, Any], counted: str, folds: int) -> str:

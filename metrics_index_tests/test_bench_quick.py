@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import subprocess
 import sys
@@ -29,6 +30,7 @@ RANKERS = {
     "ours",
 }
 SNAPSHOT = ROOT / "metrics_index" / "data" / "demo-targets-metadata.json"
+SERIES = ROOT / "metrics_index" / "data" / "demo-series.json.gz"
 SERVICES = ("alertmanager", "pushgateway", "blackbox")
 
 
@@ -41,12 +43,16 @@ def run_bench(script: str, *arguments: str) -> str:
 
 
 def small_corpus(folder: Path) -> Path:
-    """Three services cut from the demo snapshot, each with two questions that are exact metric names."""
+    """Three services cut from the demo snapshot and its series, each with two questions that are exact metric
+    names."""
     entries = json.loads(SNAPSHOT.read_text())["data"]
+    series = json.loads(gzip.decompress(SERIES.read_bytes()))["data"]
     questions = []
     for service in SERVICES:
         mine = [e for e in entries if e["target"]["job"] == service]
         (folder / f"{service}.json").write_text(json.dumps({"status": "success", "data": mine}))
+        theirs = {"status": "success", "data": [s for s in series if s["job"] == service]}
+        (folder / f"{service}.series.json.gz").write_bytes(gzip.compress(json.dumps(theirs).encode()))
         for entry in mine[:2]:
             questions.append(
                 {"namespace": f"corpus:{service}", "query": entry["metric"], "relevant": [entry["metric"]]}
@@ -79,7 +85,13 @@ def test_search_quality_bench_scores_every_ranker_leaving_each_service_out(tmp_p
     assert all(0 <= kept <= len(SERVICES) for kept in families["kept_on_folds"].values())
     assert families["held_out"] == {"mrr": 1.0, "recall@5": 1.0}
     assert set(families["dropped_on_fold"]) == {f"corpus:{s}" for s in SERVICES}
-    # The synonym groups and the cue families each fold kept, both at once: exact names still rank first.
+    # The label values (alertmanager's states and integrations) and the late abbreviations kept or dropped per fold,
+    # the corpora indexed again without them; then all the tables each fold kept at once: exact names still first.
+    tables = report["corpus_tables"]
+    assert "label values in the vectors" in tables["kept_on_folds"] and len(tables["kept_on_folds"]) == 5
+    assert tables["questions"]["label values in the vectors"] == 2 * len(SERVICES)  # every service has some
+    assert set(tables["dropped_on_fold"]) == {f"corpus:{s}" for s in SERVICES}
+    assert tables["held_out"] == {"mrr": 1.0, "recall@5": 1.0}
     assert set(report["synonym_groups"]["dropped_on_fold"]) == {f"corpus:{s}" for s in SERVICES}
     assert report["word_tables"] == {"mrr": 1.0, "recall@5": 1.0}
     # One setting chosen per left-out service, and one on all of them.
