@@ -13,7 +13,7 @@ set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
 SERVICES=(mysqld rabbitmq bind pdns_recursor dnsdist apache squid varnish process postfix caddy bird trafficserver libvirt
-  frr dovecot kresd smokeping rspamd)
+  frr dovecot kresd smokeping rspamd tor pdns_auth prosody registry rclone)
 PACKAGES=(
   prometheus curl dnsutils amqp-tools
   mariadb-server prometheus-mysqld-exporter
@@ -35,6 +35,11 @@ PACKAGES=(
   knot-resolver knot-resolver-module-http
   prometheus-smokeping-prober
   rspamd
+  tor
+  pdns-server pdns-backend-bind
+  prosody
+  docker-registry
+  rclone
 )
 # Seconds Prometheus scrapes (every 5 seconds; reading all of /proc can take seconds) before the metadata is read; traffic runs again in between.
 SCRAPE_SECONDS=${SCRAPE_SECONDS:-20}
@@ -217,6 +222,19 @@ traffic_rabbitmq() {
   timeout 2 amqp-consume --url="$RABBITMQ_URL" -q orders -c 2 cat >/dev/null || true
 }
 
+# The zone corpus.test that the authoritative servers (BIND, PowerDNS) serve.
+corpus_zone() {
+  cat <<'EOF'
+$TTL 300
+@    IN SOA ns.corpus.test. admin.corpus.test. 1 3600 600 86400 300
+@    IN NS  ns.corpus.test.
+ns   IN A   127.0.0.1
+www  IN A   127.0.0.2
+mail IN A   127.0.0.3
+@    IN MX  10 mail.corpus.test.
+EOF
+}
+
 start_bind() {
   local dir=$WORK/bind stats exporter
   BIND_PORT=$(free_port)
@@ -236,15 +254,7 @@ statistics-channels { inet 127.0.0.1 port $stats allow { 127.0.0.1; }; };
 controls { };
 zone "corpus.test" { type primary; file "$dir/corpus.test.zone"; };
 EOF
-  cat >"$dir/corpus.test.zone" <<'EOF'
-$TTL 300
-@    IN SOA ns.corpus.test. admin.corpus.test. 1 3600 600 86400 300
-@    IN NS  ns.corpus.test.
-ns   IN A   127.0.0.1
-www  IN A   127.0.0.2
-mail IN A   127.0.0.3
-@    IN MX  10 mail.corpus.test.
-EOF
+  corpus_zone >"$dir/corpus.test.zone"
   spawn bind named -g -c "$dir/named.conf"
   wait_for 30 dig +short +time=1 +tries=1 -p "$BIND_PORT" @127.0.0.1 ns.corpus.test || return 1
   traffic_bind
@@ -835,6 +845,252 @@ EOF
   printf 'no headers at all\n' >"$dir/bare.eml"
   rspamc -h "127.0.0.1:$RSPAMD_PORT" "$dir/ham.eml" "$dir/spam.eml" "$dir/bare.eml" >/dev/null 2>&1 || true
   rspamc -h "127.0.0.1:$RSPAMD_CONTROLLER" learn_spam "$dir/spam.eml" >/dev/null 2>&1 || true
+}
+
+# Tor as a relay that publishes no descriptor, with an onion service, and its own MetricsPort. Its only directory
+# authority is a made-up one on 127.0.0.1 where nothing answers, so it never reaches the real Tor network: without a
+# consensus it builds no circuits, and SOCKS requests wait and fail.
+start_tor() {
+  local dir=$WORK/tor metrics
+  TOR_SOCKS_PORT=$(free_port)
+  metrics=$(free_port)
+  mkdir -p "$dir/data"
+  cat >"$dir/torrc" <<EOF
+DataDirectory $dir/data
+User debian-tor
+Log notice stdout
+SocksPort 127.0.0.1:$TOR_SOCKS_PORT
+ORPort 127.0.0.1:$(free_port)
+AssumeReachable 1
+PublishServerDescriptor 0
+ExitRelay 0
+Nickname corpus
+ContactInfo ops@corpus.localdomain
+DirAuthority corpus orport=1 no-v2 v3ident=0000000000000000000000000000000000000001 127.0.0.1:2 0000000000000000000000000000000000000002
+HiddenServiceDir $dir/data/onion
+HiddenServicePort 80 127.0.0.1:$(free_port)
+MetricsPort 127.0.0.1:$metrics
+MetricsPortPolicy accept 127.0.0.1
+EOF
+  chown -R debian-tor:debian-tor "$dir/data"
+  chmod 700 "$dir/data"
+  spawn tor tor -f "$dir/torrc"
+  traffic_tor
+  scrape_exporter tor "$metrics" tor:9035
+}
+
+traffic_tor() {
+  local name
+  for name in www.corpus.test example.org; do
+    curl -s -o /dev/null --max-time 2 --socks5-hostname "127.0.0.1:$TOR_SOCKS_PORT" "http://$name/" || true
+  done
+}
+
+# PowerDNS Authoritative Server's own web server (/metrics), serving corpus.test from a zone file (the bind backend).
+start_pdns_auth() {
+  local dir=$WORK/pdns-auth web
+  PDNS_AUTH_PORT=$(free_port)
+  web=$(free_port)
+  mkdir -p "$dir"
+  corpus_zone >"$dir/corpus.test.zone"
+  echo "zone \"corpus.test\" { type master; file \"$dir/corpus.test.zone\"; };" >"$dir/named.conf"
+  : >"$dir/pdns.conf"
+  spawn pdns-auth pdns_server --config-dir="$dir" --socket-dir="$dir" --daemon=no --guardian=no --disable-syslog \
+    --launch=bind --bind-config="$dir/named.conf" --local-address=127.0.0.1 --local-port="$PDNS_AUTH_PORT" \
+    --webserver=yes --webserver-address=127.0.0.1 --webserver-port="$web" --webserver-allow-from=127.0.0.1 \
+    --setuid=root --setgid=root
+  wait_for 30 http_ok "http://127.0.0.1:$web/metrics" || return 1
+  traffic_pdns_auth
+  scrape pdns_auth "127.0.0.1:$web" pdns_auth:8081
+}
+
+traffic_pdns_auth() {
+  dns_queries "$PDNS_AUTH_PORT"
+  dig +time=1 +tries=1 -p "$PDNS_AUTH_PORT" @127.0.0.1 corpus.test AXFR >/dev/null || true
+}
+
+# Prosody's own OpenMetrics endpoint (mod_http_openmetrics on its HTTP port), one virtual host with two accounts and a
+# multi-user chat component; no TLS certificates, so clients log in in the clear.
+start_prosody() {
+  local dir=$WORK/prosody accounts web
+  PROSODY_PORT=$(free_port)
+  web=$(free_port)
+  accounts="$dir/data/corpus%2elocaldomain/accounts"
+  mkdir -p "$accounts"
+  for user in alice bob; do echo 'return { ["password"] = "secret"; };' >"$accounts/$user.dat"; done
+  cat >"$dir/prosody.cfg.lua" <<EOF
+pidfile = "$dir/prosody.pid"
+data_path = "$dir/data"
+log = { info = "*console" }
+interfaces = { "127.0.0.1" }
+c2s_ports = { $PROSODY_PORT }
+s2s_ports = { $(free_port) }
+http_ports = { $web }
+http_interfaces = { "127.0.0.1" }
+https_ports = {}
+c2s_require_encryption = false
+allow_unencrypted_plain_auth = true
+authentication = "internal_plain"
+statistics = "internal"
+statistics_interval = "manual"
+openmetrics_allow_ips = { "127.0.0.1" }
+modules_enabled = { "roster", "saslauth", "disco", "ping", "carbons", "pep", "private", "vcard4", "blocklist",
+  "smacks", "mam", "bosh", "websocket", "uptime", "time", "version", "posix", "http_openmetrics" }
+VirtualHost "corpus.localdomain"
+Component "conference.corpus.localdomain" "muc"
+EOF
+  chown -R prosody:prosody "$dir"
+  spawn prosody runuser -u prosody -- prosody --config "$dir/prosody.cfg.lua" -F
+  wait_for 30 http_ok "http://127.0.0.1:$web/metrics" || return 1
+  PROSODY_WEB=$web
+  traffic_prosody
+  scrape prosody "127.0.0.1:$web" prosody:5280
+}
+
+# Two clients log in (one with a wrong password first), chat, ping, join a room and resume stream management; a
+# BOSH request with a session that does not exist.
+traffic_prosody() {
+  python3 - "$PROSODY_PORT" <<'EOF' || true
+import base64, socket, sys
+
+port, domain = int(sys.argv[1]), "corpus.localdomain"
+
+def session(user, password, stanzas):
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    sock.settimeout(0.5)
+
+    def say(xml):
+        sock.sendall(xml.encode())
+        answer = b""
+        try:
+            while chunk := sock.recv(65536):
+                answer += chunk
+        except socket.timeout:
+            pass
+        return answer.decode(errors="replace")
+
+    stream = f"<stream:stream to='{domain}' xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>"
+    say("<?xml version='1.0'?>" + stream)
+    token = base64.b64encode(f"\0{user}\0{password}".encode()).decode()
+    if "<success" in say(f"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{token}</auth>"):
+        say(stream)
+        say("<iq type='set' id='bind'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>corpus</resource></bind></iq>")
+        for stanza in stanzas:
+            say(stanza)
+    say("</stream:stream>")
+    sock.close()
+
+room = f"ops@conference.{domain}"
+session("alice", "wrong", [])
+session("nobody", "secret", [])
+for user, other in [("alice", "bob"), ("bob", "alice")]:
+    session(user, "secret", [
+        "<enable xmlns='urn:xmpp:sm:3' resume='true'/>",
+        "<presence/>",
+        f"<message to='{other}@{domain}' type='chat'><body>hello {other}</body></message>",
+        f"<iq type='get' id='ping' to='{domain}'><ping xmlns='urn:xmpp:ping'/></iq>",
+        f"<presence to='{room}/{user}'><x xmlns='http://jabber.org/protocol/muc'/></presence>",
+        f"<message to='{room}' type='groupchat'><body>hello room</body></message>",
+        f"<presence to='nosuch@conference.{domain}/{user}' type='unavailable'/>",
+        "<r xmlns='urn:xmpp:sm:3'/>",
+    ])
+EOF
+  curl -s -o /dev/null --max-time 5 -H "Content-Type: text/xml" -d "<body rid='1' sid='nosuch' xmlns='http://jabber.org/protocol/httpbind'/>" \
+    "http://127.0.0.1:$PROSODY_WEB/http-bind" || true
+}
+
+# The Docker registry (distribution) with its debug server's Prometheus endpoint, storing on the filesystem with an
+# in-memory blob descriptor cache.
+start_registry() {
+  local dir=$WORK/registry debug
+  REGISTRY_PORT=$(free_port)
+  debug=$(free_port)
+  mkdir -p "$dir/data"
+  cat >"$dir/config.yml" <<EOF
+version: 0.1
+storage:
+  filesystem:
+    rootdirectory: $dir/data
+  cache:
+    blobdescriptor: inmemory
+  delete:
+    enabled: true
+http:
+  addr: 127.0.0.1:$REGISTRY_PORT
+  debug:
+    addr: 127.0.0.1:$debug
+    prometheus:
+      enabled: true
+      path: /metrics
+EOF
+  spawn registry docker-registry serve "$dir/config.yml"
+  scrape_exporter registry "$debug" registry:5001 || return 1
+  traffic_registry
+}
+
+# Push an image (two blobs and a manifest), pull it, and ask for a tag and a blob that do not exist.
+traffic_registry() {
+  python3 - "$REGISTRY_PORT" <<'EOF' || true
+import hashlib, json, sys, urllib.error, urllib.request
+
+base = f"http://127.0.0.1:{sys.argv[1]}/v2/corpus/hello"
+
+def call(method, url, body=None, headers={}):
+    request = urllib.request.Request(url, data=body, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.headers, response.read()
+    except urllib.error.HTTPError as error:
+        return error.headers, error.read()
+
+def push_blob(data):
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    headers, _ = call("POST", base + "/blobs/uploads/")
+    location = headers["Location"]
+    location = location if location.startswith("http") else base.split("/v2/")[0] + location
+    call("PUT", location + ("&" if "?" in location else "?") + "digest=" + digest, data,
+         {"Content-Type": "application/octet-stream"})
+    return {"digest": digest, "size": len(data)}
+
+config = push_blob(json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}}).encode())
+layer = push_blob(b"corpus layer\n" * 100)
+media = "application/vnd.docker.distribution.manifest.v2+json"
+manifest = {"schemaVersion": 2, "mediaType": media,
+            "config": dict(config, mediaType="application/vnd.docker.container.image.v1+json"),
+            "layers": [dict(layer, mediaType="application/vnd.docker.image.rootfs.diff.tar.gzip")]}
+call("PUT", base + "/manifests/v1", json.dumps(manifest).encode(), {"Content-Type": media})
+for _ in range(3):
+    call("GET", base + "/manifests/v1", headers={"Accept": media})
+    call("GET", base + "/blobs/" + layer["digest"])
+    call("HEAD", base + "/blobs/" + config["digest"])
+call("GET", base + "/manifests/nosuch", headers={"Accept": media})
+call("GET", base + "/blobs/sha256:" + "0" * 64)
+call("GET", base.split("/corpus/")[0] + "/_catalog")
+call("GET", base + "/tags/list")
+EOF
+}
+
+# rclone's remote control daemon (rclone rcd) with its metrics on, copying between two local directories.
+start_rclone() {
+  local dir=$WORK/rclone i
+  RCLONE_PORT=$(free_port)
+  mkdir -p "$dir/source/photos" "$dir/copy"
+  for i in 1 2 3; do head -c 200000 /dev/urandom >"$dir/source/photos/$i.jpg"; done
+  spawn rclone rclone rcd --config=/dev/null --rc-no-auth --rc-enable-metrics --rc-addr="127.0.0.1:$RCLONE_PORT"
+  scrape_exporter rclone "$RCLONE_PORT" rclone:5572 || return 1
+  traffic_rclone
+}
+
+# A copy, a sync after one source file is replaced and one removed, a move, and a copy of a file that does not exist.
+traffic_rclone() {
+  local dir=$WORK/rclone
+  rclone_rc() { curl -s -o /dev/null --max-time 30 -X POST "http://127.0.0.1:$RCLONE_PORT/$1" || true; }
+  rclone_rc "sync/copy?srcFs=$dir/source&dstFs=$dir/copy"
+  head -c 100000 /dev/urandom >"$dir/source/photos/1.jpg"
+  rm -f "$dir/source/photos/2.jpg"
+  rclone_rc "sync/sync?srcFs=$dir/source&dstFs=$dir/copy"
+  rclone_rc "operations/movefile?srcFs=$dir/copy&srcRemote=photos/3.jpg&dstFs=$dir/copy&dstRemote=photos/three.jpg"
+  rclone_rc "operations/copyfile?srcFs=$dir/source&srcRemote=nosuch.jpg&dstFs=$dir/copy&dstRemote=nosuch.jpg"
 }
 
 # libvirt's built-in "test" hypervisor driver: a real libvirt connection with one running example domain (no
