@@ -11,7 +11,8 @@ back by `metrics_index.search.load_corpus`. Each question is ranked by:
 - bm25: BM25 (bm25s, its own tokenizer and English stop words) over the name's words and the help text;
 - dense: MiniLM (the default embedder) over the name's words and the help text;
 - fuzzy: rapidfuzz WRatio of the question against each name (what metric explorers do);
-- ours: metrics_index.search (the same functions `rank` calls), with RankingParams chosen leave-one-service-out:
+- ours: metrics_index.search (the same functions `answer` calls: the fused ranking, then the labels a question asks
+  to break down by), with RankingParams chosen leave-one-service-out:
   for each service, every setting in the grid is scored on the OTHER services' questions, the best one (mean
   MRR over those services, then recall@5) is used on the service left out. Ablations restrict the grid, so
   each row says what a part of the ranker is worth: fixed defaults of the previous release, fusion weights
@@ -70,7 +71,9 @@ from metrics_index.enrichment.base import Enricher, EnrichmentOutcome, ProgressC
 from metrics_index.enrichment.incremental import enrich_catalog
 from metrics_index.enrichment.rules import RulesEnricher
 from metrics_index.enrichment.vocabulary import EnrichedFields
-from metrics_index.label_preference import with_label_columns
+from metrics_index.label_preference import BELOW_PINNED, wanted_labels, with_label_columns
+from metrics_index.label_preference import DEPTH as LABEL_DEPTH
+from metrics_index.label_preference import WEIGHT as LABEL_WEIGHT
 from metrics_index.namespaces import Namespace, NamespaceSource, load_registry
 from metrics_index.search import (
     DEFAULT_PARAMS,
@@ -81,10 +84,11 @@ from metrics_index.search import (
     NamespaceCorpus,
     RankingParams,
     Signals,
+    answer,
+    answered_documents,
+    label_names,
     load_corpus,
     query_text,
-    rank,
-    ranked_documents,
     retrieval_text,
     signals,
     term_documents,
@@ -370,19 +374,23 @@ def our_reciprocal_ranks(
     corpora: Mapping[str, NamespaceCorpus], prepared: Sequence[Prepared], grid: Sequence[RankingParams]
 ) -> np.ndarray:
     """rr[setting, question] for every setting of the grid: all settings of a question at once (GridFusion), the
-    same arithmetic as `fuse` operation for operation, checked against `ranked_documents` on a sample."""
+    same arithmetic as `fuse` and the label preference operation for operation, checked against
+    `answered_documents` on a sample (and on every question the label preference can move)."""
     fusion = GridFusion(grid)
     rr = np.zeros((len(grid), len(prepared)))
+    asking = []
     for j, item in enumerate(prepared):
-        relevant = [
-            item.query.relevant.__contains__(corpora[item.query.namespace].names[d]) for d in item.signals.candidates
-        ]
-        rr[:, j] = fusion.reciprocal_ranks(item.signals, np.array(relevant, dtype=bool))
+        corpus, wanted = corpora[item.query.namespace], wanted_labels(item.query.query)
+        relevant = [item.query.relevant.__contains__(corpus.names[d]) for d in item.signals.candidates]
+        labelled = [bool(wanted.intersection(label_names(corpus, d))) for d in item.signals.candidates]
+        asking += [j] if any(labelled) else []
+        rr[:, j] = fusion.reciprocal_ranks(item.signals, np.array(relevant, dtype=bool), np.array(labelled, dtype=bool))
     rng = np.random.default_rng(0)
-    for i, j in zip(rng.integers(len(grid), size=200), rng.integers(len(prepared), size=200), strict=True):
+    sample = [*zip(rng.integers(len(grid), size=200), rng.integers(len(prepared), size=200), strict=True)]
+    for i, j in sample + [(int(i), j) for j in asking for i in rng.integers(len(grid), size=5)]:
         item, corpus = prepared[j], corpora[prepared[j].query.namespace]
-        ranked = [corpus.names[doc] for doc, _score in ranked_documents(item.signals, grid[i], DEPTH)]
-        assert rr[i, j] == reciprocal_rank(ranked, item.query.relevant), (grid[i], item.query)
+        answered = answered_documents(corpus, item.query.query, item.signals, grid[i], DEPTH)
+        assert rr[i, j] == reciprocal_rank([corpus.names[d] for d in answered], item.query.relevant), (grid[i], item)
     return rr
 
 
@@ -425,16 +433,37 @@ class GridFusion:
                 fused = np.where(mask, fused * (1.0 - self.kind_penalty), fused)
         return fused + found.pin_boost[None, :]
 
-    def reciprocal_ranks(self, found: Signals, relevant: np.ndarray) -> np.ndarray:
+    def reciprocal_ranks(self, found: Signals, relevant: np.ndarray, labelled: np.ndarray) -> np.ndarray:
         """Per setting, 1 / the rank of the first relevant candidate within DEPTH (0 when none): a candidate ranks
-        after every higher score and every equal score of a lower document number, as `ranked_documents` orders."""
+        after every higher score and every equal score of a lower document number, as `ranked_documents` orders;
+        then, when some candidate carries a label the question asks for (`labelled`), as the label preference
+        re-orders the first LABEL_DEPTH (label_preference.prefer_labelled on the scores results show)."""
         scores = self.scores(found)
+        if labelled.any():
+            return self._preferred_reciprocal_ranks(scores, relevant, labelled)
         best = np.full(len(scores), np.inf)
         for c in np.flatnonzero(relevant):
             own = scores[:, c : c + 1]
             ahead = (scores > own) | ((scores == own) & (found.candidates < found.candidates[c])[None, :])
             rank = ahead.sum(axis=1) + 1.0
             best = np.minimum(best, np.where(own[:, 0] > 0, rank, np.inf))
+        return np.where(best <= DEPTH, 1.0 / best, 0.0)
+
+    @staticmethod
+    def _preferred_reciprocal_ranks(scores: np.ndarray, relevant: np.ndarray, labelled: np.ndarray) -> np.ndarray:
+        # Candidates are in document order, so a stable sort breaks equal scores by document as ranked_documents does.
+        order = np.argsort(-scores, axis=1, kind="stable")
+        position = np.empty_like(order)
+        np.put_along_axis(position, order, np.arange(scores.shape[1])[None, :], axis=1)
+        listed = (position < LABEL_DEPTH) & (scores > 0)
+        shown = np.round(np.minimum(scores, 1.0), 4)
+        lifted = listed & labelled[None, :] & (shown < 1.0)
+        shown = np.where(lifted, np.minimum(shown + LABEL_WEIGHT, BELOW_PINNED), shown)
+        best = np.full(len(scores), np.inf)
+        for c in np.flatnonzero(relevant):
+            own, at = shown[:, c : c + 1], position[:, c : c + 1]
+            ahead = listed & ((shown > own) | ((shown == own) & (position < at)))
+            best = np.minimum(best, np.where(listed[:, c], ahead.sum(axis=1) + 1.0, np.inf))
         return np.where(best <= DEPTH, 1.0 / best, 0.0)
 
 
@@ -585,12 +614,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         ]
         for name, ranker in references.items()
     }
-    # The product's own entry point ranks exactly as the bench does: checked on a sample of the questions.
+    # The product's own entry point answers exactly as the bench ranks: checked on a sample of the questions.
     for p in prepared[:: max(1, len(prepared) // 20)]:
         corpus = corpora[p.query.namespace]
-        direct = [(r.metric_name, r.score) for r in rank(corpus, p.query.query, p.vector, k=DEPTH)]
-        via_signals = ranked_documents(p.signals, DEFAULT_PARAMS, DEPTH)
-        assert direct == [(corpus.names[d], round(min(s, 1.0), 4)) for d, s in via_signals], p.query
+        direct = [r.metric_name for r in answer(corpus, p.query.query, p.vector, k=DEPTH)]
+        via_signals = answered_documents(corpus, p.query.query, p.signals, DEFAULT_PARAMS, DEPTH)
+        assert direct == [corpus.names[d] for d in via_signals], p.query
 
     services = sorted({q.namespace for q in questions})
     loso_questions = len(questions)
@@ -742,7 +771,11 @@ def ranked_reciprocal_ranks(
     return np.array(
         [
             reciprocal_rank(
-                [corpora[p.query.namespace].names[d] for d, _ in ranked_documents(f, params, DEPTH)], p.query.relevant
+                [
+                    corpora[p.query.namespace].names[d]
+                    for d in answered_documents(corpora[p.query.namespace], p.query.query, f, params, DEPTH)
+                ],
+                p.query.relevant,
             )
             for p, f in zip(prepared, found, strict=True)
         ]
@@ -967,7 +1000,7 @@ def misses(
     for p in prepared:
         corpus = corpora[p.query.namespace]
         params = chosen.get(p.query.namespace, chosen["(all services)"])
-        ranked = [corpus.names[doc] for doc, _score in ranked_documents(p.signals, params, DEPTH)]
+        ranked = [corpus.names[doc] for doc in answered_documents(corpus, p.query.query, p.signals, params, DEPTH)]
         rr = reciprocal_rank(ranked, p.query.relevant)
         if rr < 1:
             where = f"rank {round(1 / rr)}" if rr else "rank >10"

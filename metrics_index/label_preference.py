@@ -23,7 +23,7 @@ DEPTH = 30
 CUES = {"by", "per", "each", "across"}
 WORD_LABELS = {"interface": ("device",), "core": ("cpu",), "command": ("cmd",), "database": ("db",)}
 COMMON_LABELS = {"job", "instance"}  # on every series: saying nothing about a metric
-_BELOW_PINNED = 0.9999  # exact and prefix name matches score 1.0 and stay first
+BELOW_PINNED = 0.9999  # exact and prefix name matches score 1.0 and stay first
 # A label that a query writer often uses for another one of the same meaning.
 LABEL_SYNONYMS = {
     "status": ("code", "status_code"),
@@ -71,7 +71,7 @@ def prefer_labelled(
     rescored = []
     for position, result in enumerate(results):
         old, hits = score(result), wanted.intersection(labels_of(result))
-        new = old if old >= 1.0 or not hits else min(old + weight, _BELOW_PINNED)
+        new = old if old >= 1.0 or not hits else min(old + weight, BELOW_PINNED)
         rescored.append((-new, position, result, new, hits))
     return [(result, new, hits) for _, _, result, new, hits in sorted(rescored, key=lambda item: item[:2])]
 

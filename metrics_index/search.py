@@ -710,13 +710,39 @@ def _prefer_asked_labels(
     corpus: NamespaceCorpus, question: str, results: list[SearchResult], explain: bool
 ) -> list[SearchResult]:
     """Metrics carrying a label the question asks to break down by move up (label_preference.py)."""
-    labels_of = {r.metric_name: corpus.rows[corpus.position[r.metric_name]]["label_names"].split(",") for r in results}
-    preferred = prefer_labelled(results, lambda r: r.score, lambda r: labels_of[r.metric_name], wanted_labels(question))
+    preferred = prefer_labelled(
+        results,
+        lambda r: r.score,
+        lambda r: label_names(corpus, corpus.position[r.metric_name]),
+        wanted_labels(question),
+    )
     for result, score, hits in preferred:
         result.score = round(score, 4)
         if explain and hits:
             result.matched.append(f"label: {' '.join(sorted(hits))}")
     return [result for result, _score, _hits in preferred]
+
+
+def label_names(corpus: NamespaceCorpus, doc: int) -> list[str]:
+    """A document's label names ([""] when its labels are unknown)."""
+    return corpus.rows[doc]["label_names"].split(",")
+
+
+def shown_score(score: float) -> float:
+    """A fused score as a search result carries it (exact and prefix name matches, above 1, show 1)."""
+    return round(min(score, 1.0), 4)
+
+
+def answered_documents(
+    corpus: NamespaceCorpus, question: str, found: Signals, params: RankingParams, k: int
+) -> list[int]:
+    """The documents `answer` returns for `found` (the question's signals) under `params`, best first: the fused
+    ranking, then the labels the question asks for. What bench/search_quality.py scores."""
+    ranked = ranked_documents(found, params, max(k, LABEL_DEPTH))
+    preferred = prefer_labelled(
+        ranked, lambda r: shown_score(r[1]), lambda r: label_names(corpus, r[0]), wanted_labels(question)
+    )
+    return [doc for (doc, _score), _new, _hits in preferred][:k]
 
 
 def rank(
@@ -745,7 +771,7 @@ def rank(
         results.append(
             SearchResult(
                 metric_name=corpus.names[doc],
-                score=round(min(score, 1.0), 4),
+                score=shown_score(score),
                 type=row.get("type", ""),
                 unit=row.get("unit", ""),
                 description=row.get("description", ""),
