@@ -105,7 +105,7 @@ class RankingParams:
     rare_cue_boost: float = 8.0
     rare_floor: float = 0.1
     kind_penalty: float = 0.4
-    runtime_penalty: float = 0.4
+    runtime_penalty: float = 0.6
 
     def weight(self, ranker: str) -> float:
         return next((w for r, w in self.weights if r == ranker), 0.0)
@@ -138,7 +138,8 @@ QUESTION_CUES: dict[str, re.Pattern[str]] = {
         re.IGNORECASE,
     ),
     "start": re.compile(
-        r"\b(restart\w*|uptime|started|start time|boot(ed)?|since when|running since|been (running|up|established))\b",
+        r"\b(restart\w*|uptime|started|start time|boot(ed)?|since when|running since|been (running|up|established)"
+        r"|when (did|does|do) .{0,40}\b(start|begin|come up))\b",
         re.IGNORECASE,
     ),
     "failure": re.compile(
@@ -177,8 +178,13 @@ _EXPORTER_NAME = re.compile(r"^[a-z]+_up$|_exporter_")
 _RUNTIME_WORDS = re.compile(
     r"\b(exporter\w*|runtime|go|golang|garbage|gc|goroutines?|heap|jvm|python)\b", re.IGNORECASE
 )  # not "process": "the database process", "worker processes" are the service's
-# "<something> since boot": a running total, not a start time ("running since", "since when" still ask for one).
-_SINCE_START = re.compile(r"\b(?<!running )(?<!up )since (the )?(last )?(boot|start|startup|restart)\b", re.IGNORECASE)
+# "<something> since boot" or "since the daemon started": a running total, not a start time ("running since",
+# "since when", "seconds since it started" and "how long since" still ask for one).
+_SINCE_START = re.compile(
+    r"\b(?<!running )(?<!up )(?<!seconds )(?<!minutes )(?<!hours )(?<!days )(?<!time )(?<!long )since (the )?(last )?"
+    r"(\w+ )?(boot|booted|start|started|startup|restart|restarted)\b",
+    re.IGNORECASE,
+)
 # A ratio of events ("hit ratio", "share of answers that fail") is a pair of counters; a share of a capacity in use
 # ("percentage of worker slots in use") is a pair of gauges.
 _RATIO = re.compile(

@@ -202,6 +202,9 @@ def test_question_wording_says_what_kind_of_metric_is_wanted() -> None:
     assert "duration" in question_cues("how long do queries take")
     assert "availability" in question_cues("is the database up")
     assert "start" in question_cues("when was it last restarted")
+    assert "start" in question_cues("when did the daemon start")
+    assert question_cues("average speed since the daemon started") == {"counter"}  # a running total, not a start
+    assert "start" in question_cues("seconds since the server started")  # elapsed time: an uptime
     assert "configuration" in question_cues("the configured memory limit")
     assert question_cues("memory used by keys") == frozenset()
     # "Right now" asks for a gauge's value, even where the other words sound like a rate.
