@@ -13,7 +13,7 @@ set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
 SERVICES=(mysqld rabbitmq bind pdns_recursor dnsdist apache squid varnish process postfix caddy bird trafficserver libvirt
-  frr dovecot kresd smokeping rspamd tor pdns_auth prosody registry rclone)
+  frr dovecot kresd smokeping rspamd tor pdns_auth prosody registry rclone containerd dockerd nebula)
 PACKAGES=(
   prometheus curl dnsutils amqp-tools
   mariadb-server prometheus-mysqld-exporter
@@ -40,6 +40,9 @@ PACKAGES=(
   prosody
   docker-registry
   rclone
+  containerd
+  docker.io
+  nebula
 )
 # Seconds Prometheus scrapes (every 5 seconds; reading all of /proc can take seconds) before the metadata is read; traffic runs again in between.
 SCRAPE_SECONDS=${SCRAPE_SECONDS:-20}
@@ -81,6 +84,9 @@ WORK=""
 PIDS=()
 STOPS=() # commands for daemons that leave their session (postfix's master), run before the sessions are ended
 declare -A TARGET PARAMS METRICS_PATH INSTANCE
+# Metric names (a regular expression) left out of a service's snapshot: metrics of reserved software that a service
+# vendors (dockerd's swarm embeds etcd's raft log and shows its etcd_* metrics).
+declare -A LEAVE_OUT=([dockerd]='etcd_.*')
 
 # Start a command in its own session (so stop_all can end it and its children), output to WORK/logs/<name>.log.
 spawn() {
@@ -134,11 +140,11 @@ scrape() {
   PARAMS[$service]=$params
 }
 
-# Once the exporter on 127.0.0.1:$2 answers /metrics (within ${4:-30} s), register it as service $1's, instance $3.
+# Once the exporter on 127.0.0.1:$2 answers ${5:-/metrics} (within ${4:-30} s), register it as service $1's, instance $3.
 scrape_exporter() {
-  local service=$1 port=$2 instance=$3 seconds=${4:-30}
-  wait_for "$seconds" http_ok "http://127.0.0.1:$port/metrics" || return 1
-  scrape "$service" "127.0.0.1:$port" "$instance"
+  local service=$1 port=$2 instance=$3 seconds=${4:-30} path=${5:-/metrics}
+  wait_for "$seconds" http_ok "http://127.0.0.1:$port$path" || return 1
+  scrape "$service" "127.0.0.1:$port" "$instance" "$path"
 }
 
 # --- services: each starts the real server (and its exporter) and sends it a little traffic ------------------------
@@ -1093,6 +1099,102 @@ traffic_rclone() {
   rclone_rc "operations/copyfile?srcFs=$dir/source&srcRemote=nosuch.jpg&dstFs=$dir/copy&dstRemote=nosuch.jpg"
 }
 
+# containerd with its own metrics endpoint ([metrics] address), its state under the temporary directory and the CRI
+# plugin off (no Kubernetes here, and it would set up networking).
+start_containerd() {
+  local dir=$WORK/containerd metrics
+  metrics=$(free_port)
+  mkdir -p "$dir"
+  cat >"$dir/config.toml" <<EOF
+version = 2
+root = "$dir/root"
+state = "$dir/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+[grpc]
+  address = "$dir/containerd.sock"
+[ttrpc]
+  address = "$dir/containerd.sock.ttrpc"
+[metrics]
+  address = "127.0.0.1:$metrics"
+EOF
+  spawn containerd containerd --config "$dir/config.toml"
+  scrape_exporter containerd "$metrics" containerd:1338 30 /v1/metrics || return 1
+  traffic_containerd
+}
+
+# Namespaces, content, snapshots, leases and containers listed through the gRPC API, and a content blob written.
+traffic_containerd() {
+  local sock=$WORK/containerd/containerd.sock command
+  for command in "namespaces create corpus" "namespaces list" "images list" "containers list" "tasks list" \
+    "snapshots list" "leases create" "leases list" "content list" "plugins list" "version" "containers info nosuch"; do
+    # shellcheck disable=SC2086 # the words of the command
+    ctr --address "$sock" --namespace corpus $command >/dev/null 2>&1 || true
+  done
+  echo "corpus blob" | ctr --address "$sock" --namespace corpus content ingest corpus-ref >/dev/null 2>&1 || true
+}
+
+
+# The Docker daemon with its own metrics endpoint (metrics-addr, experimental in this release), its data under the
+# temporary directory, no bridge network and no iptables rules, and a containerd of its own.
+start_dockerd() {
+  local dir=$WORK/dockerd metrics
+  metrics=$(free_port)
+  mkdir -p "$dir"
+  DOCKER_HOST="unix://$dir/docker.sock"
+  spawn dockerd dockerd --host="$DOCKER_HOST" --data-root="$dir/data" --exec-root="$dir/exec" --pidfile="$dir/docker.pid" \
+    --bridge=none --iptables=false --ip6tables=false --ip-masq=false --experimental --metrics-addr="127.0.0.1:$metrics"
+  scrape_exporter dockerd "$metrics" dockerd:9323 60 || return 1
+  traffic_dockerd
+}
+
+# API calls through the docker client: version, info, listings, a volume and a network made and removed, and a pull
+# that cannot succeed (no registry answers on its address).
+traffic_dockerd() {
+  local command
+  for command in "version" "info" "ps -a" "images" "volume create corpus" "volume ls" "volume rm corpus" \
+    "network create --internal corpus" "network ls" "network rm corpus" "inspect nosuch" \
+    "pull 127.0.0.1:1/nosuch:latest" "system df"; do
+    # shellcheck disable=SC2086 # the words of the command
+    docker --host "$DOCKER_HOST" $command >/dev/null 2>&1 || true
+  done
+}
+
+# Nebula (overlay network) as a lighthouse with its own Prometheus stats, and a second node that reports to it; no
+# tun device on either (tun disabled), so nothing touches the machine's network.
+start_nebula() {
+  local dir=$WORK/nebula metrics lighthouse node
+  metrics=$(free_port)
+  lighthouse=$(free_port)
+  mkdir -p "$dir"
+  nebula-cert ca -name corpus -out-crt "$dir/ca.crt" -out-key "$dir/ca.key" || return 1
+  for node in lighthouse:10.99.0.1 node:10.99.0.2; do
+    nebula-cert sign -ca-crt "$dir/ca.crt" -ca-key "$dir/ca.key" -name "${node%%:*}" -ip "${node#*:}/24" \
+      -out-crt "$dir/${node%%:*}.crt" -out-key "$dir/${node%%:*}.key" || return 1
+  done
+  nebula_config lighthouse "$lighthouse" "lighthouse: {am_lighthouse: true}" >"$dir/lighthouse.yml"
+  cat >>"$dir/lighthouse.yml" <<EOF
+stats: {type: prometheus, listen: "127.0.0.1:$metrics", path: /metrics, namespace: nebula, subsystem: "",
+  interval: 2s, message_metrics: true, lighthouse_metrics: true}
+EOF
+  nebula_config node "$(free_port)" "lighthouse: {hosts: [10.99.0.1], interval: 1}
+static_host_map: {10.99.0.1: [\"127.0.0.1:$lighthouse\"]}" >"$dir/node.yml"
+  spawn nebula-lighthouse nebula -config "$dir/lighthouse.yml"
+  scrape_exporter nebula "$metrics" nebula:8080 || return 1
+  spawn nebula-node nebula -config "$dir/node.yml"
+}
+
+# A Nebula node's configuration: its certificate, UDP port on 127.0.0.1 and lighthouse settings ($3), no tun device.
+nebula_config() {
+  local name=$1 port=$2 dir=$WORK/nebula
+  cat <<EOF
+pki: {ca: $dir/ca.crt, cert: $dir/$name.crt, key: $dir/$name.key}
+listen: {host: 127.0.0.1, port: $port}
+tun: {disabled: true}
+firewall: {outbound: [{port: any, proto: any, host: any}], inbound: [{port: any, proto: icmp, host: any}]}
+$3
+EOF
+}
+
 # libvirt's built-in "test" hypervisor driver: a real libvirt connection with one running example domain (no
 # libvirtd or KVM needed here); the exporter reads it as it reads a qemu host.
 start_libvirt() {
@@ -1130,17 +1232,18 @@ save_metadata() {
   local url=$1 service=$2
   curl -fsS --get "$url/api/v1/targets/metadata" --data-urlencode "match_target={job=\"$service\"}" |
     python3 -c '
-import json, sys
+import json, re, sys
 
 body = json.load(sys.stdin)
 assert body["status"] == "success", body
-data = sorted(body["data"], key=lambda row: row["metric"])
+leave_out = re.compile(sys.argv[1])
+data = sorted((row for row in body["data"] if not leave_out.fullmatch(row["metric"])), key=lambda row: row["metric"])
 if not data:
     sys.exit("no metadata")
 json.dump({"status": "success", "data": data}, sys.stdout, indent=1, sort_keys=True)
 print()
 print(len(data), file=sys.stderr)
-' >"$HERE/$service.json.tmp" 2>"$WORK/count" || {
+' "${LEAVE_OUT[$service]:-}" >"$HERE/$service.json.tmp" 2>"$WORK/count" || {
       log "$service: $(cat "$WORK/count")"
       rm -f "$HERE/$service.json.tmp"
       return 1
@@ -1152,7 +1255,7 @@ print(len(data), file=sys.stderr)
 # The service's series (its label names and values: what the raw asset reads with /api/v1/series), gzipped.
 save_series() {
   local url=$1 service=$2
-  curl -fsS --get "$url/api/v1/series" --data-urlencode "match[]={job=\"$service\"}" |
+  curl -fsS --get "$url/api/v1/series" --data-urlencode "match[]={job=\"$service\",__name__!~\"${LEAVE_OUT[$service]:-}\"}" |
     gzip -n >"$HERE/$service.series.json.gz.tmp" || {
     rm -f "$HERE/$service.series.json.gz.tmp"
     return 1
