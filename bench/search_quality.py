@@ -64,7 +64,6 @@ import numpy as np
 import pandas as pd
 from rapidfuzz import fuzz, process
 
-from metrics_index import search as search_module
 from metrics_index import text as text_module
 from metrics_index.embeddings import DEFAULT_MODEL, Embedder, get_embedder
 from metrics_index.enrichment.base import Enricher, EnrichmentOutcome, ProgressCallback
@@ -97,7 +96,7 @@ from metrics_index.sources import RawMetric
 from metrics_index.sources.labels import family_schemas, read_series_snapshot, with_labels
 from metrics_index.sources.prometheus import fetch_raw_metadata
 from metrics_index.stores.semantic_index import SemanticIndex
-from metrics_index.text import ABBREVIATIONS, GLUED_PIECE, SYNONYM_GROUPS, search_terms, split_name, synonym_words
+from metrics_index.text import ABBREVIATIONS, SYNONYM_GROUPS, search_terms, split_name, synonym_words
 from metrics_index.units import unit_of
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -918,9 +917,9 @@ def abbreviations_without(words: Iterable[str]) -> Iterator[None]:
 
 
 def _abbreviations_changed() -> None:
+    """Empty text.py's caches of words split and spelled with the table (the only state derived from it)."""
     text_module._split_part.cache_clear()
     text_module._part_terms.cache_clear()
-    search_module.ABBREVIATION_WORDS = frozenset(w for w in ABBREVIATIONS if len(w) >= GLUED_PIECE and w.isalpha())
 
 
 class CorpusVariants:

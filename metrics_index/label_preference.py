@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, TypeVar
 if TYPE_CHECKING:
     import pandas as pd
 
-    from metrics_index.sources.labels import LabelSchema, LabelSummary
+    from metrics_index.sources.labels import LabelSummary
 
 WEIGHT = 0.2
 DEPTH = 30
@@ -79,9 +79,12 @@ def prefer_labelled(
 def with_label_columns(enriched: pd.DataFrame, raw: pd.DataFrame) -> pd.DataFrame:
     """The enriched frame with what search keeps of each metric's labels: its schema (`labels`, from `raw`),
     `label_names` and `label_values`."""
+    from metrics_index.sources.labels import LabelSchema  # pandas: not for the searches that import this module
+
     if "labels" in raw and "labels" not in enriched:
         enriched = enriched.merge(raw[["metric_name", "labels"]], on="metric_name", how="left")
-    schemas = [_schema(text) for text in (enriched["labels"] if "labels" in enriched else [None] * len(enriched))]
+    texts = enriched["labels"] if "labels" in enriched else [None] * len(enriched)
+    schemas = [LabelSchema.from_json(text) for text in texts]
     return enriched.assign(
         label_names=[",".join(sorted(set(s.labels) - COMMON_LABELS)) if s else "" for s in schemas],
         label_values=[label_values_text(s.labels) if s else "" for s in schemas],
@@ -102,9 +105,3 @@ def label_values_text(labels: Mapping[str, LabelSummary]) -> str:
         if values:
             parts.append(f"by {name.replace('_', ' ')}: {', '.join(values)}")
     return "; ".join(parts)
-
-
-def _schema(text: str | None) -> LabelSchema | None:
-    from metrics_index.sources.labels import LabelSchema  # pandas: not for the searches that import this module
-
-    return LabelSchema.from_json(text)

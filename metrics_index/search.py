@@ -28,9 +28,9 @@ import re
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import bm25s
 import numpy as np
@@ -113,6 +113,7 @@ class RankingParams:
 
 DEFAULT_PARAMS = RankingParams()
 RANKERS = ("name", "text", "dense")
+Item = TypeVar("Item")  # a search result, or a (document, score) pair
 
 # What a question asks for, by its wording: each cue names a metric trait (see metric_traits).
 QUESTION_CUES: dict[str, re.Pattern[str]] = {
@@ -259,7 +260,6 @@ _GLUED_DIRECTION_WORDS = tuple(w for _p, words in DIRECTIONS.values() for w in w
 _GLUED_DIRECTION = re.compile(
     "|".join(sorted({w for w in _GLUED_DIRECTION_WORDS if not any(o != w and o in w for o in _GLUED_DIRECTION_WORDS)}))
 )
-ABBREVIATION_WORDS = frozenset(w for w in ABBREVIATIONS if len(w) >= GLUED_PIECE and w.isalpha())
 _OPPOSITE = {"inbound": "outbound", "outbound": "inbound", "read": "write", "write": "read"}
 
 
@@ -513,7 +513,8 @@ def with_glued_directions(
     glued = [i for i, name in enumerate(names) if _GLUED_DIRECTION.search(name.lower())]
     if not glued:
         return list(traits)
-    vocabulary = help_vocabulary(row["description"] for row in rows) | ABBREVIATION_WORDS
+    abbreviations = {word for word in ABBREVIATIONS if len(word) >= GLUED_PIECE and word.isalpha()}
+    vocabulary = help_vocabulary(row["description"] for row in rows) | abbreviations
     pieces: dict[str, tuple[str, ...]] = {}
     found = list(traits)
     for i in glued:
@@ -716,17 +717,25 @@ def _prefer_asked_labels(
     corpus: NamespaceCorpus, question: str, results: list[SearchResult], explain: bool
 ) -> list[SearchResult]:
     """Metrics carrying a label the question asks to break down by move up (label_preference.py)."""
-    preferred = prefer_labelled(
-        results,
-        lambda r: r.score,
-        lambda r: label_names(corpus, corpus.position[r.metric_name]),
-        wanted_labels(question),
+    preferred = _labels_preferred(
+        corpus, question, results, lambda r: r.score, lambda r: corpus.position[r.metric_name]
     )
     for result, score, hits in preferred:
         result.score = round(score, 4)
         if explain and hits:
             result.matched.append(f"label: {' '.join(sorted(hits))}")
     return [result for result, _score, _hits in preferred]
+
+
+def _labels_preferred(
+    corpus: NamespaceCorpus,
+    question: str,
+    items: Sequence[Item],
+    score: Callable[[Item], float],
+    doc: Callable[[Item], int],
+) -> list[tuple[Item, float, set[str]]]:
+    """`items` (results, or (document, score) pairs) re-ordered by the labels the question asks for."""
+    return prefer_labelled(items, score, lambda item: label_names(corpus, doc(item)), wanted_labels(question))
 
 
 def label_names(corpus: NamespaceCorpus, doc: int) -> list[str]:
@@ -745,9 +754,7 @@ def answered_documents(
     """The documents `answer` returns for `found` (the question's signals) under `params`, best first: the fused
     ranking, then the labels the question asks for. What bench/search_quality.py scores."""
     ranked = ranked_documents(found, params, max(k, LABEL_DEPTH))
-    preferred = prefer_labelled(
-        ranked, lambda r: shown_score(r[1]), lambda r: label_names(corpus, r[0]), wanted_labels(question)
-    )
+    preferred = _labels_preferred(corpus, question, ranked, lambda r: shown_score(r[1]), lambda r: r[0])
     return [doc for (doc, _score), _new, _hits in preferred][:k]
 
 
