@@ -17,7 +17,7 @@ _HELP_WORD = re.compile(r"[a-z0-9]+")
 # matched against the name's words ("name"), its last word ("last word") or the help text's words ("help").
 # Build information names itself last (`x_build_info`, `x_version`): `mysql_info_schema_*` (information_schema)
 # and `x_domain_info_memory_bytes` are measures. Only gauges and untyped metrics can be configuration values or
-# build information: a counter or a distribution measures work.
+# build information: a counter or a distribution measures work (except `x_build_info_total`, a counter of one).
 KIND_RULES: tuple[tuple[str, str, str], ...] = (
     ("info", "last word", r"^(info|build|version)$"),
     ("self_monitoring", "name", r" exporter | scrape | scrapes | scraper | collector | collectors | promhttp "),
@@ -38,6 +38,8 @@ def _compiled_kind_rules() -> list[tuple[str, str, re.Pattern[str]]]:
 def metric_kind(name: str, meter: str, help_text: str = "") -> str:
     """What kind of value the metric is; "activity" when no rule matches."""
     words = split_name(name)
+    if words[-3:] == ["build", "info", "total"]:  # build information exported as a counter
+        words, meter = words[:-1], "gauge"
     texts = {
         "last word": words[-1] if words and meter not in _MEASURES else "",
         "name": f" {' '.join(metric_words(name))} ",

@@ -330,6 +330,8 @@ def test_build_information_names_itself_last() -> None:
     assert metric_kind("x_exporter_build_info", "gauge") == "info"
     assert metric_kind("dnsdist_info", "gauge") == "info"
     assert metric_kind("varnish_version", "gauge") == "info"
+    assert metric_kind("containerd_build_info_total", "counter") == "info"  # an info metric exported as a counter
+    assert metric_kind("x_requests_total", "counter") == "activity"
     assert metric_kind("mysql_info_schema_processlist_threads", "gauge") == "activity"  # information_schema
     assert metric_kind("libvirt_domain_info_maximum_memory_bytes", "gauge") == "activity"
     assert metric_kind("x_doh_http_version_queries", "counter") == "activity"  # queries counted by HTTP version
