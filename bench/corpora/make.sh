@@ -13,7 +13,8 @@ set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
 SERVICES=(mysqld rabbitmq bind pdns_recursor dnsdist apache squid varnish process postfix caddy bird trafficserver libvirt
-  frr dovecot kresd smokeping rspamd tor pdns_auth prosody registry rclone containerd dockerd nebula)
+  frr dovecot kresd smokeping rspamd tor pdns_auth prosody registry rclone containerd dockerd nebula
+  snmp)
 PACKAGES=(
   prometheus curl dnsutils amqp-tools
   mariadb-server prometheus-mysqld-exporter
@@ -43,6 +44,7 @@ PACKAGES=(
   containerd
   docker.io
   nebula
+  snmpd snmp prometheus-snmp-exporter
 )
 # Seconds Prometheus scrapes (every 5 seconds; reading all of /proc can take seconds) before the metadata is read; traffic runs again in between.
 SCRAPE_SECONDS=${SCRAPE_SECONDS:-20}
@@ -1205,6 +1207,48 @@ start_libvirt() {
   scrape_exporter libvirt "$exporter" libvirt:9177
 }
 
+# snmpd (net-snmp) as the SNMP agent of this machine on a UDP port of 127.0.0.1, read-only community "public" from
+# 127.0.0.1 only, and the SNMP exporter probing it with the if_mib module of snmp.yml (upstream's; Debian's is
+# empty). One job: the probe (/snmp?module=if_mib&target=..., instance snmpd:161, the agent) and the exporter's own
+# /metrics (instance snmp:9116).
+start_snmp() {
+  local dir=$WORK/snmp exporter
+  SNMP_AGENT=$(free_port)
+  exporter=$(free_port)
+  mkdir -p "$dir/persistent"
+  cat >"$dir/snmpd.conf" <<EOF
+agentAddress udp:127.0.0.1:$SNMP_AGENT
+rocommunity public 127.0.0.1
+sysLocation corpus machine room
+sysContact corpus@localhost
+EOF
+  spawn snmpd env SNMP_PERSISTENT_DIR="$dir/persistent" snmpd -f -Lo -C -c "$dir/snmpd.conf" -p "$dir/snmpd.pid"
+  wait_for 30 snmpget -v2c -c public -t 1 -r 0 "127.0.0.1:$SNMP_AGENT" 1.3.6.1.2.1.1.3.0 || return 1
+  spawn snmp-exporter prometheus-snmp-exporter --config.file="$HERE/snmp.yml" --web.listen-address="127.0.0.1:$exporter"
+  scrape_exporter snmp "$exporter" snmp:9116 || return 1
+  wait_for 30 http_ok "http://127.0.0.1:$exporter/snmp?module=if_mib&target=127.0.0.1:$SNMP_AGENT" || return 1
+}
+
+# Prometheus's job for snmp: the probe of the agent and the exporter's own metrics (see prometheus_config).
+prometheus_job_snmp() {
+  cat <<EOF
+  - job_name: snmp
+    static_configs:
+      - targets: ["${TARGET[snmp]}"]
+        labels: {__metrics_path__: /snmp, __param_module: if_mib, __param_target: "127.0.0.1:$SNMP_AGENT", instance: "snmpd:161"}
+      - targets: ["${TARGET[snmp]}"]
+        labels: {instance: "${INSTANCE[snmp]}"}
+EOF
+}
+
+traffic_snmp() {
+  # Walks of the whole agent (and one with a wrong community, which the agent ignores), and a little traffic on
+  # the loopback interface it reports.
+  snmpwalk -v2c -c public "127.0.0.1:$SNMP_AGENT" 1.3.6.1 >/dev/null 2>&1 || true
+  snmpwalk -v2c -c wrong -t 1 -r 0 "127.0.0.1:$SNMP_AGENT" 1.3.6.1.2.1.1 >/dev/null 2>&1 || true
+  snmpbulkwalk -v2c -c public "127.0.0.1:$SNMP_AGENT" 1.3.6.1.2.1.2.2 >/dev/null 2>&1 || true
+}
+
 # --- Prometheus -----------------------------------------------------------------------------------------------------
 
 prometheus_config() {
@@ -1216,6 +1260,11 @@ global:
 scrape_configs:
 EOF
   for service in "$@"; do
+    # A service with more than one target, or URL parameters, writes its own job.
+    if declare -F "prometheus_job_$service" >/dev/null; then
+      "prometheus_job_$service"
+      continue
+    fi
     cat <<EOF
   - job_name: $service
     metrics_path: ${METRICS_PATH[$service]}
