@@ -50,6 +50,8 @@ PACKAGES=(
 # A user's own services, from PyPI packages (pip) in throw-away virtualenvs under the work directory (python_venv).
 SERVICES+=(celery django)
 PACKAGES+=(python3-venv redis-server)
+# Servers from PyPI packages too (python_venv): Dask's distributed and the Synapse Matrix homeserver.
+SERVICES+=(dask synapse)
 # Seconds Prometheus scrapes (every 5 seconds; reading all of /proc can take seconds) before the metadata is read; traffic runs again in between.
 SCRAPE_SECONDS=${SCRAPE_SECONDS:-20}
 
@@ -1353,6 +1355,178 @@ traffic_django() {
   curl -sS -o /dev/null "$url/report/" || true
   curl -sS -o /dev/null -X POST -H 'Content-Type: application/json' \
     -d "{\"item\": \"$(printf 'x%.0s' $(seq 30))\", \"quantity\": 7}" "$url/orders/" || true
+}
+
+DASK_PIP=(distributed==2026.8.0 dask==2026.8.0 prometheus_client==0.26.0)
+
+# Dask (distributed): a scheduler and two workers (two, so that results move between workers), each serving
+# /metrics on its dashboard port (prometheus_client installed; bokeh is not needed for /metrics). The workers have a
+# small memory limit, so that results are spilled to disk.
+start_dask() {
+  local dir=$WORK/dask venv scheduler dashboard worker1 worker2
+  venv=$(python_venv dask "${DASK_PIP[@]}") || return 1
+  scheduler=$(free_port)
+  dashboard=$(free_port)
+  worker1=$(free_port)
+  worker2=$(free_port)
+  mkdir -p "$dir"
+  DASK_SCHEDULER="tcp://127.0.0.1:$scheduler"
+  spawn dask-scheduler "$venv/bin/dask" scheduler --host 127.0.0.1 --port "$scheduler" \
+    --dashboard-address "127.0.0.1:$dashboard"
+  wait_for 60 http_ok "http://127.0.0.1:$dashboard/metrics" || return 1
+  spawn dask-worker-1 "$venv/bin/dask" worker "$DASK_SCHEDULER" --host 127.0.0.1 --nthreads 4 --memory-limit 200MB \
+    --local-directory "$dir/worker-1" --dashboard-address "127.0.0.1:$worker1" --name worker-1
+  spawn dask-worker-2 "$venv/bin/dask" worker "$DASK_SCHEDULER" --host 127.0.0.1 --nthreads 2 --memory-limit 200MB \
+    --local-directory "$dir/worker-2" --dashboard-address "127.0.0.1:$worker2" --name worker-2
+  scrape_exporter dask "$dashboard" dask-scheduler:8787 || return 1
+  wait_for 60 http_ok "http://127.0.0.1:$worker1/metrics" || return 1
+  wait_for 60 http_ok "http://127.0.0.1:$worker2/metrics" || return 1
+  DASK_WORKERS=("127.0.0.1:$worker1" "127.0.0.1:$worker2")
+  traffic_dask
+}
+
+# Prometheus's job for dask: the scheduler and the two workers, each with its own instance label.
+prometheus_job_dask() {
+  cat <<EOF
+  - job_name: dask
+    static_configs:
+      - targets: ["${TARGET[dask]}"]
+        labels: {instance: "${INSTANCE[dask]}"}
+      - targets: ["${DASK_WORKERS[0]}"]
+        labels: {instance: "dask-worker-1:8788"}
+      - targets: ["${DASK_WORKERS[1]}"]
+        labels: {instance: "dask-worker-2:8789"}
+EOF
+}
+
+# A client submits tasks: fifty small ones summed on one worker (results move between workers), one that raises,
+# six of 25 MB each (more than the workers' spill threshold, so some go to disk and are read back) and one whose
+# inputs are bigger than any worker's memory limit (refused). Another client keeps tasks running (one holding a lease
+# of a semaphore, others waiting for it) while Prometheus scrapes, so that the task and semaphore gauges have series.
+traffic_dask() {
+  local venv
+  venv=$(python_venv dask "${DASK_PIP[@]}") || return 1
+  spawn dask-busy "$venv/bin/python" -c '
+import sys, time
+from distributed import Client, Semaphore, wait
+
+def hold(i, seconds):
+    with Semaphore(max_leases=1, name="corpus"):
+        time.sleep(seconds)
+
+with Client(sys.argv[1], timeout=30) as client:
+    wait(client.map(hold, range(2), seconds=float(sys.argv[2]), pure=False))
+' "$DASK_SCHEDULER" "$SCRAPE_SECONDS"
+  "$venv/bin/python" - "$DASK_SCHEDULER" >>"$WORK/logs/dask-client.log" 2>&1 <<'EOF' || true
+import sys
+from distributed import Client, wait
+
+def inc(x): return x + 1
+def add(*xs): return sum(xs)
+def fail(x): raise ValueError("corpus")
+def big(i): return bytearray(25_000_000)
+def size(*xs): return sum(len(x) for x in xs)
+
+with Client(sys.argv[1], timeout=30) as client:
+    print(client.submit(add, *client.map(inc, range(50))).result())
+    try:
+        client.submit(fail, 1).result()
+    except ValueError:
+        pass
+    bigs = client.map(big, range(6))
+    wait(bigs)
+    print(client.submit(size, *bigs[:3]).result())
+    try:
+        client.submit(size, *bigs, pure=False).result()
+    except MemoryError:
+        pass
+EOF
+}
+
+SYNAPSE_PIP=(matrix-synapse==1.163.2 prometheus_client==0.26.0)
+
+# Synapse (Matrix homeserver) with its metrics listener on, SQLite as its database, a client listener and no
+# federation (no trusted key servers). The configuration is Synapse's generated one (keys and secrets) with ours
+# laid over it.
+start_synapse() {
+  local dir=$WORK/synapse venv client metrics
+  venv=$(python_venv synapse "${SYNAPSE_PIP[@]}") || return 1
+  client=$(free_port)
+  metrics=$(free_port)
+  mkdir -p "$dir"
+  (cd "$dir" && "$venv/bin/python" -m synapse.app.homeserver --server-name corpus.localdomain \
+    --config-path "$dir/homeserver.yaml" --data-directory "$dir" --generate-config --report-stats=no) \
+    >>"$WORK/logs/synapse.log" 2>&1 || return 1
+  cat >"$dir/corpus.yaml" <<EOF
+listeners:
+  - {port: $client, bind_addresses: [127.0.0.1], type: http, tls: false, resources: [{names: [client], compress: false}]}
+  - {port: $metrics, bind_addresses: [127.0.0.1], type: metrics}
+enable_metrics: true
+trusted_key_servers: []
+suppress_key_server_warning: true
+EOF
+  spawn synapse "$venv/bin/python" -m synapse.app.homeserver -c "$dir/homeserver.yaml" -c "$dir/corpus.yaml"
+  SYNAPSE_URL="http://127.0.0.1:$client"
+  scrape_exporter synapse "$metrics" synapse:9000 60 /_synapse/metrics || return 1
+  wait_for 60 http_ok "$SYNAPSE_URL/_matrix/client/versions" || return 1
+  local secret user
+  secret=$(sed -n 's/^registration_shared_secret: "\(.*\)"$/\1/p' "$dir/homeserver.yaml")
+  for user in "alice -a" "bob --no-admin"; do
+    # shellcheck disable=SC2086 # the user and its admin option
+    set -- $user
+    "$venv/bin/register_new_matrix_user" -u "$1" -p "secret-$1" "$2" -k "$secret" "$SYNAPSE_URL" \
+      >>"$WORK/logs/synapse.log" 2>&1 || return 1
+  done
+  traffic_synapse
+}
+
+# Logins (one with a wrong password, one unknown user), a private room that one user makes and the other joins,
+# messages from both (the second time, Synapse's rate limits may refuse some of it: kept, that is traffic too), typing, syncs, history, a profile change, a media upload, requests for a room that does not
+# exist, an admin API call by an admin and one with a bad token, and a logout.
+traffic_synapse() {
+  python3 - "$SYNAPSE_URL" >>"$WORK/logs/synapse-client.log" 2>&1 <<'EOF' || true
+import json, sys, urllib.error, urllib.request
+
+base = sys.argv[1]
+
+def call(method, path, body=None, token=None):
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(base + path, method=method, data=data)
+    request.add_header("Content-Type", "application/json")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.load(response)
+    except urllib.error.HTTPError as error:
+        return {"status": error.code}
+
+def login(user, password):
+    identifier = {"type": "m.id.user", "user": user}
+    body = {"type": "m.login.password", "identifier": identifier, "password": password}
+    return call("POST", "/_matrix/client/v3/login", body).get("access_token")
+
+login("alice", "wrong")
+login("nobody", "secret")
+alice, bob = login("alice", "secret-alice"), login("bob", "secret-bob")
+body = {"name": "corpus", "preset": "private_chat", "invite": ["@bob:corpus.localdomain"]}
+room = call("POST", "/_matrix/client/v3/createRoom", body, alice).get("room_id", "!limited:corpus.localdomain")
+call("POST", f"/_matrix/client/v3/join/{room}", {}, bob)
+for i, token in enumerate([alice, bob, alice, bob, alice]):
+    body = {"msgtype": "m.text", "body": f"hello {i}"}
+    call("PUT", f"/_matrix/client/v3/rooms/{room}/send/m.room.message/txn{i}-{token[-6:]}", body, token)
+call("PUT", f"/_matrix/client/v3/rooms/{room}/typing/@bob:corpus.localdomain", {"typing": True, "timeout": 3000}, bob)
+call("GET", "/_matrix/client/v3/sync?timeout=0", token=alice)
+call("GET", "/_matrix/client/v3/sync?timeout=0", token=bob)
+call("GET", f"/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=10", token=bob)
+call("PUT", "/_matrix/client/v3/profile/@alice:corpus.localdomain/displayname", {"displayname": "Alice"}, alice)
+call("POST", "/_matrix/media/v3/upload?filename=a.txt", {"hello": "media"}, alice)
+call("GET", "/_matrix/client/v3/rooms/!nosuch:corpus.localdomain/state", token=alice)
+call("GET", "/_synapse/admin/v2/users?limit=10", token=alice)
+call("GET", "/_matrix/client/v3/account/whoami", token="invalid")
+call("POST", "/_matrix/client/v3/logout", {}, bob)
+print(room)
+EOF
 }
 
 # --- Prometheus -----------------------------------------------------------------------------------------------------
