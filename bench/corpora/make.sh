@@ -1566,7 +1566,11 @@ import json, re, sys
 body = json.load(sys.stdin)
 assert body["status"] == "success", body
 leave_out = re.compile(sys.argv[1])
-data = sorted((row for row in body["data"] if not leave_out.fullmatch(row["metric"])), key=lambda row: row["metric"])
+# By name, then by target (a job of several targets has one row per target and name).
+data = sorted(
+    (row for row in body["data"] if not leave_out.fullmatch(row["metric"])),
+    key=lambda row: (row["metric"], row["target"]["instance"]),
+)
 if not data:
     sys.exit("no metadata")
 json.dump({"status": "success", "data": data}, sys.stdout, indent=1, sort_keys=True)
