@@ -180,6 +180,22 @@ def labelled_metadata(source: NamespaceSource) -> pd.DataFrame:
     return with_labels(raw, family_schemas(raw, read_series_snapshot(source.series_snapshot, source.selector)))
 
 
+def as_queried(
+    queries: Sequence[Query], sources: Mapping[str, NamespaceSource], raw_frames: Mapping[str, pd.DataFrame]
+) -> list[Query]:
+    """The questions with each relevant metric named as the raw asset names it: questions name a counter by its
+    metadata family (`celery_task_sent`), which the product calls `celery_task_sent_total` when the series say so
+    (with_labels: the exporter spoke OpenMetrics)."""
+    renamed = {
+        ns: dict(zip(fetch_raw_metadata(sources[ns])["metric_name"], frame["metric_name"], strict=True))
+        for ns, frame in raw_frames.items()
+    }
+    return [
+        Query(q.namespace, q.query, frozenset(renamed[q.namespace].get(name, name) for name in q.relevant))
+        for q in queries
+    ]
+
+
 class FileEnricher(Enricher):
     """Enrichments read from a file (e.g. stored by the Claude enricher); a metric it lacks is a failure,
     so enrich_catalog gives it to the fallback and counts it."""
@@ -571,6 +587,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     sources, questions, dev_sets = load_services(args)
     raw_frames = {ns: labelled_metadata(source) for ns, source in sorted(sources.items())}
+    questions = as_queried(questions, sources, raw_frames)
+    dev_sets = {name: as_queried(queries, sources, raw_frames) for name, queries in dev_sets.items()}
     enrichments: dict[str, dict[str, dict]] | None = None
     if args.enricher == "claude":
         if not args.enrichments.exists():

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import redis
 
-from metrics_index.api import materialization_metadata
+from metrics_index.api import materialization_metadata, validate_metrics
 from metrics_index.label_preference import label_values_text, prefer_labelled, wanted_labels, with_label_columns
 from metrics_index.promql import hints_for, syntax_error
 from metrics_index.resources import PrometheusResource
@@ -32,8 +32,15 @@ from metrics_index.sources.labels import (
     with_labels,
 )
 from metrics_index.sources.prometheus import PrometheusApi, fetch_raw_metadata
-from metrics_index.stores.name_set import label_schemas, labels_key, names_key, replace_names
-from metrics_index.testing.servers import PrometheusStack, http_get
+from metrics_index.stores.name_set import label_schemas, labels_key, names_key, promql_names, replace_names
+from metrics_index.testing.servers import (
+    PrometheusStack,
+    ScriptedHTTPServer,
+    free_port,
+    http_get,
+    prometheus_process,
+    wait_until,
+)
 from metrics_index_tests.project import Project, step_failures
 from metrics_index_tests.test_prometheus_source import live_source
 
@@ -86,9 +93,100 @@ def test_families_take_their_series_and_each_series_name_its_own_labels() -> Non
     assert by_name["requests_total"].labels["code"].values == ("200",)
 
 
-def api_series(stack: PrometheusStack, job: str) -> list[dict[str, str]]:
+def test_an_openmetrics_family_is_named_as_its_series_are() -> None:
+    raw = pd.DataFrame(
+        [
+            ("orders", "counter"),  # OpenMetrics: the samples are orders_total
+            ("redis_total_reads_processed", "counter"),  # the classic format: the samples carry the family's name
+            ("build", "info"),
+            ("queue_wait_seconds", "gaugehistogram"),
+            ("unseen", "counter"),
+        ],
+        columns=["metric_name", "type"],
+    )
+    found = [
+        {"__name__": "orders_total", "shop": "eu"},
+        {"__name__": "orders_created", "shop": "eu"},
+        {"__name__": "redis_total_reads_processed"},
+        {"__name__": "build_info", "version": "1.2.3"},
+        {"__name__": "queue_wait_seconds_bucket", "le": "+Inf"},
+        {"__name__": "queue_wait_seconds_gcount"},
+    ]
+    labelled = with_labels(raw, family_schemas(raw, found))
+    assert list(labelled["metric_name"]) == [
+        "orders_total", "redis_total_reads_processed", "build_info", "queue_wait_seconds", "unseen"
+    ]  # fmt: skip
+    orders = LabelSchema.from_json(labelled["labels"][0])
+    assert orders.names == ("orders_created", "orders_total") and orders.labels["shop"].values == ("eu",)
+    names = promql_names(labelled)
+    assert {"orders_total", "build_info", "queue_wait_seconds_gcount", "queue_wait_seconds_gsum", "unseen"} <= names
+    assert not {"orders", "build"} & names
+    by_name = series_name_schemas(labelled)
+    assert (
+        set(by_name["queue_wait_seconds_bucket"].labels) == {"le"} and by_name["queue_wait_seconds_gcount"].labels == {}
+    )
+    assert (
+        LabelSchema.from_json('{"series": 1, "targets": 1, "partial": false, "labels": {}}').names == ()
+    )  # stored before
+
+
+OPENMETRICS_EXPOSITION = """\
+# TYPE shop_orders counter
+# HELP shop_orders Orders placed.
+shop_orders_total{region="eu"} 3
+shop_orders_created{region="eu"} 1.7e+09
+shop_orders_total{region="us"} 5
+shop_orders_created{region="us"} 1.7e+09
+# TYPE shop_build info
+# HELP shop_build Build information.
+shop_build_info{version="1.2.3"} 1
+# TYPE shop_in_flight gauge
+# HELP shop_in_flight Orders being placed.
+shop_in_flight 2
+# EOF
+"""
+
+
+def test_an_openmetrics_exporter_is_validated_by_the_names_its_series_carry(
+    project: Project, http_stub: ScriptedHTTPServer, tmp_path: Path
+) -> None:
+    """A real Prometheus scraping an exporter that speaks OpenMetrics keeps the family names (`shop_orders`) in its
+    metadata; a query must say `shop_orders_total`, and validation answers for that name."""
+    http_stub.answer(
+        "/metrics",
+        body=OPENMETRICS_EXPOSITION,
+        content_type="application/openmetrics-text; version=1.0.0; charset=utf-8",
+    )
+    port = free_port()
+    target = {"job_name": "shop", "static_configs": [{"targets": [http_stub.url.removeprefix("http://")]}]}
+    prometheus = prometheus_process(tmp_path / "prometheus", port, [target])
+    url = f"http://127.0.0.1:{port}"
+    prometheus.start()
+    try:
+        wait_until(lambda: len(api_series(url, "shop")) >= 4, "the OpenMetrics target's series", process=prometheus)
+        query = urllib.parse.urlencode({"match_target": '{job="shop"}'})
+        metadata = {
+            m["metric"]: m["type"] for m in json.loads(http_get(f"{url}/api/v1/targets/metadata?{query}")[1])["data"]
+        }
+        assert metadata["shop_orders"] == "counter" and metadata["shop_build"] == "info"  # what Prometheus says
+        namespace = "shop:orders"
+        project.register(namespace, prometheus_url=url, selector='{job="shop"}')
+        result = project.materialize(namespace)
+    finally:
+        prometheus.stop()
+    assert result.success, step_failures(result)
+    raw = project.catalog("raw_metric_metadata", namespace).set_index("metric_name")
+    assert {"shop_orders_total", "shop_build_info", "shop_in_flight"} <= set(raw.index)
+    assert LabelSchema.from_json(raw.loc["shop_orders_total", "labels"]).labels["region"].values == ("eu", "us")
+    found = {v.name: v.known for v in validate_metrics(namespace, ["shop_orders_total", "shop_orders"], project.env)}
+    assert found == {"shop_orders_total": True, "shop_orders": False}
+    enriched = project.catalog("enriched_metric_metadata", namespace).set_index("metric_name")
+    assert enriched.loc["shop_orders_total", "promql_hint"].startswith("sum by (region) (rate(shop_orders_total[")
+
+
+def api_series(url: str, job: str) -> list[dict[str, str]]:
     query = urllib.parse.urlencode({"match[]": f'{{job="{job}"}}'})
-    return json.loads(http_get(f"{stack.url}/api/v1/series?{query}")[1])["data"]
+    return json.loads(http_get(f"{url}/api/v1/series?{query}")[1])["data"]
 
 
 @pytest.mark.parametrize("job", ["prometheus", "node"])
@@ -96,9 +194,9 @@ def test_live_schemas_match_what_the_series_api_says(prometheus_stack: Prometheu
     """Series come and go while we read (Prometheus counts our own requests by handler), so a metric is compared
     when the API said the same about it just before and just after the read; nearly all of them must be."""
     raw = fetch_raw_metadata(live_source(prometheus_stack.url, job))
-    before = family_schemas(raw, api_series(prometheus_stack, job))
+    before = family_schemas(raw, api_series(prometheus_stack.url, job))
     fetched = fetch_label_schemas(PrometheusApi(prometheus_stack.url), f'{{job="{job}"}}', raw)
-    after = family_schemas(raw, api_series(prometheus_stack, job))
+    after = family_schemas(raw, api_series(prometheus_stack.url, job))
     assert (fetched.requests, fetched.cut, fetched.errors) == (1, False, [])
     stable = [name for name in before if before[name] == after.get(name)]
     assert len(stable) >= 0.9 * len(before) and len(before) >= 0.8 * len(raw)

@@ -31,7 +31,7 @@ from metrics_index.sources.prometheus import (
     parse_selector,
     unwrap_api_body,
 )
-from metrics_index.stores.name_set import SERIES_SUFFIXES
+from metrics_index.stores.name_set import OPENMETRICS_SAMPLE_SUFFIXES, SERIES_SUFFIXES
 
 MAX_VALUES = 25  # a label with at most this many distinct values keeps them all
 SAMPLE_VALUES = 10  # a label with more keeps this many (the most frequent)...
@@ -61,12 +61,14 @@ class LabelSummary:
 @dataclass(frozen=True)
 class LabelSchema:
     """A metric's labels. `series` and `targets` count the series and the (job, instance) pairs seen; `partial` says
-    the series read was cut short, so counts are lower bounds and no label is complete."""
+    the series read was cut short, so counts are lower bounds and no label is complete; `names` are the series names
+    seen (`x_bucket`, `x_total`, ...)."""
 
     labels: dict[str, LabelSummary]
     series: int = 0
     targets: int = 0
     partial: bool = False
+    names: tuple[str, ...] = ()
 
     def to_json(self) -> str:
         return json.dumps(
@@ -74,6 +76,7 @@ class LabelSchema:
                 "series": self.series,
                 "targets": self.targets,
                 "partial": self.partial,
+                "names": list(self.names),
                 "labels": {name: summary.as_dict() for name, summary in sorted(self.labels.items())},
             },
             separators=(",", ":"),
@@ -89,11 +92,11 @@ class LabelSchema:
             name: LabelSummary(item["count"], tuple(item["values"]), item["complete"])
             for name, item in body["labels"].items()
         }
-        return cls(labels, body["series"], body["targets"], body["partial"])
+        return cls(labels, body["series"], body["targets"], body["partial"], tuple(body.get("names", ())))
 
     def without(self, label: str) -> LabelSchema:
         return LabelSchema(
-            {k: v for k, v in self.labels.items() if k != label}, self.series, self.targets, self.partial
+            {k: v for k, v in self.labels.items() if k != label}, self.series, self.targets, self.partial, self.names
         )
 
 
@@ -113,17 +116,19 @@ def summarize(series: Iterable[Mapping[str, str]], partial: bool = False) -> Lab
     """The label schema of a group of series (their `__name__` left out)."""
     counts: dict[str, dict[str, int]] = {}
     targets: set[tuple[str, str]] = set()
+    names: set[str] = set()
     total = 0
     for labels in series:
         total += 1
         targets.add((labels.get("job", ""), labels.get("instance", "")))
         for name, value in labels.items():
-            if name != "__name__":
+            if name == "__name__":
+                names.add(value)
+            else:
                 values = counts.setdefault(name, {})
                 values[value] = values.get(value, 0) + 1
-    return LabelSchema(
-        {name: _summary(name, values, partial) for name, values in counts.items()}, total, len(targets), partial
-    )
+    summaries = {name: _summary(name, values, partial) for name, values in counts.items()}
+    return LabelSchema(summaries, total, len(targets), partial, tuple(sorted(names)))
 
 
 def _summary(name: str, values: Mapping[str, int], partial: bool) -> LabelSummary:
@@ -137,11 +142,13 @@ def _summary(name: str, values: Mapping[str, int], partial: bool) -> LabelSummar
 
 
 def family_names(raw: pd.DataFrame) -> dict[str, str]:
-    """Series name → metric family, for every series name a family may expose (`x`, `x_bucket`, `x_sum`, …)."""
+    """Series name → metric family, for every series name a family may expose (`x`, `x_bucket`, `x_sum`, …, and
+    OpenMetrics' `x_total` of a counter family `x`)."""
     mapping: dict[str, str] = {}
     for name, metric_type in zip(raw["metric_name"], raw["type"], strict=True):
         mapping[name] = name
-        for suffix in (*SERIES_SUFFIXES.get(metric_type, ()), "_created"):
+        sample = OPENMETRICS_SAMPLE_SUFFIXES.get(metric_type, "")
+        for suffix in (*SERIES_SUFFIXES.get(metric_type, ()), *([sample] if sample else ()), "_created"):
             mapping.setdefault(name + suffix, name)
     return mapping
 
@@ -167,10 +174,10 @@ def series_name_schemas(raw: pd.DataFrame) -> dict[str, LabelSchema]:
         schema = LabelSchema.from_json(text)
         if schema is None:
             continue
-        if metric_type == "histogram":
+        if metric_type in ("histogram", "gaugehistogram"):
             schemas[name] = schema.without("le")
             schemas[f"{name}_bucket"] = schema
-            for suffix in ("_sum", "_count"):
+            for suffix in SERIES_SUFFIXES[metric_type][1:]:
                 schemas[name + suffix] = schema.without("le")
         elif metric_type == "summary":
             schemas[name] = schema
@@ -182,9 +189,28 @@ def series_name_schemas(raw: pd.DataFrame) -> dict[str, LabelSchema]:
 
 
 def with_labels(raw: pd.DataFrame, schemas: Mapping[str, LabelSchema]) -> pd.DataFrame:
-    """`raw` with a `labels` column: each metric's schema as JSON, or None when no series of it was seen."""
+    """`raw` with a `labels` column (each metric's schema as JSON, or None when no series of it was seen), and each
+    metric named as its series are: a counter family `x` that an exporter served in OpenMetrics is queried as
+    `x_total` (an info family as `x_info`), which Prometheus's metadata does not say but the series do."""
     texts = [schemas[name].to_json() if name in schemas else None for name in raw["metric_name"]]
-    return raw.assign(labels=pd.Series(texts, index=raw.index, dtype=object))
+    taken = set(raw["metric_name"])
+    names = [
+        queried_name(name, metric_type, schemas.get(name), taken)
+        for name, metric_type in zip(raw["metric_name"], raw["type"], strict=True)
+    ]
+    return raw.assign(
+        metric_name=pd.Series(names, index=raw.index, dtype=object),
+        labels=pd.Series(texts, index=raw.index, dtype=object),
+    )
+
+
+def queried_name(name: str, metric_type: str, schema: LabelSchema | None, taken: set[str]) -> str:
+    """The family's name as a query uses it: `x_total` (`x_info`) when its series carry only that name."""
+    suffix = OPENMETRICS_SAMPLE_SUFFIXES.get(metric_type, "")
+    if not suffix or schema is None or name.endswith(suffix) or name in schema.names:
+        return name
+    sample = name + suffix
+    return sample if sample in schema.names and sample not in taken else name
 
 
 def name_set_labels(raw: pd.DataFrame) -> dict[str, str]:

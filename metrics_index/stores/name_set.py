@@ -1,7 +1,8 @@
 """The namespace's metric names in a Redis set, and their label schemas in a hash beside it, for validation.
 
 Key scheme: `metrics-index:{namespace}:names` holds every name a PromQL query may use in the namespace:
-each metric family plus, for histograms and summaries, its `_bucket`/`_sum`/`_count` series.
+each metric family plus, for histograms and summaries, its `_bucket`/`_sum`/`_count` series (`_gcount`/`_gsum` for
+an OpenMetrics gauge histogram).
 `metrics-index:{namespace}:labels` maps each of those names that had series to its label schema (JSON, see
 sources/labels.py). A replacement fills temporary keys (`…:tmp:{id}`) and then RENAMEs both over the live
 keys inside one MULTI/EXEC, so a reader sees the old names and labels or the new ones, never a mix, an empty
@@ -23,7 +24,14 @@ if TYPE_CHECKING:
     import pandas as pd
 
 KEY_PREFIX = "metrics-index"
-SERIES_SUFFIXES = {"histogram": ("_bucket", "_sum", "_count"), "summary": ("_sum", "_count")}
+SERIES_SUFFIXES = {
+    "histogram": ("_bucket", "_sum", "_count"),
+    "gaugehistogram": ("_bucket", "_gcount", "_gsum"),
+    "summary": ("_sum", "_count"),
+}
+# OpenMetrics names a counter's samples `<family>_total` and an info metric's `<family>_info`, while Prometheus's
+# metadata keeps the family's name: the series say which of the two a query must use (sources/labels.py).
+OPENMETRICS_SAMPLE_SUFFIXES = {"counter": "_total", "info": "_info"}
 RAW_CATALOG_FOLDER = "raw_metric_metadata"  # the raw asset's folder in the Parquet catalog (io.py)
 _CHUNK = 10_000
 _TMP_TTL_SECONDS = 3600
