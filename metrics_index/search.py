@@ -92,10 +92,10 @@ class RankingParams:
     a rare trait the question asks for is a candidate, also one that no ranker scored (min-max scaling gives the last
     metric of a ten-metric namespace 0, which no boost lifts). A configuration value, build information or
     self-monitoring metric the question does not ask for is multiplied by 1 - kind_penalty; the monitoring's own
-    metrics (scrapes, collectors) and, in an exporter's namespace, a client library's runtime metric (go_*,
-    process_*, promhttp_*: the exporter's own process) by 1 - runtime_penalty unless the question names the
-    exporter, a runtime, or scrapes and collectors (RUNTIME_ASKED; "the database process" and "when was it
-    restarted" ask about the service, not the exporter).
+    metrics (scrapes, collectors, a client library's `x_created` timestamps) and, in an exporter's namespace, a
+    client library's runtime metric (go_*, process_*, promhttp_*: the exporter's own process) by 1 - runtime_penalty
+    unless the question names the exporter, a runtime, or scrapes and collectors (RUNTIME_ASKED; "the database
+    process" and "when was it restarted" ask about the service, not the exporter).
     """
 
     weights: tuple[tuple[str, float], ...] = (("name", 0.5), ("text", 0.5), ("dense", 3.0))
@@ -489,6 +489,7 @@ class NamespaceCorpus:
         own = masks.get("self_monitoring", np.zeros(len(names), dtype=bool))  # scrapes, collectors: in any namespace
         if any(_EXPORTER_NAME.search(name) for name in names):
             own = own | np.array([name.startswith(_RUNTIME_PREFIXES) for name in names], dtype=bool)
+        own = own | creation_timestamps(names, parts.rows)
         if own.any():
             masks["exporter_runtime"] = own
         return cls(
@@ -503,6 +504,25 @@ class NamespaceCorpus:
             traits=masks,
             parts=parts,
         )
+
+
+def creation_timestamps(names: Sequence[str], rows: Sequence[Mapping[str, str]]) -> np.ndarray:
+    """Which metrics are a client library's `x_created` gauges: the time each series of the counter, histogram or
+    summary `x` was created (Python's client serves them in the classic text format), which share the family's help
+    and words but answer no question about it. A counter named `x_created` counts creations and is not one."""
+    measured = set()
+    for name, row in zip(names, rows, strict=True):
+        if row["type"] == "counter":
+            measured.add(name.removesuffix("_total"))
+        elif row["type"] in ("histogram", "gaugehistogram", "summary"):
+            measured.add(name)
+    return np.array(
+        [
+            name.endswith("_created") and row["type"] in ("gauge", "unknown") and name[: -len("_created")] in measured
+            for name, row in zip(names, rows, strict=True)
+        ],
+        dtype=bool,
+    )
 
 
 def with_glued_directions(

@@ -349,6 +349,22 @@ def test_the_unit_is_read_as_enrichment_stored_it_never_inferred_at_query_time()
     assert found == {"app_queue_wait": "milliseconds", "app_wait_seconds": ""}
 
 
+def test_a_client_librarys_creation_timestamps_yield_to_their_family() -> None:
+    # Python's client serves x_created beside x_total with the same help: same words and vectors here too.
+    rows = [
+        {"metric_name": "app_db_errors_created", "type": "gauge"},
+        {"metric_name": "app_db_errors_total", "type": "counter"},
+        {"metric_name": "app_threads_created", "type": "counter"},  # a count of creations
+        {"metric_name": "app_threads", "type": "gauge"},
+        {"metric_name": "app_query_seconds_created", "type": "gauge"},
+        {"metric_name": "app_query_seconds", "type": "histogram"},
+    ]
+    built = NamespaceCorpus.build([r["metric_name"] for r in rows], ["database errors"] * 6, rows, np.ones((6, 2)))
+    own = built.traits["exporter_runtime"]
+    assert [built.names[i] for i in np.flatnonzero(own)] == ["app_db_errors_created", "app_query_seconds_created"]
+    assert names(rank(built, "database errors", np.ones(2)))[:2] == ["app_db_errors_total", "app_query_seconds"]
+
+
 def test_an_exporters_own_runtime_metrics_yield_unless_asked_for() -> None:
     # Same words and vectors: without weighting, name order puts process_ first.
     names_ = ["process_resident_memory_bytes", "x_cache_memory_bytes"]
