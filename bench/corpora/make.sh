@@ -52,6 +52,9 @@ SERVICES+=(celery django)
 PACKAGES+=(python3-venv redis-server)
 # Servers from PyPI packages too (python_venv): Dask's distributed and the Synapse Matrix homeserver.
 SERVICES+=(dask synapse)
+# A user's own services from npm packages (npm_app: an app directory here with its package-lock.json), on Node.js.
+SERVICES+=(express)
+PACKAGES+=(nodejs)
 # Seconds Prometheus scrapes (every 5 seconds; reading all of /proc can take seconds) before the metadata is read; traffic runs again in between.
 SCRAPE_SECONDS=${SCRAPE_SECONDS:-20}
 
@@ -1527,6 +1530,55 @@ call("GET", "/_matrix/client/v3/account/whoami", token="invalid")
 call("POST", "/_matrix/client/v3/logout", {}, bob)
 print(room)
 EOF
+}
+
+# --- a user's own services, from npm packages -----------------------------------------------------------------------
+
+# A copy of the app directory bench/corpora/$1 in $WORK/$1 with its npm packages installed as its package-lock.json
+# pins them (npm ci, from the registry npm is configured with); prints its path.
+npm_app() {
+  local name=$1 dir=$WORK/$1
+  if [ ! -d "$dir/node_modules" ]; then
+    log "npm installing into $name"
+    mkdir -p "$dir" && cp -r "$HERE/$name/." "$dir/" || return 1
+    (cd "$dir" && npm ci --no-audit --no-fund) >>"$WORK/logs/npm-$name.log" 2>&1 || return 1
+  fi
+  echo "$dir"
+}
+
+# A small Express service (express_app/ here: users and orders read, added and deleted, a slow report and a failing
+# one) instrumented with express-prom-bundle (its HTTP request histogram by method, path and status code) and
+# prom-client's default metrics, all on its own /metrics; versions pinned by express_app/package-lock.json.
+start_express() {
+  local dir port
+  dir=$(npm_app express_app) || return 1
+  port=$(free_port)
+  spawn express env -C "$dir" node app.js "$port"
+  scrape_exporter express "$port" express:3000 || return 1
+  EXPRESS_URL=http://127.0.0.1:$port
+  traffic_express
+}
+
+# 200s on routes with path parameters, orders added (POST, 201; one without an item, 400) and deleted (204), 404s
+# (a missing order, a missing page), a 500 (a route that throws) and the slow report, a few at a time.
+traffic_express() {
+  local url=$EXPRESS_URL i
+  for i in 1 2 3 4 5 6; do curl -fsS -o /dev/null "$url/api/users/$i" || true; done
+  for i in 1 2 3; do
+    curl -fsS -o /dev/null -X POST -H 'Content-Type: application/json' -d "{\"item\": \"pear\", \"quantity\": $i}" \
+      "$url/api/orders" || true
+  done
+  curl -sS -o /dev/null -X POST -H 'Content-Type: application/json' -d '{}' "$url/api/orders" || true
+  for i in 1 2; do curl -fsS -o /dev/null "$url/api/orders" || true; done
+  curl -fsS -o /dev/null "$url/api/orders/1" || true
+  curl -sS -o /dev/null "$url/api/orders/999" || true
+  curl -sS -o /dev/null -X DELETE "$url/api/orders/2" || true
+  curl -sS -o /dev/null "$url/nowhere" || true
+  curl -sS -o /dev/null "$url/api/broken" || true
+  curl -sS -o /dev/null "$url/api/report" &
+  local slow=$!
+  curl -sS -o /dev/null "$url/api/report" || true
+  wait "$slow" || true
 }
 
 # --- Prometheus -----------------------------------------------------------------------------------------------------
