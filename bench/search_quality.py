@@ -112,6 +112,7 @@ PREVIOUS_PARAMS = RankingParams(
     fusion="rrf",
     rrf_k=20,
     cue_boost=0.0,
+    failure_boost=0.0,
     rare_cue_boost=0.0,
     rare_floor=0.0,
     kind_penalty=0.0,
@@ -328,6 +329,7 @@ GRID: dict[str, Sequence] = {
     "fusion": ("rrf", "score"),
     "rrf_k": (10, 20, 60),
     "cue_boost": (0, 0.2, 0.4, 0.7, 1.0),
+    "failure_boost": (0, 0.35, 0.7),
     "rare_cue_boost": (0, 2, 4, 8, 16),
     "rare_floor": (0, 0.1),
     "kind_penalty": (0, 0.2, 0.4),
@@ -336,6 +338,7 @@ GRID: dict[str, Sequence] = {
 QUICK_GRID: dict[str, Sequence] = {
     "fusion": ("rrf",),
     "cue_boost": (0, 0.2),
+    "failure_boost": (0, 0.35),
     "rare_cue_boost": (0, 4),
     "rare_floor": (0, 0.1),
     "kind_penalty": (0, 0.2),
@@ -347,7 +350,7 @@ QUICK_GRID: dict[str, Sequence] = {
 # kind_penalty and the rare traits' rule (rare_cue_boost and rare_floor) are worth.
 VARIANTS: dict[str, Callable[[RankingParams], bool]] = {
     "ours: fusion weights": lambda p: (
-        not (p.cue_boost or p.rare_cue_boost or p.rare_floor or p.kind_penalty or p.runtime_penalty)
+        not (p.cue_boost or p.failure_boost or p.rare_cue_boost or p.rare_floor or p.kind_penalty or p.runtime_penalty)
     ),
     "ours: + question cues": lambda p: p.kind_penalty == 0 and p.runtime_penalty == 0,
     "ours: without the kind penalty": lambda p: p.kind_penalty == 0,
@@ -357,12 +360,16 @@ VARIANTS: dict[str, Callable[[RankingParams], bool]] = {
 
 
 def param_grid(fields: Mapping[str, Sequence], weights: Sequence[tuple[tuple[str, float], ...]]) -> list[RankingParams]:
-    """Every combination, simplest first (so a tie keeps the simpler setting); rrf_k only varies for RRF."""
+    """Every combination, simplest first (so a tie keeps the simpler setting); rrf_k only varies for RRF, and the
+    failure cue is boosted exactly when the other cues are."""
     grid: dict[RankingParams, None] = {}
     names = list(fields)
     for values in itertools.product(*(fields[n] for n in names)):
+        chosen = dict(zip(names, values, strict=True))
+        if bool(chosen.get("cue_boost")) != bool(chosen.get("failure_boost")):
+            continue
         for w in weights:
-            params = replace(PREVIOUS_PARAMS, weights=w, **dict(zip(names, values, strict=True)))
+            params = replace(PREVIOUS_PARAMS, weights=w, **chosen)
             if params.fusion == "score":
                 params = replace(params, rrf_k=PREVIOUS_PARAMS.rrf_k)
             grid.setdefault(params, None)
@@ -419,6 +426,7 @@ class GridFusion:
         self.weights = {r: column([p.weight(r) for p in grid]) for r in RANKERS}
         self.total = column([sum(p.weight(r) for r in RANKERS) or 1.0 for p in grid])
         self.cue_boost = column([p.cue_boost for p in grid])
+        self.failure_boost = column([p.failure_boost for p in grid])
         self.rare_cue_boost = column([p.rare_cue_boost for p in grid])
         self.rare_floor = column([p.rare_floor for p in grid])
         self.runtime_penalty = column([p.runtime_penalty for p in grid])
@@ -437,7 +445,11 @@ class GridFusion:
                 fused = np.where(found.traits[cue][None, :], np.maximum(fused, self.rare_floor), fused)
         for cue in found.cues:
             if cue in found.traits:
-                boost = self.cue_boost + (self.rare_cue_boost if cue in RARE_CUES else 0.0)
+                boost = (  # search.cue_boost, per setting
+                    self.failure_boost
+                    if cue == "failure"
+                    else self.cue_boost + (self.rare_cue_boost if cue in RARE_CUES else 0.0)
+                )
                 fused = np.where(found.traits[cue][None, :] & (boost != 0), fused * (1.0 + boost), fused)
         if not found.cues & RUNTIME_ASKED and "exporter_runtime" in found.traits:
             mask = found.traits["exporter_runtime"][None, :] & (self.runtime_penalty != 0)
@@ -533,7 +545,8 @@ def describe(params: RankingParams) -> str:
     weights = "/".join(f"{w:g}" for _r, w in params.weights)
     fusion = f"rrf k={params.rrf_k}" if params.fusion == "rrf" else "score"
     return (
-        f"{fusion} w(name/text/dense)={weights} cue={params.cue_boost:g} rare={params.rare_cue_boost:g}"
+        f"{fusion} w(name/text/dense)={weights} cue={params.cue_boost:g} failure={params.failure_boost:g}"
+        f" rare={params.rare_cue_boost:g}"
         f" floor={params.rare_floor:g} kind={params.kind_penalty:g}"
         f" runtime={params.runtime_penalty:g}"
     )

@@ -87,10 +87,12 @@ class RankingParams:
 
     fusion "rrf": sum of weight / (rrf_k + rank) over the rankers; "score": sum of weight x the ranker's
     score scaled to [0, 1] over its top DEPTH. A metric of a trait the question asks for (question_cues)
-    is multiplied by 1 + cue_boost, or by 1 + cue_boost + rare_cue_boost for a trait in RARE_CUES (up and status
-    gauges, start times, build information), whose fused score first counts as at least rare_floor: every metric of
-    a rare trait the question asks for is a candidate, also one that no ranker scored (min-max scaling gives the last
-    metric of a ten-metric namespace 0, which no boost lifts). A configuration value, build information or
+    is multiplied by 1 + cue_boost (by 1 + failure_boost for the failure cue: a failure word is in many of a
+    namespace's names, errors, drops, rejects, and the question's other words must say which), or by 1 + cue_boost +
+    rare_cue_boost for a trait in RARE_CUES (up and status gauges, start times, build information), whose fused
+    score first counts as at least rare_floor: every metric of a rare trait the question asks for is a candidate,
+    also one that no ranker scored (min-max scaling gives the last metric of a ten-metric namespace 0, which no
+    boost lifts). A configuration value, build information or
     self-monitoring metric the question does not ask for is multiplied by 1 - kind_penalty; the monitoring's own
     metrics (scrapes, collectors, a client library's `x_created` timestamps) and, in an exporter's namespace, a
     client library's runtime metric (go_*, process_*, promhttp_*: the exporter's own process) by 1 - runtime_penalty
@@ -102,6 +104,7 @@ class RankingParams:
     fusion: str = "score"
     rrf_k: int = 20
     cue_boost: float = 0.7
+    failure_boost: float = 0.35
     rare_cue_boost: float = 8.0
     rare_floor: float = 0.1
     kind_penalty: float = 0.4
@@ -904,7 +907,7 @@ def fuse(found: Signals, params: RankingParams) -> np.ndarray:
         if params.rare_floor and cue in found.traits:
             fused[found.traits[cue]] = np.maximum(fused[found.traits[cue]], params.rare_floor)
     for cue in found.cues:
-        boost = params.cue_boost + (params.rare_cue_boost if cue in RARE_CUES else 0.0)
+        boost = cue_boost(params, cue)
         if boost and cue in found.traits:
             fused[found.traits[cue]] *= 1.0 + boost
     if params.runtime_penalty and not found.cues & RUNTIME_ASKED and "exporter_runtime" in found.traits:
@@ -914,6 +917,13 @@ def fuse(found: Signals, params: RankingParams) -> np.ndarray:
             if kind in found.traits:
                 fused[found.traits[kind]] *= 1.0 - params.kind_penalty
     return fused
+
+
+def cue_boost(params: RankingParams, cue: str) -> float:
+    """How much a metric of the trait `cue` gains when the question asks for it (before the rare-trait rule)."""
+    if cue == "failure":
+        return params.failure_boost
+    return params.cue_boost + (params.rare_cue_boost if cue in RARE_CUES else 0.0)
 
 
 def ranked_documents(found: Signals, params: RankingParams, k: int) -> list[tuple[int, float]]:

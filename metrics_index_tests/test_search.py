@@ -282,6 +282,12 @@ def test_failure_words_ask_for_metrics_that_count_failures() -> None:
     assert "failure" in metric_traits("x_outgoing_timeouts", {"meter_type": "counter"})
     assert "failure" not in metric_traits("pdns_recursor_noerror_answers", {"meter_type": "counter"})  # a success
     assert "failure" not in metric_traits("x_queries_total", {"meter_type": "counter"})
+    # The failure cue has a boost of its own: the other cues' does not move it.
+    built = corpus(["a_bug_reached_total", "b_requests_dropped_total"], ["internal faults"] * 2, np.ones((2, 2)))
+    weights = (("name", 0.0), ("text", 1.0), ("dense", 1.0))
+    for failure_boost, first in ((0.0, "a_bug_reached_total"), (0.35, "b_requests_dropped_total")):
+        params = RankingParams(weights=weights, cue_boost=0.7, failure_boost=failure_boost)
+        assert names(rank(built, "internal faults that failed", np.ones(2), params=params))[0] == first
 
 
 def test_a_direction_cue_prefers_the_metric_of_the_asked_direction() -> None:
