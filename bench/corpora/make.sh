@@ -54,6 +54,7 @@ PACKAGES+=(python3-venv redis-server)
 SERVICES+=(dask synapse)
 # A user's own services from npm packages (npm_app: an app directory here with its package-lock.json), on Node.js.
 SERVICES+=(express)
+SERVICES+=(n8n)
 PACKAGES+=(nodejs)
 # Seconds Prometheus scrapes (every 5 seconds; reading all of /proc can take seconds) before the metadata is read; traffic runs again in between.
 SCRAPE_SECONDS=${SCRAPE_SECONDS:-20}
@@ -1534,14 +1535,22 @@ EOF
 
 # --- a user's own services, from npm packages -----------------------------------------------------------------------
 
-# A copy of the app directory bench/corpora/$1 in $WORK/$1 with its npm packages installed as its package-lock.json
-# pins them (npm ci, from the registry npm is configured with); prints its path.
+# A copy of the app directory bench/corpora/$1 in $WORK/$1 with its npm packages installed (from the registry npm is
+# configured with) as its package-lock.json pins them (npm ci), or without a lock as its package.json pins them, with
+# no install scripts and the native packages named after $1 built from source (their install scripts would download
+# prebuilt binaries from GitHub); prints its path.
 npm_app() {
   local name=$1 dir=$WORK/$1
+  shift
   if [ ! -d "$dir/node_modules" ]; then
     log "npm installing into $name"
     mkdir -p "$dir" && cp -r "$HERE/$name/." "$dir/" || return 1
-    (cd "$dir" && npm ci --no-audit --no-fund) >>"$WORK/logs/npm-$name.log" 2>&1 || return 1
+    if [ -f "$dir/package-lock.json" ]; then
+      (cd "$dir" && npm ci --no-audit --no-fund) >>"$WORK/logs/npm-$name.log" 2>&1 || return 1
+    else
+      (cd "$dir" && npm install --no-audit --no-fund --ignore-scripts &&
+        if [ "$#" -gt 0 ]; then npm rebuild --build-from-source "$@"; fi) >>"$WORK/logs/npm-$name.log" 2>&1 || return 1
+    fi
   fi
   echo "$dir"
 }
@@ -1578,6 +1587,71 @@ traffic_express() {
   curl -sS -o /dev/null "$url/api/report" &
   local slow=$!
   curl -sS -o /dev/null "$url/api/report" || true
+  wait "$slow" || true
+}
+
+# The n8n workflow automation server (n8n_app/ here: n8n 2.8.4, the last release that runs on Node.js 20, pinned in
+# its package.json; its transitive packages are not locked: the lock is 0.9 MB), SQLite, with its metrics on (every
+# N8N_METRICS_INCLUDE_* option but the queue's, which needs Redis in queue mode) and everything that calls the
+# internet off (diagnostics, version notifications, templates, licence renewal, community packages, AI).
+start_n8n() {
+  local dir port broker
+  dir=$(npm_app n8n_app sqlite3) || return 1
+  port=$(free_port)
+  broker=$(free_port)
+  mkdir -p "$dir/home"
+  N8N_ENV=(env -C "$dir" HOME="$dir/home" N8N_USER_FOLDER="$dir/home" N8N_PORT="$port" N8N_LISTEN_ADDRESS=127.0.0.1
+    N8N_HOST=127.0.0.1 N8N_PROTOCOL=http N8N_SECURE_COOKIE=false N8N_RUNNERS_BROKER_PORT="$broker"
+    N8N_RUNNERS_BROKER_LISTEN_ADDRESS=127.0.0.1 DB_TYPE=sqlite N8N_ENFORCE_SETTINGS_FILE_PERMISSIONS=false
+    N8N_METRICS=true N8N_METRICS_INCLUDE_DEFAULT_METRICS=true N8N_METRICS_INCLUDE_API_ENDPOINTS=true
+    N8N_METRICS_INCLUDE_CACHE_METRICS=true N8N_METRICS_INCLUDE_MESSAGE_EVENT_BUS_METRICS=true
+    N8N_METRICS_INCLUDE_WORKFLOW_ID_LABEL=true N8N_METRICS_INCLUDE_NODE_TYPE_LABEL=true
+    N8N_METRICS_INCLUDE_CREDENTIAL_TYPE_LABEL=true N8N_METRICS_INCLUDE_API_PATH_LABEL=true
+    N8N_METRICS_INCLUDE_API_METHOD_LABEL=true N8N_METRICS_INCLUDE_API_STATUS_CODE_LABEL=true
+    N8N_METRICS_INCLUDE_WORKFLOW_STATISTICS=true
+    N8N_DIAGNOSTICS_ENABLED=false N8N_DIAGNOSTICS_CONFIG_FRONTEND= N8N_DIAGNOSTICS_CONFIG_BACKEND=
+    N8N_VERSION_NOTIFICATIONS_ENABLED=false N8N_TEMPLATES_ENABLED=false N8N_PERSONALIZATION_ENABLED=false
+    N8N_HIRING_BANNER_ENABLED=false N8N_DYNAMIC_BANNERS_ENABLED=false EXTERNAL_FRONTEND_HOOKS_URLS=
+    N8N_COMMUNITY_PACKAGES_ENABLED=false N8N_AI_ENABLED=false N8N_LICENSE_AUTO_RENEW_ENABLED=false)
+  spawn n8n "${N8N_ENV[@]}" node node_modules/n8n/bin/n8n start
+  scrape_exporter n8n "$port" n8n:5678 120 || return 1
+  N8N_URL=http://127.0.0.1:$port
+  # /metrics answers before the REST API is mounted (until then the editor's page answers every path).
+  wait_for 120 n8n_rest_ready || return 1
+  # The owner account, logged in (cookie jar), and the three workflows of n8n_app/ made and activated.
+  local jar=$dir/cookies workflow answer
+  curl -fsS -o /dev/null -c "$jar" -X POST -H 'Content-Type: application/json' "$N8N_URL/rest/owner/setup" \
+    -d '{"email": "owner@corpus.localdomain", "firstName": "Ann", "lastName": "Owner", "password": "Corpus-secret-1"}' ||
+    return 1
+  for workflow in hello fail slow; do
+    answer=$(curl -fsS -b "$jar" -X POST -H 'Content-Type: application/json' "$N8N_URL/rest/workflows" \
+      -d @"$dir/workflow-$workflow.json") || return 1
+    answer=$(python3 -c 'import json, sys; data = json.load(sys.stdin)["data"]; print(data["id"], data["versionId"])' \
+      <<<"$answer") || return 1
+    curl -fsS -o /dev/null -b "$jar" -X POST -H 'Content-Type: application/json' \
+      "$N8N_URL/rest/workflows/${answer% *}/activate" -d "{\"versionId\": \"${answer#* }\"}" || return 1
+  done
+  N8N_JAR=$jar
+  traffic_n8n
+}
+
+n8n_rest_ready() { curl -fsS --max-time 10 "$N8N_URL/rest/settings" | grep -q '^{"data"'; }
+
+# Webhook calls of the three workflows (greetings, a report whose Code node throws, an export that waits 2 s),
+# a webhook that does not exist (404), a login with a wrong password (401), workflow and execution lists.
+traffic_n8n() {
+  local url=$N8N_URL i
+  for i in 1 2 3 4 5; do
+    curl -fsS -o /dev/null -X POST -H 'Content-Type: application/json' -d "{\"n\": $i}" "$url/webhook/hello" || true
+  done
+  for i in 1 2; do curl -sS -o /dev/null -X POST -H 'Content-Type: application/json' -d '{}' "$url/webhook/report" || true; done
+  curl -sS -o /dev/null -X POST -H 'Content-Type: application/json' -d '{}' "$url/webhook/export" &
+  local slow=$!
+  curl -sS -o /dev/null -X POST -d '{}' "$url/webhook/nowhere" || true
+  curl -sS -o /dev/null -X POST -H 'Content-Type: application/json' "$url/rest/login" \
+    -d '{"emailOrLdapLoginId": "owner@corpus.localdomain", "password": "wrong"}' || true
+  curl -fsS -o /dev/null -b "$N8N_JAR" "$url/rest/workflows" || true
+  curl -fsS -o /dev/null -b "$N8N_JAR" "$url/rest/executions" || true
   wait "$slow" || true
 }
 
