@@ -13,6 +13,7 @@ import pandas as pd
 import redis
 import yaml
 from dagster import DagsterInstance, ExecuteInProcessResult, materialize
+from dagster._core.storage.defs_state.base import set_defs_state_storage
 
 from metrics_index.assets import METRIC_ASSETS
 from metrics_index.namespaces import NAMESPACE_PARTITIONS
@@ -72,14 +73,17 @@ class Project:
         """Materialize the four assets of one namespace partition, as the job and the CLI do; never raises."""
         assert self.instance is not None, "materialize needs the project's Dagster instance"
         self.instance.add_dynamic_partitions(NAMESPACE_PARTITIONS.name, [namespace])
-        return materialize(
-            METRIC_ASSETS,
-            partition_key=namespace,
-            instance=self.instance,
-            resources={**resources_from_env(self.env), **(resources or {})},
-            run_config=run_config,
-            raise_on_error=False,
-        )
+        # Resolved against this instance's state storage, as api.index_namespace does: an instance another test
+        # disposed may still be the current one (seen once in a whole-suite run, in test_service).
+        with set_defs_state_storage(self.instance.defs_state_storage):
+            return materialize(
+                METRIC_ASSETS,
+                partition_key=namespace,
+                instance=self.instance,
+                resources={**resources_from_env(self.env), **(resources or {})},
+                run_config=run_config,
+                raise_on_error=False,
+            )
 
     def names(self, namespace: str) -> set[str]:
         with redis.Redis.from_url(self.redis_url, decode_responses=True) as client:
