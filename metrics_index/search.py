@@ -92,12 +92,12 @@ class RankingParams:
     rare_cue_boost for a trait in RARE_CUES (up and status gauges, start times, build information), whose fused
     score first counts as at least rare_floor: every metric of a rare trait the question asks for is a candidate,
     also one that no ranker scored (min-max scaling gives the last metric of a ten-metric namespace 0, which no
-    boost lifts). A configuration value, build information or
-    self-monitoring metric the question does not ask for is multiplied by 1 - kind_penalty; the monitoring's own
-    metrics (scrapes, collectors, a client library's `x_created` timestamps) and, in an exporter's namespace, a
-    client library's runtime metric (go_*, process_*, promhttp_*: the exporter's own process) by 1 - runtime_penalty
-    unless the question names the exporter, a runtime, or scrapes and collectors (RUNTIME_ASKED; "the database
-    process" and "when was it restarted" ask about the service, not the exporter).
+    boost lifts). A configuration value, build information or self-monitoring metric the question does not ask for
+    is multiplied by 1 - kind_penalty; the monitoring's own metrics (scrapes, collectors, a client library's
+    `x_created` timestamps) and, in an exporter's namespace, a client library's runtime metric (go_*, process_*,
+    promhttp_*: the exporter's own process) by 1 - runtime_penalty unless the question names the exporter, a
+    runtime, or scrapes and collectors (RUNTIME_ASKED; "the database process" and "when was it restarted" ask about
+    the service, not the exporter).
     """
 
     weights: tuple[tuple[str, float], ...] = (("name", 0.5), ("text", 0.5), ("dense", 3.0))

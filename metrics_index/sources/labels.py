@@ -113,7 +113,7 @@ class LabelFetch:
 
 
 def summarize(series: Iterable[Mapping[str, str]], partial: bool = False) -> LabelSchema:
-    """The label schema of a group of series (their `__name__` left out)."""
+    """The label schema of a group of series (their `__name__` counted among `names`, not as a label)."""
     counts: dict[str, dict[str, int]] = {}
     targets: set[tuple[str, str]] = set()
     names: set[str] = set()
@@ -147,8 +147,8 @@ def family_names(raw: pd.DataFrame) -> dict[str, str]:
     mapping: dict[str, str] = {}
     for name, metric_type in zip(raw["metric_name"], raw["type"], strict=True):
         mapping[name] = name
-        sample = OPENMETRICS_SAMPLE_SUFFIXES.get(metric_type, "")
-        for suffix in (*SERIES_SUFFIXES.get(metric_type, ()), *([sample] if sample else ()), "_created"):
+        sample = OPENMETRICS_SAMPLE_SUFFIXES.get(metric_type, "")  # "" maps the name to itself, as above
+        for suffix in (*SERIES_SUFFIXES.get(metric_type, ()), sample, "_created"):
             mapping.setdefault(name + suffix, name)
     return mapping
 
