@@ -213,6 +213,12 @@ def queried_name(name: str, metric_type: str, schema: LabelSchema | None, taken:
     return sample if sample in schema.names and sample not in taken else name
 
 
+def seen_series_names(raw: pd.DataFrame) -> set[str]:
+    """The series names the families of `raw` showed (LabelSchema.names), none when its labels are unknown."""
+    texts = raw.get("labels", ())
+    return {name for schema in map(LabelSchema.from_json, texts) if schema is not None for name in schema.names}
+
+
 def name_set_labels(raw: pd.DataFrame) -> dict[str, str]:
     """What the name set's label hash holds for `raw`: each name a query may use → its label schema as JSON."""
     return {name: schema.to_json() for name, schema in series_name_schemas(raw).items()}

@@ -46,8 +46,11 @@ def labels_key(namespace: str) -> str:
 
 
 def promql_names(raw: pd.DataFrame) -> set[str]:
-    """Every name a query may use: the families, and the series a histogram or summary exposes."""
-    names = set(raw["metric_name"])
+    """Every name a query may use: the families, the series a histogram or summary exposes, and every series name
+    the namespace's series showed for a family (an OpenMetrics family's `x_created`)."""
+    from metrics_index.sources.labels import seen_series_names  # sources/labels.py imports this module
+
+    names = set(raw["metric_name"]) | seen_series_names(raw)
     for name, metric_type in zip(raw["metric_name"], raw["type"], strict=True):
         names.update(name + suffix for suffix in SERIES_SUFFIXES.get(metric_type, ()))
     return names
