@@ -56,6 +56,9 @@ SERVICES+=(dask synapse)
 SERVICES+=(express)
 SERVICES+=(n8n)
 PACKAGES+=(nodejs)
+# The machine itself as collectd sees it (Debian's collectd-core; its write_prometheus plugin needs libmicrohttpd12).
+SERVICES+=(collectd)
+PACKAGES+=(collectd-core libmicrohttpd12)
 # Seconds Prometheus scrapes (every 5 seconds; reading all of /proc can take seconds) before the metadata is read; traffic runs again in between.
 SCRAPE_SECONDS=${SCRAPE_SECONDS:-20}
 
@@ -1653,6 +1656,87 @@ traffic_n8n() {
   curl -fsS -o /dev/null -b "$N8N_JAR" "$url/rest/workflows" || true
   curl -fsS -o /dev/null -b "$N8N_JAR" "$url/rest/executions" || true
   wait "$slow" || true
+}
+
+# collectd (Debian's collectd-core) in the foreground with a configuration of its own, reading this machine with the
+# usual read plugins that work unprivileged (CPU per core in percent, memory, swap, virtual memory, load, interfaces,
+# file systems, disks, processes with collectd's own, uptime, logged-in users, TCP connection states, IP protocol
+# counters, file handles, entropy, context switches, interrupts, SysV IPC, connection tracking) and its own internal
+# statistics, every 5 seconds; the write_prometheus plugin serves them on 127.0.0.1. File systems are only /, /dev
+# and /dev/shm, and TCP connections only their sum over all ports (every listening port would be the other services'
+# random ones).
+start_collectd() {
+  local dir=$WORK/collectd port
+  port=$(free_port)
+  mkdir -p "$dir"
+  cat >"$dir/collectd.conf" <<EOF
+Hostname "corpus"
+BaseDir "$dir"
+PIDFile "$dir/collectd.pid"
+PluginDir "/usr/lib/collectd"
+TypesDB "/usr/share/collectd/types.db"
+Interval 5
+CollectInternalStats true
+LoadPlugin logfile
+<Plugin logfile>
+  LogLevel info
+  File STDOUT
+</Plugin>
+LoadPlugin cpu
+LoadPlugin memory
+LoadPlugin swap
+LoadPlugin vmem
+LoadPlugin load
+LoadPlugin interface
+LoadPlugin df
+LoadPlugin disk
+LoadPlugin processes
+LoadPlugin uptime
+LoadPlugin users
+LoadPlugin tcpconns
+LoadPlugin protocols
+LoadPlugin fhcount
+LoadPlugin entropy
+LoadPlugin contextswitch
+LoadPlugin irq
+LoadPlugin ipc
+LoadPlugin conntrack
+LoadPlugin write_prometheus
+<Plugin cpu>
+  ReportByCpu true
+  ValuesPercentage true
+</Plugin>
+<Plugin processes>
+  Process "collectd"
+  ProcessMatch "prometheus" "^prometheus"
+</Plugin>
+<Plugin df>
+  MountPoint "/"
+  MountPoint "/dev"
+  MountPoint "/dev/shm"
+</Plugin>
+<Plugin tcpconns>
+  ListeningPorts false
+  AllPortsSummary true
+</Plugin>
+<Plugin write_prometheus>
+  Host "127.0.0.1"
+  Port "$port"
+</Plugin>
+EOF
+  spawn collectd collectd -f -C "$dir/collectd.conf"
+  scrape_exporter collectd "$port" collectd:9103 || return 1
+  traffic_collectd
+}
+
+# A file written to and read back from the temporary directory (synced, so the disk sees it), and some loopback
+# traffic to collectd's own endpoint.
+traffic_collectd() {
+  local dir=$WORK/collectd i
+  dd if=/dev/zero of="$dir/traffic" bs=1M count=20 conv=fsync status=none || true
+  cat "$dir/traffic" >/dev/null || true
+  rm -f "$dir/traffic"
+  for i in 1 2 3 4 5; do curl -fsS -o /dev/null "http://${TARGET[collectd]}/metrics" || true; done
 }
 
 # --- Prometheus -----------------------------------------------------------------------------------------------------
