@@ -59,6 +59,8 @@ PACKAGES+=(nodejs)
 # The machine itself as collectd sees it (Debian's collectd-core; its write_prometheus plugin needs libmicrohttpd12).
 SERVICES+=(collectd)
 PACKAGES+=(collectd-core libmicrohttpd12)
+# JupyterHub from PyPI (python_venv) with its proxy, configurable-http-proxy, from npm (npm_app jupyterhub_proxy).
+SERVICES+=(jupyterhub)
 # Seconds Prometheus scrapes (every 5 seconds; reading all of /proc can take seconds) before the metadata is read; traffic runs again in between.
 SCRAPE_SECONDS=${SCRAPE_SECONDS:-20}
 
@@ -1737,6 +1739,97 @@ traffic_collectd() {
   cat "$dir/traffic" >/dev/null || true
   rm -f "$dir/traffic"
   for i in 1 2 3 4 5; do curl -fsS -o /dev/null "http://${TARGET[collectd]}/metrics" || true; done
+}
+
+JUPYTERHUB_PIP=(jupyterhub==6.1.1 jupyter_server==2.21.1 prometheus_client==0.26.0 SQLAlchemy==2.1.9 tornado==6.6.1)
+
+# JupyterHub (PyPI) behind configurable-http-proxy (npm, jupyterhub_proxy/ here, pinned by its package-lock.json),
+# SQLite, the dummy authenticator (one shared password), the simple local process spawner starting jupyter_server's
+# single-user server from the same virtualenv (home directories under the temporary directory), /hub/metrics open
+# without a token, and an API service token for the traffic.
+start_jupyterhub() {
+  local dir=$WORK/jupyterhub venv proxy port hub api
+  venv=$(python_venv jupyterhub "${JUPYTERHUB_PIP[@]}") || return 1
+  proxy=$(npm_app jupyterhub_proxy) || return 1
+  port=$(free_port)
+  hub=$(free_port)
+  api=$(free_port)
+  mkdir -p "$dir/home"
+  cat >"$dir/jupyterhub_config.py" <<EOF
+c.JupyterHub.ip = "127.0.0.1"
+c.JupyterHub.port = $port
+c.JupyterHub.hub_ip = "127.0.0.1"
+c.JupyterHub.hub_port = $hub
+c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:$api"
+c.ConfigurableHTTPProxy.command = ["$proxy/node_modules/.bin/configurable-http-proxy"]
+c.JupyterHub.db_url = "sqlite:///$dir/jupyterhub.sqlite"
+c.JupyterHub.cookie_secret_file = "$dir/cookie_secret"
+c.JupyterHub.pid_file = "$dir/jupyterhub.pid"
+c.JupyterHub.authenticate_prometheus = False
+c.JupyterHub.authenticator_class = "dummy"
+c.DummyAuthenticator.password = "corpus-secret"
+c.Authenticator.allow_all = True
+c.Authenticator.admin_users = {"alice"}
+c.JupyterHub.spawner_class = "simple"
+c.SimpleLocalProcessSpawner.home_dir_template = "$dir/home/{username}"
+c.Spawner.cmd = ["$venv/bin/jupyterhub-singleuser"]
+c.Spawner.args = ["--ServerApp.allow_root=True"]
+c.JupyterHub.services = [{"name": "corpus", "api_token": "corpus-token-0123456789abcdef"}]
+c.JupyterHub.load_roles = [{"name": "corpus", "services": ["corpus"],
+  "scopes": ["admin:users", "admin:servers", "access:servers", "list:users"]}]
+EOF
+  spawn jupyterhub env -C "$dir" PATH="$venv/bin:$PATH" "$venv/bin/jupyterhub" -f "$dir/jupyterhub_config.py"
+  scrape_exporter jupyterhub "$port" jupyterhub:8000 60 /hub/metrics || return 1
+  JUPYTERHUB_URL=http://127.0.0.1:$port
+  traffic_jupyterhub
+}
+
+# Users made through the REST API (alice, bob, carol; one already there, 409), servers spawned for alice and bob and
+# used through the proxy (the single-user server's API, a missing file), bob's stopped again; logins through the
+# form with the page's _xsrf cookie (one with a wrong password), a request for a user that does not exist.
+traffic_jupyterhub() {
+  python3 - "$JUPYTERHUB_URL" >>"$WORK/logs/jupyterhub-client.log" 2>&1 <<'EOF' || true
+import http.cookiejar, json, sys, time, urllib.error, urllib.parse, urllib.request
+
+base = sys.argv[1]
+token = {"Authorization": "token corpus-token-0123456789abcdef"}
+
+def call(method, path, body=None, headers=token, opener=urllib.request.build_opener()):
+    data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
+    request = urllib.request.Request(base + path, method=method, data=data, headers=dict(headers))
+    try:
+        with opener.open(request, timeout=60) as answer:
+            print(method, path, answer.status)
+            return answer.read()
+    except urllib.error.HTTPError as error:
+        print(method, path, error.code)
+        return b""
+
+for user in ("alice", "bob", "carol", "alice"):
+    call("POST", f"/hub/api/users/{user}")
+for user in ("alice", "bob"):
+    call("POST", f"/hub/api/users/{user}/server")
+for user in ("alice", "bob"):
+    for _ in range(60):
+        if json.loads(call("GET", f"/hub/api/users/{user}") or b"{}").get("servers", {}).get("", {}).get("ready"):
+            break
+        time.sleep(1)
+for _ in range(3):
+    call("GET", "/user/alice/api/status")
+    call("GET", "/user/alice/api/contents")
+call("GET", "/user/alice/api/contents/missing.ipynb")
+call("GET", "/user/bob/api/kernelspecs")
+call("DELETE", "/hub/api/users/bob/server")
+call("GET", "/hub/api/users/nobody")
+call("GET", "/hub/api/users")
+for password in ("wrong", "corpus-secret"):
+    cookies = http.cookiejar.CookieJar()
+    jar = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(cookies))
+    call("GET", "/hub/login", headers={}, opener=jar)
+    xsrf = next((cookie.value for cookie in cookies if cookie.name == "_xsrf"), "")
+    form = urllib.parse.urlencode({"username": "carol", "password": password, "_xsrf": xsrf}).encode()
+    call("POST", "/hub/login", form, headers={"Content-Type": "application/x-www-form-urlencoded"}, opener=jar)
+EOF
 }
 
 # --- Prometheus -----------------------------------------------------------------------------------------------------
