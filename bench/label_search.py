@@ -40,6 +40,7 @@ from metrics_index.resources import PrometheusResource
 from metrics_index.search import search
 from metrics_index.sources import RawMetric
 from metrics_index.sources.labels import with_labels
+from metrics_index.sources.prometheus import fetch_raw_metadata
 from metrics_index.stores.semantic_index import SemanticIndex
 
 WEIGHTS = (0.05, 0.1, WEIGHT, 0.4)
@@ -51,7 +52,8 @@ Ranker = Callable[[str, str], list[str]]
 def labelled_raw(namespace: str) -> pd.DataFrame:
     """The namespace's raw metadata with its label schemas, from its metadata and series snapshots."""
     if namespace == MYSQLD:
-        return labelled_metadata(corpus_sources(CORPUS_DIR)[MYSQLD])
+        source = corpus_sources(CORPUS_DIR)[MYSQLD]
+        return labelled_metadata(source, fetch_raw_metadata(source))
     prometheus = PrometheusResource()
     raw = prometheus.fetch(namespace)
     return with_labels(raw, prometheus.fetch_labels(namespace, raw).schemas)

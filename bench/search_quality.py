@@ -172,25 +172,18 @@ def corpus_sources(corpus_dir: Path) -> dict[str, NamespaceSource]:
     return sources
 
 
-def labelled_metadata(source: NamespaceSource) -> pd.DataFrame:
-    """The namespace's raw metadata with its label schemas, from its series snapshot when it has one (the raw
-    asset reads the same)."""
-    raw = fetch_raw_metadata(source)
+def labelled_metadata(source: NamespaceSource, raw: pd.DataFrame) -> pd.DataFrame:
+    """The namespace's raw metadata (`raw`, as fetch_raw_metadata reads it) with its label schemas, from its series
+    snapshot when it has one (the raw asset reads the same)."""
     if source.series_snapshot is None:
         return raw
     return with_labels(raw, family_schemas(raw, read_series_snapshot(source.series_snapshot, source.selector)))
 
 
-def as_queried(
-    queries: Sequence[Query], sources: Mapping[str, NamespaceSource], raw_frames: Mapping[str, pd.DataFrame]
-) -> list[Query]:
-    """The questions with each relevant metric named as the raw asset names it: questions name a counter by its
-    metadata family (`celery_task_sent`), which the product calls `celery_task_sent_total` when the series say so
-    (with_labels: the exporter spoke OpenMetrics)."""
-    renamed = {
-        ns: dict(zip(fetch_raw_metadata(sources[ns])["metric_name"], frame["metric_name"], strict=True))
-        for ns, frame in raw_frames.items()
-    }
+def as_queried(queries: Sequence[Query], renamed: Mapping[str, Mapping[str, str]]) -> list[Query]:
+    """The questions with each relevant metric named as the raw asset names it (`renamed`: metadata name -> that
+    name, per namespace): questions name a counter by its metadata family (`celery_task_sent`), which the product
+    calls `celery_task_sent_total` when the series say so (with_labels: the exporter spoke OpenMetrics)."""
     return [
         Query(q.namespace, q.query, frozenset(renamed[q.namespace].get(name, name) for name in q.relevant))
         for q in queries
@@ -599,9 +592,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     started = time.perf_counter()
     sources, questions, dev_sets = load_services(args)
-    raw_frames = {ns: labelled_metadata(source) for ns, source in sorted(sources.items())}
-    questions = as_queried(questions, sources, raw_frames)
-    dev_sets = {name: as_queried(queries, sources, raw_frames) for name, queries in dev_sets.items()}
+    metadata = {ns: fetch_raw_metadata(source) for ns, source in sorted(sources.items())}
+    raw_frames = {ns: labelled_metadata(sources[ns], raw) for ns, raw in metadata.items()}
+    renamed = {
+        ns: dict(zip(raw["metric_name"], raw_frames[ns]["metric_name"], strict=True)) for ns, raw in metadata.items()
+    }
+    questions = as_queried(questions, renamed)
+    dev_sets = {name: as_queried(queries, renamed) for name, queries in dev_sets.items()}
     enrichments: dict[str, dict[str, dict]] | None = None
     if args.enricher == "claude":
         if not args.enrichments.exists():
