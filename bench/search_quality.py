@@ -728,7 +728,7 @@ CUE_FAMILIES: dict[str, frozenset[str]] = {
     "current value": frozenset({"current"}),
     "duration": frozenset({"duration"}),
     "availability": frozenset({"availability"}),
-    "start": frozenset({"start"}),
+    "start": frozenset({"start", "start_count"}),
     "configuration": frozenset({"configuration"}),
     "build information": frozenset({"info"}),
     "self-monitoring": frozenset({"self_monitoring"}),

@@ -166,8 +166,9 @@ QUESTION_CUES: dict[str, re.Pattern[str]] = {
 }
 # Traits of a handful of metrics in a namespace, which alone answer the question that asks for them ("is it up" ->
 # `x_up`, "when did it restart" -> start time or uptime, "which version" -> build information): a question's other
-# words rarely share anything with them, so they may take a stronger boost (rare_cue_boost).
-RARE_CUES = frozenset({"availability", "start", "info"})
+# words rarely share anything with them, so they may take a stronger boost (rare_cue_boost). A counter of starts
+# (`start_count`) answers "how often did it restart", not "when did it".
+RARE_CUES = frozenset({"availability", "start", "start_count", "info"})
 # Cues that lift runtime_penalty: the question names the exporter or a runtime, or asks about the monitoring itself.
 RUNTIME_ASKED = frozenset({"runtime", "self_monitoring"})
 # Kinds a question must ask for before they rank fully (otherwise kind_penalty applies).
@@ -217,6 +218,8 @@ _FLAG_HELP = re.compile(r"\b(whether|is 1 if|1 if|1 when|true if|0 or 1)\b", re.
 _PERCENTILE = re.compile(r"\b(p\d\d|\d\dth|percentiles?|quantiles?|median|distribution|histogram)\b", re.IGNORECASE)
 _SERVED = re.compile(r"\b(served|serving|serves)\b", re.IGNORECASE)
 _START_WORDS = re.compile(r"(^|_)(start|started|restart|restarts|boot|uptime)(_|$)")
+_TIME_WORDS = re.compile(r"(^|_)(uptime|time|timestamp|seconds)(_|$)")
+_WHEN = re.compile(r"^\s*when\b|\b(since when|running since|how long ago)\b", re.IGNORECASE)
 _FAILURE_WORDS = re.compile(
     r"(fail|error|err(_|$)|errs|bad|invalid|reject|refus|drop|lost|discard|timeout|timedout|timed_out|abort|crash"
     r"|panic|denied|unauthori[sz]ed|forbidden|blocked|overflow|evict|nuked|killed|bogus|servfail|mismatch|lame|truncat"
@@ -302,6 +305,8 @@ def question_cues(question: str) -> frozenset[str]:
     if _SINCE_START.search(question):
         cues.discard("start")  # "forks since boot" asks for a running total
         cues.add("counter")
+    if "start" in cues and not _WHEN.search(question):
+        cues.add("start_count")  # "how often does it restart"; "when did it restart" asks for a time
     if "current" in cues and _RATE_PHRASE.search(question):
         cues.discard("current")  # "number of queries per second": a rate
     if "current" in cues:
@@ -361,7 +366,8 @@ def metric_traits(name: str, row: Mapping[str, Any]) -> set[str]:
     if meter in ("histogram", "summary") or _PERCENTILE.search(help_text):
         traits.add("distribution")
     if _START_WORDS.search(base) and kind != "configuration":
-        traits.add("start")  # a start time, an uptime or a restart count; not a setting about starting
+        # a start time or an uptime, or a count of starts; not a setting about starting
+        traits.add("start_count" if meter == "counter" and not _TIME_WORDS.search(base) else "start")
     directions = direction_traits(name)
     if "bytes" in traits and not directions:  # the size of what a server answers goes out, of what it is asked in
         words = set(split_name(name))

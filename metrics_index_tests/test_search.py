@@ -236,6 +236,9 @@ def test_availability_start_and_ratio_questions_are_told_apart() -> None:
     # "Since boot" asks for a running total; "running since when" for a start time.
     assert question_cues("forks since boot") == {"counter"}
     assert question_cues("running since when") == {"start"}
+    # "When" asks for a start time or an uptime; "how often" for a count of starts too.
+    assert "start_count" not in question_cues("when was the daemon last restarted")
+    assert {"start", "start_count"} <= question_cues("how often has the daemon restarted")
 
 
 def test_a_direction_asked_is_a_cue_and_names_carry_theirs() -> None:
@@ -316,7 +319,10 @@ def test_metric_traits_come_from_meter_unit_and_name() -> None:
     assert "availability" not in metric_traits("x_queue_messages_ready", {"meter_type": "gauge"})
     assert "availability" in metric_traits("x_process_running", {"meter_type": "gauge"})
     assert "availability" in metric_traits("x_status_running", {"meter_type": "gauge"})
-    assert "start" in metric_traits("x_restart_count", {"meter_type": "counter"})
+    # A counter of starts says how often it restarted, not when; an uptime counter still says since when.
+    assert "start_count" in metric_traits("x_restart_count", {"meter_type": "counter"})
+    assert "start" not in metric_traits("x_restart_count", {"meter_type": "counter"})
+    assert "start" in metric_traits("x_uptime_seconds_total", {"meter_type": "counter"})
     assert "start" not in metric_traits(
         "x_force_start_after_recovery", {"meter_type": "gauge", "metric_kind": "configuration"}
     )
@@ -395,6 +401,18 @@ def test_an_exporters_own_runtime_metrics_yield_unless_asked_for() -> None:
     )
     assert names(rank(starts, "when was the database process last restarted", np.ones(2)))[0] == (
         "x_oldest_start_time_seconds"
+    )
+    counted = NamespaceCorpus.build(
+        ["x_background_process_start_count_total", "x_start_time_seconds"],
+        ["background process start count", "start time seconds"],
+        [{"meter_type": "counter"}, {"meter_type": "gauge"}],
+        np.array([[1.0, 0.0], [0.6, 0.8]]),
+    )
+    assert names(rank(counted, "when was the server last restarted", np.array([1.0, 0.0])))[0] == (
+        "x_start_time_seconds"
+    )
+    assert names(rank(counted, "how often do background processes start", np.array([1.0, 0.0])))[0] == (
+        "x_background_process_start_count_total"
     )
     unweighted = RankingParams(runtime_penalty=0.0)
     assert names(rank(exporter, "memory used", np.ones(2), params=unweighted))[0] == "process_resident_memory_bytes"
