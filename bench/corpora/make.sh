@@ -61,6 +61,8 @@ SERVICES+=(collectd)
 PACKAGES+=(collectd-core libmicrohttpd12)
 # JupyterHub from PyPI (python_venv) with its proxy, configurable-http-proxy, from npm (npm_app jupyterhub_proxy).
 SERVICES+=(jupyterhub)
+# The RQ job queue from PyPI (python_venv) with two workers, Redis from Debian, and rq-exporter from PyPI.
+SERVICES+=(rq)
 # Seconds Prometheus scrapes (every 5 seconds; reading all of /proc can take seconds) before the metadata is read; traffic runs again in between.
 SCRAPE_SECONDS=${SCRAPE_SECONDS:-20}
 
@@ -1279,6 +1281,19 @@ python_venv() {
   echo "$venv"
 }
 
+# The directory $WORK/$1 with a Redis of its own (Debian's redis-server) on a free port, without persistence; sets
+# REDIS_URL to its database 0 and APP_ENV to the environment the service's Python processes run in (that directory,
+# this folder on their path for the app's module, the Redis URL as CORPUS_REDIS_URL).
+redis_app() {
+  local name=$1 dir=$WORK/$1 port
+  port=$(free_port)
+  mkdir -p "$dir"
+  spawn "$name-redis" redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --dir "$dir"
+  wait_for 30 redis-cli -p "$port" ping || return 1
+  REDIS_URL="redis://127.0.0.1:$port/0"
+  APP_ENV=(env -C "$dir" PYTHONDONTWRITEBYTECODE=1 PYTHONPATH="$HERE" CORPUS_REDIS_URL="$REDIS_URL")
+}
+
 CELERY_PIP=(prometheus-exporter-celery==0.11.2 "celery[redis]==5.5.3" kombu==5.5.4 redis==5.2.1 prometheus-client==0.21.1)
 
 # A Celery application (celery_app.py here: quick, slow, failing and retrying tasks on two queues) with a Redis
@@ -1288,18 +1303,16 @@ CELERY_PIP=(prometheus-exporter-celery==0.11.2 "celery[redis]==5.5.3" kombu==5.5
 start_celery() {
   local dir=$WORK/celery venv redis exporter
   venv=$(python_venv celery "${CELERY_PIP[@]}") || return 1
-  redis=$(free_port)
   exporter=$(free_port)
-  mkdir -p "$dir"
-  spawn celery-redis redis-server --port "$redis" --bind 127.0.0.1 --save '' --appendonly no --dir "$dir"
-  wait_for 30 redis-cli -p "$redis" ping || return 1
-  CELERY_ENV=(env -C "$dir" PYTHONDONTWRITEBYTECODE=1 PYTHONPATH="$HERE" CORPUS_REDIS_URL="redis://127.0.0.1:$redis/0")
+  redis_app celery || return 1
+  redis=$REDIS_URL
+  CELERY_ENV=("${APP_ENV[@]}")
   spawn celery-worker-1 "${CELERY_ENV[@]}" "$venv/bin/celery" -A celery_app worker -n celery@worker-1 \
     -Q default,images -c 2 --loglevel INFO
   spawn celery-worker-2 "${CELERY_ENV[@]}" "$venv/bin/celery" -A celery_app worker -n celery@worker-2 \
     -Q default -c 1 --loglevel INFO
   spawn celery-exporter env -C "$dir" "$venv/bin/python" -P -c 'from src.cli import cli; cli()' \
-    --broker-url "redis://127.0.0.1:$redis/0" --host 127.0.0.1 --port "$exporter"
+    --broker-url "$redis" --host 127.0.0.1 --port "$exporter"
   wait_for 60 "${CELERY_ENV[@]}" "$venv/bin/celery" -A celery_app inspect ping -d celery@worker-1 || return 1
   wait_for 60 "${CELERY_ENV[@]}" "$venv/bin/celery" -A celery_app inspect ping -d celery@worker-2 || return 1
   scrape_exporter celery "$exporter" celery:9808 || return 1
@@ -1830,6 +1843,34 @@ for password in ("wrong", "corpus-secret"):
     form = urllib.parse.urlencode({"username": "carol", "password": password, "_xsrf": xsrf}).encode()
     call("POST", "/hub/login", form, headers={"Content-Type": "application/x-www-form-urlencoded"}, opener=jar)
 EOF
+}
+
+RQ_PIP=(rq==2.12.0 rq-exporter==3.1.0 redis==5.3.1 prometheus-client==0.26.0)
+
+# RQ jobs (rq_app.py here: quick, slow, failing and retried ones on the queues high, default and low) with a Redis
+# of their own (Debian's redis-server on a free port, no persistence), two workers (worker-1 on high and default with
+# the scheduler, worker-2 on default and low) and rq-exporter (PyPI) reading workers, queues and job registries.
+start_rq() {
+  local venv redis exporter
+  venv=$(python_venv rq "${RQ_PIP[@]}") || return 1
+  redis_app rq || return 1
+  redis=$REDIS_URL
+  RQ_ENV=("${APP_ENV[@]}")
+  exporter=$(free_port)
+  spawn rq-worker-1 "${RQ_ENV[@]}" "$venv/bin/rq" worker --url "$redis" -n worker-1 --with-scheduler high default
+  spawn rq-worker-2 "${RQ_ENV[@]}" "$venv/bin/rq" worker --url "$redis" -n worker-2 default low
+  spawn rq-exporter "${RQ_ENV[@]}" "$venv/bin/rq-exporter" --host 127.0.0.1 --port "$exporter" --redis-url "$redis"
+  wait_for 60 sh -c "[ \"\$(redis-cli -u $redis scard rq:workers)\" -ge 2 ]" || return 1
+  scrape_exporter rq "$exporter" rq:9726 || return 1
+  RQ_VENV=$venv
+  traffic_rq
+}
+
+# Jobs of every kind (rq_app.enqueue): quick ones, card charges of which some fail, e-mails of which one fails
+# again on its retry, slow image resizes on the low queue (a quarter of the scrape time each) with a job waiting for
+# the last of them, and two jobs scheduled hours ahead.
+traffic_rq() {
+  "${RQ_ENV[@]}" "$RQ_VENV/bin/python" -m rq_app "$SCRAPE_SECONDS" >>"$WORK/logs/rq-client.log" 2>&1 || true
 }
 
 # --- Prometheus -----------------------------------------------------------------------------------------------------
