@@ -63,6 +63,10 @@ PACKAGES+=(collectd-core libmicrohttpd12)
 SERVICES+=(jupyterhub)
 # The RQ job queue from PyPI (python_venv) with two workers, Redis from Debian, and rq-exporter from PyPI.
 SERVICES+=(rq)
+# ISC Kea's DHCPv4 server and control agent (Debian), exported by kea-exporter from PyPI (python_venv); perfdhcp
+# (kea-admin) is the DHCP client.
+SERVICES+=(kea)
+PACKAGES+=(kea-dhcp4-server kea-ctrl-agent kea-admin)
 # Seconds Prometheus scrapes (every 5 seconds; reading all of /proc can take seconds) before the metadata is read; traffic runs again in between.
 SCRAPE_SECONDS=${SCRAPE_SECONDS:-20}
 
@@ -1871,6 +1875,67 @@ start_rq() {
 # the last of them, and two jobs scheduled hours ahead.
 traffic_rq() {
   "${RQ_ENV[@]}" "$RQ_VENV/bin/python" -m rq_app "$SCRAPE_SECONDS" >>"$WORK/logs/rq-client.log" 2>&1 || true
+}
+
+KEA_PIP=(kea-exporter==0.7.1 prometheus-client==0.26.0 requests==2.34.2 click==8.5.1)
+
+# ISC Kea's DHCPv4 server (Debian's kea-dhcp4-server) on 127.0.0.1 with non-standard server and client ports, its
+# leases in a CSV file, two subnets for clients relayed through 127.0.0.1 (perfdhcp sends as a relay): 192.0.2.0/27
+# with a pool of 20 addresses for the client class "office" and 198.51.100.0/28 with 5 for the class "lab" (MAC
+# addresses 00:0c:02:...); a control socket, and the control agent (kea-ctrl-agent) serving it over HTTP. mweinelt's
+# kea-exporter (PyPI) reads the statistics through the control agent (it only knows top-level subnets, not those of
+# a shared network). perfdhcp's clients ask for addresses (DISCOVER, OFFER, REQUEST, ACK): 22 of the office and
+# 8 of the lab, more than either pool holds, so some allocations fail.
+start_kea() {
+  local dir=$WORK/kea venv agent exporter
+  venv=$(python_venv kea "${KEA_PIP[@]}") || return 1
+  KEA_SERVER_PORT=$(free_port)
+  KEA_CLIENT_PORT=$(free_port)
+  agent=$(free_port)
+  exporter=$(free_port)
+  mkdir -p "$dir"
+  cat >"$dir/kea-dhcp4.conf" <<EOF
+{"Dhcp4": {
+  "interfaces-config": {"interfaces": ["lo/127.0.0.1"], "dhcp-socket-type": "udp"},
+  "control-socket": {"socket-type": "unix", "socket-name": "$dir/kea4.sock"},
+  "lease-database": {"type": "memfile", "persist": true, "name": "$dir/kea-leases4.csv", "lfc-interval": 3600},
+  "valid-lifetime": 600, "renew-timer": 200, "rebind-timer": 400,
+  "client-classes": [{"name": "lab", "test": "substring(pkt4.mac, 0, 3) == 0x000c02"},
+    {"name": "office", "test": "not member('lab')"}],
+  "subnet4": [
+    {"id": 2, "subnet": "198.51.100.0/28", "pools": [{"pool": "198.51.100.2 - 198.51.100.6"}], "client-class": "lab",
+     "relay": {"ip-addresses": ["127.0.0.1"]}, "option-data": [{"name": "routers", "data": "198.51.100.1"}]},
+    {"id": 1, "subnet": "192.0.2.0/27", "pools": [{"pool": "192.0.2.10 - 192.0.2.29"}], "client-class": "office",
+     "relay": {"ip-addresses": ["127.0.0.1"]}, "option-data": [{"name": "routers", "data": "192.0.2.1"}]}],
+  "loggers": [{"name": "kea-dhcp4", "output_options": [{"output": "stdout"}], "severity": "INFO"}]
+}}
+EOF
+  cat >"$dir/kea-ctrl-agent.conf" <<EOF
+{"Control-agent": {"http-host": "127.0.0.1", "http-port": $agent,
+  "control-sockets": {"dhcp4": {"socket-type": "unix", "socket-name": "$dir/kea4.sock"}},
+  "loggers": [{"name": "kea-ctrl-agent", "output_options": [{"output": "stdout"}], "severity": "INFO"}]}}
+EOF
+  spawn kea-dhcp4 env KEA_PIDFILE_DIR="$dir" KEA_LOCKFILE_DIR="$dir" \
+    kea-dhcp4 -c "$dir/kea-dhcp4.conf" -p "$KEA_SERVER_PORT" -P "$KEA_CLIENT_PORT"
+  wait_for 30 test -S "$dir/kea4.sock" || return 1
+  spawn kea-ctrl-agent env KEA_PIDFILE_DIR="$dir" KEA_LOCKFILE_DIR="$dir" kea-ctrl-agent -c "$dir/kea-ctrl-agent.conf"
+  spawn kea-exporter "$venv/bin/kea-exporter" -a 127.0.0.1 -p "$exporter" "http://127.0.0.1:$agent"
+  kea_clients -r 10 -R 22 -n 22 -p 6 -b mac=00:0c:01:00:00:00
+  kea_clients -r 10 -R 8 -n 8 -p 4 -b mac=00:0c:02:00:00:00
+  scrape_exporter kea "$exporter" kea:9547
+}
+
+# perfdhcp as a relay on 127.0.0.1 with the given options.
+kea_clients() {
+  timeout 60 perfdhcp -4 -N "$KEA_SERVER_PORT" -L "$KEA_CLIENT_PORT" -l 127.0.0.1 "$@" 127.0.0.1 \
+    >>"$WORK/logs/perfdhcp.log" 2>&1 || true
+}
+
+# Office clients that come back for their addresses, renew and release them, and a datagram that is not DHCP.
+traffic_kea() {
+  kea_clients -r 6 -f 2 -F 2 -R 10 -n 10 -p 6 -b mac=00:0c:01:00:00:00
+  python3 -c 'import socket, sys; socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b"not dhcp", ("127.0.0.1", int(sys.argv[1])))' \
+    "$KEA_SERVER_PORT" || true
 }
 
 # --- Prometheus -----------------------------------------------------------------------------------------------------
