@@ -27,7 +27,10 @@ misses, so each synonym group is checked out of fold like the cue families ("Syn
 and so are the label values in the vectors (text.embedding_text) and the abbreviations added after the corpus
 (LATE_ABBREVIATIONS): without them, the corpora are enriched, embedded and indexed again (CorpusVariants); last all
 at once: each service ranked with only the groups, the cue families, the label values and the abbreviations its fold
-kept.
+kept. The learned words (metrics_index/learned_words.py: name words questions ask for in other words) are learned
+per fold: each service is ranked with a table learned from the other services' questions only, and "ours without the
+learned words" says what they are worth; `--write-learned-words` writes the table the product ships, learned from
+every corpus question.
 
 The corpus is bench/corpora/<service>.json (a /api/v1/targets/metadata response per service) with questions
 in bench/corpora/questions.jsonl (namespace "corpus:<service>"). Until it exists, the six demo jobs of the
@@ -73,6 +76,7 @@ from metrics_index.enrichment.vocabulary import EnrichedFields
 from metrics_index.label_preference import BELOW_PINNED, wanted_labels, with_label_columns
 from metrics_index.label_preference import DEPTH as LABEL_DEPTH
 from metrics_index.label_preference import WEIGHT as LABEL_WEIGHT
+from metrics_index.learned_words import LEARNED_WORDS_FILE, Example, Table, learn, shipped_table
 from metrics_index.namespaces import Namespace, NamespaceSource, load_registry
 from metrics_index.search import (
     DEFAULT_PARAMS,
@@ -117,6 +121,7 @@ PREVIOUS_PARAMS = RankingParams(
     rare_floor=0.0,
     kind_penalty=0.0,
     runtime_penalty=0.0,
+    learned_weight=0.0,
 )
 
 
@@ -327,6 +332,9 @@ GRID: dict[str, Sequence] = {
     "rare_floor": (0, 0.1),
     "kind_penalty": (0, 0.2, 0.4),
     "runtime_penalty": (0, 0.2, 0.4, 0.6),
+    # Set in the dev loop (0.05-0.2 all help a little; bench/RESULTS.md, nineteenth round), not searched: a second
+    # value would double the grid. Each service is ranked with words learned without it (learned_tables).
+    "learned_weight": (DEFAULT_PARAMS.learned_weight,),
 }
 QUICK_GRID: dict[str, Sequence] = {
     "fusion": ("rrf",),
@@ -336,6 +344,7 @@ QUICK_GRID: dict[str, Sequence] = {
     "rare_floor": (0, 0.1),
     "kind_penalty": (0, 0.2),
     "runtime_penalty": (0, 0.4),
+    "learned_weight": (DEFAULT_PARAMS.learned_weight,),
 }
 # Ablations: which settings of the grid each row may choose from. "ours" is the family the product ships: the whole
 # grid (since build information and configuration values are told apart by the type and the name's last word, the
@@ -376,13 +385,44 @@ class Prepared:
     query: Query
     vector: np.ndarray
     signals: Signals
+    learned: Table  # the learned words it was ranked with (learned without its service)
 
 
-def prepare(queries: Sequence[Query], corpora: Mapping[str, NamespaceCorpus], embedder: Embedder) -> list[Prepared]:
+def prepare(
+    queries: Sequence[Query], corpora: Mapping[str, NamespaceCorpus], embedder: Embedder, tables: LearnedTables
+) -> list[Prepared]:
     """Each question's embedding and signals, as search() makes them (query_text; the references embed it as
-    written)."""
+    written), with its service's learned words (`tables`)."""
     vectors = embedder.embed([query_text(corpora[q.namespace], q.query) for q in queries])
-    return [Prepared(q, v, signals(corpora[q.namespace], q.query, v)) for q, v in zip(queries, vectors, strict=True)]
+    return [
+        Prepared(q, v, signals(corpora[q.namespace], q.query, v, learned=tables[q.namespace]), tables[q.namespace])
+        for q, v in zip(queries, vectors, strict=True)
+    ]
+
+
+class LearnedTables(dict[str, Table]):
+    """Per LOSO service, the learned words (metrics_index/learned_words.py) learned from the other services'
+    questions; for any other namespace (the dev sets), those learned from all of them, as shipped."""
+
+    def __init__(self, questions: Sequence[Query], corpora: Mapping[str, NamespaceCorpus]) -> None:
+        self.examples = [learning_example(q, corpora[q.namespace]) for q in questions]
+        services = sorted({q.namespace for q in questions})
+        super().__init__({s: learn(e for e in self.examples if e.service != s) for s in services})
+        self.everything = learn(self.examples)
+
+    def __missing__(self, namespace: str) -> Table:
+        return self.everything
+
+
+def learning_example(query: Query, corpus: NamespaceCorpus) -> Example:
+    """A question as learned_words.learn reads it: its search terms (with the namespace's synonyms, as searched)
+    and those of its relevant metrics' names."""
+    answers = (name for name in query.relevant if name in corpus.position)
+    return Example(
+        query.namespace,
+        frozenset(search_terms(query_text(corpus, query.query))),
+        frozenset(term for name in answers for term in search_terms(name)),
+    )
 
 
 def our_reciprocal_ranks(
@@ -424,6 +464,7 @@ class GridFusion:
         self.rare_floor = column([p.rare_floor for p in grid])
         self.runtime_penalty = column([p.runtime_penalty for p in grid])
         self.kind_penalty = column([p.kind_penalty for p in grid])
+        self.learned_weight = column([p.learned_weight for p in grid])
 
     def scores(self, found: Signals) -> np.ndarray:
         rrf = self.rrf[:, None]
@@ -451,7 +492,7 @@ class GridFusion:
             if kind in found.traits:
                 mask = found.traits[kind][None, :] & (self.kind_penalty != 0)
                 fused = np.where(mask, fused * (1.0 - self.kind_penalty), fused)
-        return fused + found.pin_boost[None, :]
+        return fused + self.learned_weight * found.learned[None, :] + found.pin_boost[None, :]
 
     def reciprocal_ranks(self, found: Signals, relevant: np.ndarray, labelled: np.ndarray) -> np.ndarray:
         """Per setting, 1 / the rank of the first relevant candidate within DEPTH (0 when none): a candidate ranks
@@ -541,7 +582,7 @@ def describe(params: RankingParams) -> str:
         f"{fusion} w(name/text/dense)={weights} cue={params.cue_boost:g} failure={params.failure_boost:g}"
         f" rare={params.rare_cue_boost:g}"
         f" floor={params.rare_floor:g} kind={params.kind_penalty:g}"
-        f" runtime={params.runtime_penalty:g}"
+        f" runtime={params.runtime_penalty:g} learned={params.learned_weight:g}"
     )
 
 
@@ -586,7 +627,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json-out", type=Path, help="also write the figures and choices as JSON")
     parser.add_argument("--chroma", type=Path, help="keep the index in this folder; a re-run embeds only what changed")
     parser.add_argument("--show-misses", action="store_true", help="questions ours did not rank first, per service")
+    parser.add_argument(
+        "--write-learned-words",
+        action="store_true",
+        help=f"only write metrics_index/data/{LEARNED_WORDS_FILE.name}: learned from every corpus question, as shipped",
+    )
     args = parser.parse_args(argv)
+    if args.write_learned_words and args.quick:
+        parser.error("--write-learned-words learns from the whole corpus: not with --quick")
     if args.enricher == "claude" and not args.enrichments:
         parser.error("--enricher claude needs --enrichments FILE (read, or written first when a key is set)")
 
@@ -630,8 +678,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if enrichments is not None:
         print(f"metrics missing from {args.enrichments} (ranked with rules enrichment): {fallbacks}")
 
+    tables = LearnedTables(questions, corpora)
+    if args.write_learned_words:
+        write_learned_words(tables)
+        print(f"wrote {LEARNED_WORDS_FILE}")
+        return 0
+    print(
+        f"learned words: {sum(map(len, tables.everything.values()))} name words for {len(tables.everything)} question"
+        f" words, from {len(tables.examples)} questions; the shipped table (data/{LEARNED_WORDS_FILE.name}) is"
+        f" {'the same' if dict(shipped_table()) == tables.everything else 'NOT the same: run --write-learned-words'}"
+    )
     all_queries = [*questions, *(q for qs in dev_sets.values() for q in qs)]
-    prepared = prepare(all_queries, corpora, embedder)
+    prepared = prepare(all_queries, corpora, embedder, tables)
     plain_vectors = embedder.embed([q.query for q in all_queries])
     references = References(raw_frames, embedder).rankers()
     reference_rr = {
@@ -641,11 +699,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         ]
         for name, ranker in references.items()
     }
-    # The product's own entry point answers exactly as the bench ranks: checked on a sample of the questions.
+    # The product's own entry point answers exactly as the bench ranks (with the shipped learned words): checked on
+    # a sample of the questions.
     for p in prepared[:: max(1, len(prepared) // 20)]:
         corpus = corpora[p.query.namespace]
         direct = [r.metric_name for r in answer(corpus, p.query.query, p.vector, k=DEPTH)]
-        via_signals = answered_documents(corpus, p.query.query, p.signals, DEFAULT_PARAMS, DEPTH)
+        shipped = signals(corpus, p.query.query, p.vector)
+        via_signals = answered_documents(corpus, p.query.query, shipped, DEFAULT_PARAMS, DEPTH)
         assert direct == [corpus.names[d] for d in via_signals], p.query
 
     services = sorted({q.namespace for q in questions})
@@ -686,6 +746,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for service, params in choices["ours"].items():
         print(f"  {service}: {describe(params)}")
     print(f"Shipped default (metrics_index.search.DEFAULT_PARAMS): {describe(DEFAULT_PARAMS)}")
+    report["without_learned_words"] = without_learned_words(prepared[:loso_questions], corpora, choices["ours"])
+    figures_ = report["without_learned_words"]
+    print(f"Ours without the learned words: recall@5 {figures_['recall@5']:.3f} / MRR {figures_['mrr']:.3f}")
     report["cue_families"] = cue_families_out_of_fold(prepared[:loso_questions], corpora, choices["ours"], services)
     print("\n" + out_of_fold_text("question-cue families", report["cue_families"], "ask for it", len(services)))
     report["synonym_groups"] = synonym_groups_out_of_fold(
@@ -694,7 +757,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("\n" + out_of_fold_text("synonym groups", report["synonym_groups"], "use it", len(services)))
     with tempfile.TemporaryDirectory(prefix="metrics-index-bench-variants-") as folder:
         loso_sources = {ns: raw_frames[ns] for ns in services}
-        variants = CorpusVariants(folder, embedder, loso_sources, enrichments, str(args.enrichments), questions)
+        variants = CorpusVariants(folder, embedder, loso_sources, enrichments, str(args.enrichments), questions, tables)
         variants.cache[CorpusVariant()] = ({ns: corpora[ns] for ns in services}, prepared[:loso_questions])
         report["corpus_tables"] = corpus_tables_out_of_fold(variants, choices["ours"], services, labelled)
         print(
@@ -867,8 +930,29 @@ def signals_without(
     kept = tuple(group for name, group in SYNONYM_GROUP_NAMES.items() if name not in dropped_groups)
     found, text = p.signals, query_text(corpus, question, kept)
     if text != found.text:
-        found = signals(corpus, question, embedder.embed([text])[0], kept)
+        found = signals(corpus, question, embedder.embed([text])[0], kept, p.learned)
     return without_cue_families(found, dropped_families)
+
+
+def without_learned_words(
+    prepared: Sequence[Prepared], corpora: Mapping[str, NamespaceCorpus], chosen: Mapping[str, RankingParams]
+) -> dict[str, float]:
+    """Each service ranked at its fold's setting without the learned words: what they are worth."""
+    columns = service_columns(prepared, sorted(chosen.keys() - {"(all services)"}))
+    held_out = np.zeros(len(prepared))
+    for service, column in columns.items():
+        part = [prepared[j] for j in column]
+        unlearned = [replace(p.signals, learned=np.zeros_like(p.signals.learned)) for p in part]
+        held_out[column] = ranked_reciprocal_ranks(part, corpora, chosen[service], unlearned)
+    return held_out_figures(held_out, columns)
+
+
+def write_learned_words(tables: LearnedTables) -> None:
+    """The table learned from every corpus question, as the product ships it (learned_words.shipped_table)."""
+    services = sorted({e.service for e in tables.examples})
+    body = {"learned from": f"{len(tables.examples)} questions of {len(services)} services", "table": tables.everything}
+    LEARNED_WORDS_FILE.write_text(json.dumps(body, indent=1) + "\n")
+    shipped_table.cache_clear()
 
 
 def without_cue_families(found: Signals, families: Iterable[str]) -> Signals:
@@ -962,10 +1046,11 @@ class CorpusVariants:
         enrichments: Mapping[str, dict[str, dict]] | None,
         label: str,
         questions: Sequence[Query],
+        tables: LearnedTables,
     ) -> None:
         self.client = chromadb.PersistentClient(path=folder)
         self.embedder, self.raw_frames, self.enrichments, self.label = embedder, raw_frames, enrichments, label
-        self.questions = questions
+        self.questions, self.tables = questions, tables
         self.cache: dict[CorpusVariant, tuple[dict[str, NamespaceCorpus], list[Prepared]]] = {}
 
     def get(self, variant: CorpusVariant) -> tuple[dict[str, NamespaceCorpus], list[Prepared]]:
@@ -982,7 +1067,7 @@ class CorpusVariants:
                 frame, _ = enrich(raw, records, self.label)
                 index.sync(namespace, frame if variant.label_values else frame.assign(label_values=""))
                 corpora[namespace] = load_corpus(index, namespace)
-            return corpora, prepare(self.questions, corpora, self.embedder)
+            return corpora, prepare(self.questions, corpora, self.embedder, self.tables)
 
 
 def corpus_tables_out_of_fold(

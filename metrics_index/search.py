@@ -41,6 +41,7 @@ from metrics_index.dense import DenseVectors
 from metrics_index.kinds import metric_kind
 from metrics_index.label_preference import DEPTH as LABEL_DEPTH
 from metrics_index.label_preference import prefer_labelled, wanted_labels
+from metrics_index.learned_words import Table, learned_terms, shipped_table
 from metrics_index.text import (
     ABBREVIATIONS,
     GLUED_PIECE,
@@ -97,7 +98,8 @@ class RankingParams:
     `x_created` timestamps) and, in an exporter's namespace, a client library's runtime metric (go_*, process_*,
     promhttp_*: the exporter's own process) by 1 - runtime_penalty unless the question names the exporter, a
     runtime, or scrapes and collectors (RUNTIME_ASKED; "the database process" and "when was it restarted" ask about
-    the service, not the exporter).
+    the service, not the exporter). Last, a candidate carrying name words learned for the question's words
+    (learned_words.py) gains learned_weight x their name-index score, scaled by the best.
     """
 
     weights: tuple[tuple[str, float], ...] = (("name", 0.5), ("text", 0.5), ("dense", 3.0))
@@ -109,6 +111,7 @@ class RankingParams:
     rare_floor: float = 0.1
     kind_penalty: float = 0.4
     runtime_penalty: float = 0.6
+    learned_weight: float = 0.1
 
     def weight(self, ranker: str) -> float:
         return next((w for r, w in self.weights if r == ranker), 0.0)
@@ -803,13 +806,14 @@ def rank(
 
     dense_rank = set(found.order["dense"][:SEMANTIC_EXPLAIN_RANK])
     labels = term_words(found.text) if explain else {}  # the synonyms searched for too
+    learned = set(learned_terms(search_terms(found.text), shipped_table())) if explain else set()
     pinned_reason = {
         doc: reason for reason, docs in zip(("exact name", "name prefix"), found.pinned, strict=True) for doc in docs
     }
     results = []
     for (doc, score), cosine in zip(ranked, similarity.tolist(), strict=True):
         row = corpus.rows[doc]
-        matched = _reasons(corpus, doc, labels, doc in dense_rank, pinned_reason.get(doc)) if explain else []
+        matched = _reasons(corpus, doc, labels, learned, doc in dense_rank, pinned_reason.get(doc)) if explain else []
         results.append(
             SearchResult(
                 metric_name=corpus.names[doc],
@@ -854,6 +858,7 @@ class Signals:
     pinned: tuple[list[int], list[int]]  # exact name matches, name-prefix matches
     pin_boost: np.ndarray  # over the candidates: 2 for an exact name match, 1 for a prefix match, else 0
     text: str  # the question as the rankers searched it (query_text: with the synonyms)
+    learned: np.ndarray  # over the candidates: name-index score of the learned words (learned_words.py), in [0, 1]
 
 
 def signals(
@@ -861,10 +866,11 @@ def signals(
     question: str,
     query_vector: np.ndarray,
     synonyms: tuple[tuple[str, ...], ...] = SYNONYM_GROUPS,
+    learned: Table | None = None,
 ) -> Signals:
     """Score the question with the three rankers (the part of a search that does not depend on RankingParams);
-    `query_vector` is the embedding of `query_text(corpus, question, synonyms)` (`synonyms`: for the bench, which
-    checks each group out of fold)."""
+    `query_vector` is the embedding of `query_text(corpus, question, synonyms)` (`synonyms`, `learned`: the
+    shipped tables unless the bench, which learns or checks them out of fold, says otherwise)."""
     text = query_text(corpus, question, synonyms)
     terms = search_terms(text)
     raw = {
@@ -893,7 +899,28 @@ def signals(
     pin_boost = np.zeros(len(candidates))
     for boost, docs in enumerate(reversed(pinned), start=1):
         pin_boost[np.searchsorted(candidates, docs)] = float(boost)
-    return Signals(order, candidates, ranks, scaled, traits, cues, pinned, pin_boost, text)
+    return Signals(
+        order,
+        candidates,
+        ranks,
+        scaled,
+        traits,
+        cues,
+        pinned,
+        pin_boost,
+        text,
+        _learned(corpus, terms, candidates, learned),
+    )
+
+
+def _learned(corpus: NamespaceCorpus, terms: Sequence[str], candidates: np.ndarray, table: Table | None) -> np.ndarray:
+    """Each candidate's name-index score for the name words learned for the question's terms, scaled by the best."""
+    words = learned_terms(terms, shipped_table() if table is None else table)
+    if not words:
+        return np.zeros(len(candidates))
+    scores = corpus.name_index.get_scores(words)
+    best = float(scores.max())
+    return scores[candidates] / best if best > 0 else np.zeros(len(candidates))
 
 
 def fuse(found: Signals, params: RankingParams) -> np.ndarray:
@@ -922,7 +949,7 @@ def fuse(found: Signals, params: RankingParams) -> np.ndarray:
         for kind in PENALISED_KINDS - found.cues:
             if kind in found.traits:
                 fused[found.traits[kind]] *= 1.0 - params.kind_penalty
-    return fused
+    return fused + params.learned_weight * found.learned
 
 
 def cue_boost(params: RankingParams, cue: str) -> float:
@@ -972,9 +999,10 @@ def _name_matches(corpus: NamespaceCorpus, question: str) -> tuple[list[int], li
 
 
 def _reasons(
-    corpus: NamespaceCorpus, doc: int, labels: Mapping[str, str], semantic: bool, pinned: str | None
+    corpus: NamespaceCorpus, doc: int, labels: Mapping[str, str], learned: set[str], semantic: bool, pinned: str | None
 ) -> list[str]:
-    """Which fields share words with the question (and the question's words), plus name and meaning matches."""
+    """Which fields share words with the question (and the question's words), the learned name words the name
+    carries, plus name and meaning matches."""
     reasons = [pinned] if pinned else []
     fields = {"name": corpus.names[doc]} | {column: corpus.rows[doc].get(column, "") for column in EXPLAIN_FIELDS}
     by_field: dict[str, set[str]] = {}
@@ -983,6 +1011,9 @@ def _reasons(
         if hits:
             by_field.setdefault(EXPLAIN_FIELDS.get(column, column), set()).update(labels[h] for h in hits)
     reasons += [f"{label}: {' '.join(sorted(hits))}" for label, hits in by_field.items()]
+    carried = learned.intersection(corpus.parts.name_terms[doc].split())
+    if carried:
+        reasons.append(f"learned: {' '.join(sorted(carried))}")
     if semantic:
         reasons.append("semantic: close in meaning")
     return reasons
