@@ -67,6 +67,8 @@ SERVICES+=(rq)
 # (kea-admin) is the DHCP client.
 SERVICES+=(kea)
 PACKAGES+=(kea-dhcp4-server kea-ctrl-agent kea-admin)
+# The PM2 process manager from npm (npm_app pm2_app) with small apps and pm2-metrics.
+SERVICES+=(pm2)
 # Seconds Prometheus scrapes (every 5 seconds; reading all of /proc can take seconds) before the metadata is read; traffic runs again in between.
 SCRAPE_SECONDS=${SCRAPE_SECONDS:-20}
 
@@ -1936,6 +1938,36 @@ traffic_kea() {
   kea_clients -r 6 -f 2 -F 2 -R 10 -n 10 -p 6 -b mac=00:0c:01:00:00:00
   python3 -c 'import socket, sys; socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b"not dhcp", ("127.0.0.1", int(sys.argv[1])))' \
     "$KEA_SERVER_PORT" || true
+}
+
+# PM2 (npm, pm2_app/ here, pinned by its package-lock.json) as its daemon runs it, with PM2_HOME under the temporary
+# directory and no version check: the apps of pm2_app/ecosystem.config.js (the API in cluster mode with two
+# instances, a worker that crashes every few seconds, a one-shot mailer) and pm2-metrics among them, its host and
+# port set as a PM2 module's configuration (pm2 set). The daemon leaves its session: pm2 kill stops it.
+start_pm2() {
+  local dir exporter pm2
+  dir=$(npm_app pm2_app) || return 1
+  exporter=$(free_port)
+  PM2_API_URL=http://127.0.0.1:$(free_port)
+  pm2=(env -C "$dir" PM2_HOME="$dir/home" PM2_DISABLE_VERSION_CHECK=true "$dir/node_modules/.bin/pm2")
+  STOPS+=("${pm2[*]} kill")
+  "${pm2[@]}" set pm2-metrics:host 127.0.0.1 >>"$WORK/logs/pm2.log" 2>&1 || return 1
+  "${pm2[@]}" set pm2-metrics:port "$exporter" >>"$WORK/logs/pm2.log" 2>&1 || return 1
+  CORPUS_API_PORT=${PM2_API_URL##*:} "${pm2[@]}" start ecosystem.config.js >>"$WORK/logs/pm2.log" 2>&1 || return 1
+  scrape_exporter pm2 "$exporter" pm2:9209 || return 1
+  traffic_pm2
+}
+
+# Orders listed, a slow report (two at once), a failing route and a missing page on the API.
+traffic_pm2() {
+  local url=$PM2_API_URL i slow
+  for i in 1 2 3 4 5 6 7 8; do curl -fsS -o /dev/null "$url/orders" || true; done
+  curl -sS -o /dev/null "$url/report" &
+  slow=$!
+  curl -sS -o /dev/null "$url/report" || true
+  wait "$slow" || true
+  curl -sS -o /dev/null "$url/fail" || true
+  curl -sS -o /dev/null "$url/nowhere" || true
 }
 
 # --- Prometheus -----------------------------------------------------------------------------------------------------
