@@ -222,7 +222,9 @@ _PERCENTILE = re.compile(r"\b(p\d\d|\d\dth|percentiles?|quantiles?|median|distri
 _SERVED = re.compile(r"\b(served|serving|serves)\b", re.IGNORECASE)
 _START_WORDS = re.compile(r"(^|_)(start|started|restart|restarts|boot|uptime)(_|$)")
 _TIME_WORDS = re.compile(r"(^|_)(uptime|time|timestamp|seconds)(_|$)")
-_WHEN = re.compile(r"^\s*when\b|\b(since when|running since|how long ago)\b", re.IGNORECASE)
+_COUNTED_STARTS = re.compile(r"(^|_)(starts|restarts|count)(_|$)")  # `pm2_restarts` counts, whatever its type
+# "When did it restart", "how long has it been up": a start time or an uptime, not how many starts.
+_WHEN = re.compile(r"^\s*when\b|\b(since when|running since|how long|uptime|been (up|running))\b", re.IGNORECASE)
 _FAILURE_WORDS = re.compile(
     r"(fail|error|err(_|$)|errs|bad|invalid|reject|refus|drop|lost|discard|timeout|timedout|timed_out|abort|crash"
     r"|panic|denied|unauthori[sz]ed|forbidden|blocked|overflow|evict|nuked|killed|bogus|servfail|mismatch|lame|truncat"
@@ -370,7 +372,8 @@ def metric_traits(name: str, row: Mapping[str, Any]) -> set[str]:
         traits.add("distribution")
     if _START_WORDS.search(base) and kind != "configuration":
         # a start time or an uptime, or a count of starts; not a setting about starting
-        traits.add("start_count" if meter == "counter" and not _TIME_WORDS.search(base) else "start")
+        counted = meter == "counter" or _COUNTED_STARTS.search(base)
+        traits.add("start_count" if counted and not _TIME_WORDS.search(base) else "start")
     directions = direction_traits(name)
     if "bytes" in traits and not directions:  # the size of what a server answers goes out, of what it is asked in
         words = set(split_name(name))

@@ -238,6 +238,7 @@ def test_availability_start_and_ratio_questions_are_told_apart() -> None:
     assert question_cues("running since when") == {"start"}
     # "When" asks for a start time or an uptime; "how often" for a count of starts too.
     assert "start_count" not in question_cues("when was the daemon last restarted")
+    assert "start_count" not in question_cues("how long has each app been running since it last started")
     assert {"start", "start_count"} <= question_cues("how often has the daemon restarted")
 
 
@@ -323,6 +324,7 @@ def test_metric_traits_come_from_meter_unit_and_name() -> None:
     assert "start_count" in metric_traits("x_restart_count", {"meter_type": "counter"})
     assert "start" not in metric_traits("x_restart_count", {"meter_type": "counter"})
     assert "start" in metric_traits("x_uptime_seconds_total", {"meter_type": "counter"})
+    assert "start_count" in metric_traits("x_restarts", {"meter_type": "gauge"})  # a count, whatever its type
     assert "start" not in metric_traits(
         "x_force_start_after_recovery", {"meter_type": "gauge", "metric_kind": "configuration"}
     )
