@@ -140,6 +140,7 @@ QUESTION_CUES: dict[str, re.Pattern[str]] = {
     ),
     "availability": re.compile(
         r"\b(is (the |it |an? |\w+ ){0,4}(up|down|alive|running(?! out)|reachable|healthy|sick|online|offline)"
+        r"|which \w+( \w+){0,4} (is|are) (up|down|alive|running|online|offline|stopped|dead|errored)"
         r"|up or down|reachable|can (the |it |\w+ ){0,2}(reach|talk to|connect to|read|access)"
         r"|marked( \w+){0,3} (as )?(down|up|sick|unhealthy|failed)|alive|liveness|readiness|healthy|health)\b",
         re.IGNORECASE,

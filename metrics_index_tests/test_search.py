@@ -224,6 +224,8 @@ def test_availability_start_and_ratio_questions_are_told_apart() -> None:
     assert "availability" in question_cues("has the load balancer marked an upstream resolver as down")
     assert "availability" in question_cues("can the exporter talk to the hypervisor")
     assert "availability" not in question_cues("is the broker running out of file descriptors")
+    assert "availability" in question_cues("which apps under the process manager are stopped or errored")
+    assert "availability" not in question_cues("how many copies of a program are running")  # a count
     assert question_cues("which version is running") == {"info"}
     assert "runtime" not in question_cues("is the mail daemon process alive")  # the service's process, not ours
     # "How fast does it answer" is a latency; "how fast" alone stays a rate.
