@@ -124,7 +124,7 @@ Item = TypeVar("Item")  # a search result, or a (document, score) pair
 # What a question asks for, by its wording: each cue names a metric trait (see metric_traits).
 QUESTION_CUES: dict[str, re.Pattern[str]] = {
     "counter": re.compile(
-        r"\b(per (second|minute|hour|sec|s)|rate|throughput|/s|qps|rps|how (many|much) .*\b(handl|serv|process)\w*"
+        r"\b(per (second|minute|hour|sec|s)|rate|throughput|/s|qps|rps|how (many|much) \w+ .*\b(handl|serv|process)\w*"
         r"|how fast(?!.*\b(answer|respond|repl|serv|return)\w*))\b",
         re.IGNORECASE,
     ),

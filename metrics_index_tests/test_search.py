@@ -212,6 +212,8 @@ def test_question_wording_says_what_kind_of_metric_is_wanted() -> None:
     assert question_cues("how many consumers are attached") == {"current"}
     assert question_cues("how many copies of a program are running") == {"current"}
     assert question_cues("how many queries per second are answered") == {"counter"}  # a rate phrase wins
+    assert question_cues("how many requests does it process") == {"counter"}
+    assert question_cues("how many processes does the manager run") == frozenset()  # processes counted, not a rate
     assert question_cues("can the exporter reach the server") == {"availability", "flag"}  # the service's, not ours
     assert "self_monitoring" in question_cues("scrape errors of each collector")
     # The rate is a cue, not words to match: "per second" would find metrics measured in seconds.
