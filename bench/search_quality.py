@@ -93,6 +93,7 @@ from metrics_index.search import (
     load_corpus,
     query_text,
     retrieval_text,
+    says_failure,
     signals,
     term_documents,
 )
@@ -407,8 +408,8 @@ class LearnedTables(dict[str, Table]):
     def __init__(self, questions: Sequence[Query], corpora: Mapping[str, NamespaceCorpus]) -> None:
         self.examples = [learning_example(q, corpora[q.namespace]) for q in questions]
         services = sorted({q.namespace for q in questions})
-        super().__init__({s: learn(e for e in self.examples if e.service != s) for s in services})
-        self.everything = learn(self.examples)
+        super().__init__({s: learn((e for e in self.examples if e.service != s), says_failure) for s in services})
+        self.everything = learn(self.examples, says_failure)
 
     def __missing__(self, namespace: str) -> Table:
         return self.everything

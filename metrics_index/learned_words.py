@@ -6,7 +6,8 @@ that no help text states and a question never spells. `learn` reads them off que
 (bench/corpora: each question with its relevant metrics): a question word and a name word its answers carry but
 the question does not, kept when the pair recurs in the questions of at least MIN_SERVICES services, follows the
 question word at least MIN_SHARE of the time and is at least MIN_LIFT times likelier after it than in any answer.
-Words of one service's jargon never recur, so they are never learned. The table ships as
+Words of one service's jargon never recur, so they are never learned; nor are words that say a failure (`skip`): the
+failure cue already lifts those names, on purpose weakly, since many names say one. The table ships as
 `data/learned_words.json`, written by `bench/search_quality.py --write-learned-words` from the whole corpus; the
 bench scores each service with a table learned without it.
 
@@ -19,7 +20,7 @@ from __future__ import annotations
 import functools
 import json
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,8 +43,9 @@ class Example:
     answer_terms: frozenset[str]
 
 
-def learn(examples: Iterable[Example]) -> dict[str, tuple[str, ...]]:
-    """Question term -> the name terms it asks for in other words (sorted), as the module says."""
+def learn(examples: Iterable[Example], skip: Callable[[str], bool] = lambda word: False) -> dict[str, tuple[str, ...]]:
+    """Question term -> the name terms it asks for in other words (sorted), as the module says; a name term for which
+    `skip` is true is never learned."""
     examples = list(examples)
     services: defaultdict[tuple[str, str], set[str]] = defaultdict(set)
     together: Counter[tuple[str, str]] = Counter()
@@ -54,6 +56,8 @@ def learn(examples: Iterable[Example]) -> dict[str, tuple[str, ...]]:
         answered.update(example.answer_terms)
         for term in example.question_terms:
             for word in example.answer_terms - example.question_terms:
+                if skip(word):
+                    continue
                 services[term, word].add(example.service)
                 together[term, word] += 1
     table: defaultdict[str, list[str]] = defaultdict(list)

@@ -340,6 +340,12 @@ def question_cues(question: str) -> frozenset[str]:
     return frozenset(cues)
 
 
+def says_failure(word: str) -> bool:
+    """Whether a name, or a word of one, says a failure (the failure trait: errors, drops, rejects...). DNS NOERROR
+    is a success."""
+    return bool(_FAILURE_WORDS.search(word.replace("noerror", "")))
+
+
 def metric_traits(name: str, row: Mapping[str, Any]) -> set[str]:
     """The traits of one metric that question cues can ask for, and its kind."""
     meter = str(row.get("meter_type") or row.get("type") or "unknown")
@@ -365,7 +371,7 @@ def metric_traits(name: str, row: Mapping[str, Any]) -> set[str]:
         traits.add("availability")
     if meter not in ("counter", "histogram", "summary") and ("availability" in traits or _FLAG_HELP.search(help_text)):
         traits.add("flag")  # 0 or 1: what a yes-or-no question asks for
-    if _FAILURE_WORDS.search(base.replace("noerror", "")):  # DNS NOERROR is a success
+    if says_failure(base):
         traits.add("failure")
     if unit == "bytes" or _BYTE_WORDS.search(base):
         traits.add("bytes")  # an amount of data: what "bandwidth" and "traffic" count

@@ -5,7 +5,15 @@ from __future__ import annotations
 import numpy as np
 
 from metrics_index.learned_words import Example, learn, learned_terms, shipped_table
-from metrics_index.search import DEFAULT_PARAMS, NamespaceCorpus, RankingParams, answered_documents, rank, signals
+from metrics_index.search import (
+    DEFAULT_PARAMS,
+    NamespaceCorpus,
+    RankingParams,
+    answered_documents,
+    rank,
+    says_failure,
+    signals,
+)
 
 
 def asked(service: str, question: str, answer: str) -> Example:
@@ -32,6 +40,12 @@ def test_a_word_in_every_answer_is_not_learned() -> None:
     examples += [asked(s, "memory used", "process resident total") for s in "abc"] + OTHERS
     table = learn(examples)
     assert "resident" in table["memory"] and "total" not in table["memory"]
+
+
+def test_failure_words_are_left_to_the_failure_cue() -> None:
+    examples = [asked(s, "failures seen", "x error") for s in "abc"] + OTHERS
+    assert learn(examples)["failures"] == ("error", "x")
+    assert learn(examples, says_failure)["failures"] == ("x",)
 
 
 def test_learned_terms_leave_out_what_the_question_says() -> None:
