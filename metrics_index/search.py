@@ -179,6 +179,8 @@ RUNTIME_ASKED = frozenset({"runtime", "self_monitoring"})
 PENALISED_KINDS = frozenset({"configuration", "info", "self_monitoring"})
 # Not "exporter": "can the exporter reach it" asks about the service, seen from the exporter.
 _SELF_MONITORING_WORDS = re.compile(r"\b(scrape\w*|collector\w*)\b", re.IGNORECASE)
+# "Since the last scrape", "between scrapes": a window of time, not a question about the scrapes.
+_SCRAPE_WINDOW = re.compile(r"\b(since|between|per|each|every) (the )?(last |previous )?scrapes?\b", re.IGNORECASE)
 # The metrics every Prometheus client library exports about its own process: the same in every namespace.
 _RUNTIME_PREFIXES = ("go_", "process_", "promhttp_", "python_", "jvm_")
 # An exporter says whether it reached its service (`<service>_up`) or names itself (`<service>_exporter_...`): then
@@ -317,7 +319,7 @@ def question_cues(question: str) -> frozenset[str]:
         cues.discard("current")  # "number of queries per second": a rate
     if "current" in cues:
         cues.discard("counter")  # "how many requests is it handling right now" asks for a gauge, not a rate
-    if _SELF_MONITORING_WORDS.search(question):
+    if _SELF_MONITORING_WORDS.search(_SCRAPE_WINDOW.sub(" ", question)):
         cues.add("self_monitoring")
     if _RUNTIME_WORDS.search(question) and "availability" not in cues:
         cues.add("runtime")  # lifts runtime_penalty; "can the exporter reach it" asks about the service
