@@ -135,7 +135,9 @@ QUESTION_CUES: dict[str, re.Pattern[str]] = {
     ),
     "duration": re.compile(
         r"\b(how long|latency|latencies|duration|durations|slow|slowest|response times?|p\d\d|percentiles?|quantiles?"
-        r"|time (taken|spent) (to|on|by|in)|how (fast|quickly)(?=.*\b(answer|respond|repl|serv|return)\w*))\b",
+        r"|time (taken|spent) (to|on|by|in)|time (\w+ ){0,3}(spent|spend|spends) \w+ing"
+        r"|time (\w+ ){1,3}(spend|spends) (on|in)"
+        r"|how (fast|quickly)(?=.*\b(answer|respond|repl|serv|return)\w*))\b",
         re.IGNORECASE,
     ),
     "availability": re.compile(

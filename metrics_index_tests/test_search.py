@@ -200,6 +200,8 @@ def test_score_fusion_keeps_the_margin_a_ranker_is_sure_of() -> None:
 def test_question_wording_says_what_kind_of_metric_is_wanted() -> None:
     assert "counter" in question_cues("requests handled per second")
     assert "duration" in question_cues("how long do queries take")
+    assert "duration" in question_cues("time the workers spend in garbage collection")
+    assert "duration" in question_cues("cpu time spent running each kind of task")
     assert "availability" in question_cues("is the database up")
     assert "start" in question_cues("when was it last restarted")
     assert "start" in question_cues("when did the daemon start")
