@@ -69,6 +69,10 @@ SERVICES+=(kea)
 PACKAGES+=(kea-dhcp4-server kea-ctrl-agent kea-admin)
 # The PM2 process manager from npm (npm_app pm2_app) with small apps and pm2-metrics.
 SERVICES+=(pm2)
+# Hardware monitoring: Debian's prometheus-ipmi-exporter (it runs FreeIPMI's tools) reading a BMC that OpenIPMI's
+# LAN simulator (ipmi_sim) plays on 127.0.0.1, its sensor records compiled with OpenIPMI's sdrcomp.
+SERVICES+=(ipmi)
+PACKAGES+=(openipmi freeipmi-tools prometheus-ipmi-exporter)
 # Seconds Prometheus scrapes (every 5 seconds; reading all of /proc can take seconds) before the metadata is read; traffic runs again in between.
 SCRAPE_SECONDS=${SCRAPE_SECONDS:-20}
 
@@ -1968,6 +1972,222 @@ traffic_pm2() {
   wait "$slow" || true
   curl -sS -o /dev/null "$url/fail" || true
   curl -sS -o /dev/null "$url/nowhere" || true
+}
+
+# A BMC (baseboard management controller) played by OpenIPMI's simulator, ipmi_sim, on a free 127.0.0.1 port (IPMI
+# over LAN, UDP): its LAN channel, an admin user for the exporter and a console for emulation commands (lan.conf), the
+# BMC with a system event log (SEL) of 1000 entries, and the sensors of ipmi_sensor below (bmc.emu), with their sensor
+# data records compiled by sdrcomp into the simulator's persistent state. Threshold sensors read their raw value from a
+# file under sensors/ (traffic changes them); discrete ones are set through the console. Debian's
+# prometheus-ipmi-exporter serves its own /metrics and, for /ipmi?target=...&module=corpus, runs FreeIPMI's
+# ipmimonitoring, bmc-info, ipmi-chassis, ipmi-dcmi and ipmi-sel against the BMC (IPMI 2.0; the simulator needs
+# FreeIPMI's opensesspriv workaround; it has no DCMI), with FreeIPMI's SDR cache and the exporter's temporary files
+# under the work directory.
+start_ipmi() {
+  local dir=$WORK/ipmi exporter
+  IPMI_DIR=$dir
+  IPMI_PORT=$(free_port)
+  IPMI_CONSOLE=$(free_port)
+  exporter=$(free_port)
+  mkdir -p "$dir/state/ipmi_sim/corpus" "$dir/sensors" "$dir/sdr-cache"
+  cat >"$dir/lan.conf" <<EOF
+name "corpus"
+set_working_mc 0x20
+  startlan 1
+    addr 127.0.0.1 $IPMI_PORT
+    priv_limit admin
+    allowed_auths_callback none md2 md5 straight
+    allowed_auths_user none md2 md5 straight
+    allowed_auths_operator none md2 md5 straight
+    allowed_auths_admin none md2 md5 straight
+    guid a123456789abcdefa123456789abcdef
+  endlan
+  user 2 true "exporter" "corpus-secret" admin 10 none md2 md5 straight
+  startcmd "sleep 86400"
+  startnow true
+console 127.0.0.1 $IPMI_CONSOLE
+EOF
+  cat >"$dir/bmc.emu" <<'EOF'
+mc_setbmc 0x20
+mc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02 persist_sdr
+sel_enable 0x20 1000 0x0a
+# The watchdog sensor, sensor 0.
+sensor_add 0x20 0 0 35 0x6f event-only
+EOF
+  : >"$dir/bmc.sdrs"
+  ipmi_sensors
+  echo "mc_enable 0x20" >>"$dir/bmc.emu"
+  sdrcomp -8 -o "$dir/state/ipmi_sim/corpus/sdr.20.main" "$dir/bmc.sdrs" >>"$WORK/logs/ipmi_sim.log" 2>&1 || return 1
+  spawn ipmi_sim ipmi_sim -n -c "$dir/lan.conf" -f "$dir/bmc.emu" -s "$dir/state"
+  wait_for 30 ipmi_console "" || return 1
+  cat >"$dir/ipmi.yml" <<EOF
+modules:
+  corpus:
+    user: exporter
+    pass: corpus-secret
+    driver: LAN_2_0
+    privilege: admin
+    timeout: 10000
+    workaround_flags: [opensesspriv]
+    collectors: [bmc, ipmi, chassis, dcmi, sel]
+    custom_args:
+      ipmi: [--sdr-cache-directory, "$dir/sdr-cache"]
+EOF
+  spawn ipmi-exporter env TMPDIR="$dir" prometheus-ipmi-exporter --config.file="$dir/ipmi.yml" \
+    --web.listen-address="127.0.0.1:$exporter"
+  scrape_exporter ipmi "$exporter" ipmi:9290 || return 1
+  wait_for 60 http_ok "http://127.0.0.1:$exporter/ipmi?module=corpus&target=127.0.0.1:$IPMI_PORT" || return 1
+}
+
+# One emulation command (none: only connect) on the simulator's console, reading up to its next prompt each time (the
+# simulator dies of SIGPIPE when it writes to a console already closed).
+ipmi_console() {
+  python3 - "$IPMI_CONSOLE" "$1" <<'EOF'
+import socket, sys
+
+def prompt(console):
+    seen = b""
+    while not seen.endswith(b"> "):
+        data = console.recv(4096)
+        if not data:
+            sys.exit("console closed")
+        seen += data
+    return seen
+
+with socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10) as console:
+    prompt(console)
+    if sys.argv[2]:
+        console.sendall(sys.argv[2].encode() + b"\n")
+        print(prompt(console).decode(errors="replace"))
+EOF
+}
+
+# A threshold sensor: its full sensor data record (sdrcomp's language) and its emulation commands. Arguments: number,
+# sensor type (1 temperature, 2 voltage, 3 current, 4 fan, 11 other units), entity, entity instance, unit, m and the
+# result exponent (value = m x raw x 10^exponent), name, the raw reading, then the thresholds' raw values (lower
+# non-recoverable, critical, non-critical, upper non-critical, critical, non-recoverable; - for none) and optional
+# extra SDR fields.
+ipmi_threshold_sensor() {
+  local num=$1 type=$2 entity=$3 instance=$4 unit=$5 m=$6 rexp=$7 name=$8 raw=$9 dir=$IPMI_DIR
+  shift 9
+  local names=(lnr lc lnc unc uc unr) values=("$1" "$2" "$3" "$4" "$5" "$6") enabled="" i
+  shift 6
+  {
+    printf 'sdr type 1\n  sensor_owner_id 0x20\n  channel_number 0\n  sensor_owner_lun 0\n  sensor_number %s\n' "$num"
+    printf '  entity_id %s\n  entity_instance %s\n' "$entity" "$instance"
+    printf '  init_scanning true\n  init_events true\n  init_thresholds true\n  init_sensor_type true\n'
+    printf '  default_event_gen_on true\n  default_sensor_scan_on true\n  sensor_auto_rearm true\n'
+    printf '  sensor_threshold_access readable\n  sensor_event_msg_ctrl per_state\n'
+    printf '  sensor_type %s\n  event_reading_type_code 1\n  analog_data_format unsigned\n  base_unit %s\n' "$type" "$unit"
+    printf '  m %s\n  r_exp %s\n' "$m" "$rexp"
+    for i in 0 1 2 3 4 5; do
+      [ "${values[$i]}" = - ] && continue
+      printf '  %s_thrsh_readable true\n  %s_thresh %s\n' "${names[$i]}" "${names[$i]}" "${values[$i]}"
+    done
+    for i in "$@"; do printf '  %s\n' "$i"; done
+    printf '  id_string "%s"\nendsdr\n\n' "$name"
+  } >>"$dir/bmc.sdrs"
+  # The simulator's order: upper non-recoverable, critical, non-critical, lower non-recoverable, critical, non-critical.
+  local ordered=()
+  for i in 5 4 3 0 1 2; do
+    if [ "${values[$i]}" = - ]; then enabled+=0 ordered+=(0); else enabled+=1 ordered+=("${values[$i]}"); fi
+  done
+  echo "$raw" >"$dir/sensors/$num"
+  cat >>"$dir/bmc.emu" <<EOF
+sensor_add 0x20 0 $num $type 0x01 poll 1000 file "$dir/sensors/$num"
+sensor_set_threshold 0x20 0 $num readable $enabled ${ordered[*]}
+sensor_set_event_support 0x20 0 $num enable scanning per-state 000101010010101 000101010010101 000101010010101 000101010010101
+EOF
+}
+
+# A discrete sensor with sensor-specific states (event/reading type 0x6f): its compact sensor data record and its
+# emulation commands. Arguments: number, sensor type, entity, entity instance, name, the states it can assert (bit
+# mask, 15 characters, bit 0 rightmost) and the state bit set at start (- for none).
+ipmi_discrete_sensor() {
+  local num=$1 type=$2 entity=$3 instance=$4 name=$5 states=$6 initial=$7 dir=$IPMI_DIR i
+  {
+    printf 'sdr type 2\n  sensor_owner_id 0x20\n  channel_number 0\n  sensor_owner_lun 0\n  sensor_number %s\n' "$num"
+    printf '  entity_id %s\n  entity_instance %s\n' "$entity" "$instance"
+    printf '  init_scanning true\n  init_events true\n  init_sensor_type true\n'
+    printf '  default_event_gen_on true\n  default_sensor_scan_on true\n  sensor_auto_rearm true\n'
+    printf '  sensor_event_msg_ctrl per_state\n  sensor_type %s\n  event_reading_type_code 0x6f\n' "$type"
+    for i in $(seq 0 14); do
+      [ "${states:$((14 - i)):1}" = 1 ] && printf '  assert_event%s true\n  deassert_event%s true\n' "$i" "$i"
+    done
+    printf '  id_string "%s"\nendsdr\n\n' "$name"
+  } >>"$dir/bmc.sdrs"
+  {
+    echo "sensor_add 0x20 0 $num $type 0x6f"
+    echo "sensor_set_event_support 0x20 0 $num enable scanning per-state $states $states $states $states"
+    [ "$initial" = - ] || echo "sensor_set_bit_clr_rest 0x20 0 $num $initial 1 0"
+  } >>"$dir/bmc.emu"
+}
+
+# The BMC's sensors: a two-socket server's temperatures, fans (in RPM, one as a duty cycle in percent), voltages,
+# the power supplies' current, power and status, the chassis intrusion switch and the drive bays.
+ipmi_sensors() {
+  #                     num type entity                 inst unit       m  rexp name           raw lnr lc  lnc unc uc  unr
+  ipmi_threshold_sensor 1   1    processor              1    degrees_C  1  0    "CPU1 Temp"    48  -   -   -   85  95  105
+  ipmi_threshold_sensor 2   1    processor              2    degrees_C  1  0    "CPU2 Temp"    51  -   -   -   85  95  105
+  ipmi_threshold_sensor 3   1    system_board           1    degrees_C  1  0    "Inlet Temp"   23  -   3   8   38  42  -
+  ipmi_threshold_sensor 4   1    system_board           2    degrees_C  1  0    "Exhaust Temp" 39  -   3   8   70  75  -
+  ipmi_threshold_sensor 5   1    memory_device          1    degrees_C  1  0    "DIMM Temp"    41  -   -   -   80  85  -
+  ipmi_threshold_sensor 6   4    fan_cooling_device     1    RPM        60 0    "Fan1"         96  -   10  20  -   -   -
+  ipmi_threshold_sensor 7   4    fan_cooling_device     2    RPM        60 0    "Fan2"         94  -   10  20  -   -   -
+  ipmi_threshold_sensor 8   4    fan_cooling_device     3    RPM        60 0    "Fan3"         98  -   10  20  -   -   -
+  ipmi_threshold_sensor 9   4    fan_cooling_device     4    unspecified 1 0    "Fan4 Duty"    35  -   -   -   -   -   -   "percentage true"
+  ipmi_threshold_sensor 10  2    system_board           1    Volts      6  -2   "12V"          200 -   170 180 220 230 -
+  ipmi_threshold_sensor 11  2    system_board           1    Volts      3  -2   "5V"           167 -   150 158 175 183 -
+  ipmi_threshold_sensor 12  2    system_board           1    Volts      2  -2   "3.3V"         165 -   148 157 173 181 -
+  ipmi_threshold_sensor 13  2    processor              1    Volts      1  -2   "CPU1 Vcore"   92  -   70  75  120 130 -
+  ipmi_threshold_sensor 14  2    system_board           1    Volts      2  -2   "VBAT"         150 -   120 135 -   -   -
+  ipmi_threshold_sensor 15  3    power_supply           1    Amps       1  -1   "PSU1 Current" 18  -   -   -   100 120 -
+  ipmi_threshold_sensor 16  3    power_supply           2    Amps       1  -1   "PSU2 Current" 17  -   -   -   100 120 -
+  ipmi_threshold_sensor 17  11   power_supply           1    Watts      4  0    "PSU1 Power"   54  -   -   -   150 175 -
+  ipmi_threshold_sensor 18  11   power_supply           2    Watts      4  0    "PSU2 Power"   52  -   -   -   150 175 -
+  ipmi_threshold_sensor 19  11   system_board           1    Watts      4  0    "System Power" 106 -   -   -   200 225 -
+  #                    num type entity              inst name              states (bit 0 rightmost) initial
+  ipmi_discrete_sensor 20  5    system_chassis      1    "Intrusion"       000000000000001          -
+  ipmi_discrete_sensor 21  8    power_supply        1    "PSU1 Status"     000000000001111          0
+  ipmi_discrete_sensor 22  8    power_supply        2    "PSU2 Status"     000000000001111          0
+  ipmi_discrete_sensor 23  13   disk_or_disk_bay    1    "Drive 0"         000000000000011          0
+  ipmi_discrete_sensor 24  13   disk_or_disk_bay    2    "Drive 1"         000000000000011          0
+}
+
+# The server warms up under load: CPU1 above its upper non-critical threshold, the fans faster, then Fan3 fails (below
+# its lower critical threshold) and PSU2 reports a failure (its current and power drop to nothing, PSU1 takes the
+# load); someone opens the chassis cover; Drive 1 reports a fault. The simulator logs the threshold crossings and
+# state changes in its SEL.
+traffic_ipmi() {
+  local dir=$IPMI_DIR
+  echo 97 >"$dir/sensors/1"
+  echo 67 >"$dir/sensors/2"
+  echo 72 >"$dir/sensors/4"
+  echo 120 >"$dir/sensors/6"
+  echo 118 >"$dir/sensors/7"
+  echo 7 >"$dir/sensors/8"
+  echo 62 >"$dir/sensors/9"
+  echo 0 >"$dir/sensors/16"
+  echo 0 >"$dir/sensors/18"
+  echo 41 >"$dir/sensors/15"
+  echo 118 >"$dir/sensors/17"
+  {
+    ipmi_console "sensor_set_bit 0x20 0 22 1 1 1"
+    ipmi_console "sensor_set_bit 0x20 0 20 0 1 1"
+    ipmi_console "sensor_set_bit 0x20 0 24 1 1 1"
+  } >>"$WORK/logs/ipmi-console.log" 2>&1 || true
+}
+
+# Prometheus's job for ipmi: the probe of the BMC and the exporter's own metrics (see prometheus_config).
+prometheus_job_ipmi() {
+  cat <<EOF
+  - job_name: ipmi
+    static_configs:
+      - targets: ["${TARGET[ipmi]}"]
+        labels: {__metrics_path__: /ipmi, __param_module: corpus, __param_target: "127.0.0.1:$IPMI_PORT", instance: "bmc:623"}
+      - targets: ["${TARGET[ipmi]}"]
+        labels: {instance: "${INSTANCE[ipmi]}"}
+EOF
 }
 
 # --- Prometheus -----------------------------------------------------------------------------------------------------
