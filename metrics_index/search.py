@@ -135,21 +135,22 @@ QUESTION_CUES: dict[str, re.Pattern[str]] = {
     ),
     "duration": re.compile(
         r"\b(how long|latency|latencies|duration|durations|slow|slowest|response times?|p\d\d|percentiles?|quantiles?"
-        r"|time (taken|spent) (to|on|by|in)|time (\w+ ){0,3}(spent|spend|spends) \w+ing"
+        r"|time (taken|spent) (to|on|by|in|at)|time (\w+ ){0,3}(spent|spend|spends) \w+ing"
         r"|time (\w+ ){1,3}(spend|spends) (on|in)"
         r"|how (fast|quickly)(?=.*\b(answer|respond|repl|serv|return)\w*))\b",
         re.IGNORECASE,
     ),
     "availability": re.compile(
-        r"\b(is (the |it |an? |\w+ ){0,4}(up|down|alive|running(?! out)|reachable|healthy|sick|online|offline)"
+        r"\b(is (the |it |an? |\w+ ){0,4}(up|down|alive|running(?! out)|reachable|healthy|sick|online|offline"
+        r"|still (answering|responding|serving))"
         r"|which \w+( \w+){0,4} (is|are) (up|down|alive|running|online|offline|stopped|dead|errored)"
         r"|up or down|reachable|can (the |it |\w+ ){0,2}(reach|talk to|connect to|read|access)"
         r"|marked( \w+){0,3} (as )?(down|up|sick|unhealthy|failed)|alive|liveness|readiness|healthy|health)\b",
         re.IGNORECASE,
     ),
     "start": re.compile(
-        r"\b(restart\w*|uptime|started|start time|boot(ed)?|since when|running since|been (running|up|established)"
-        r"|when (did|does|do) .{0,40}\b(start|begin|come up))\b",
+        r"\b(restart\w*|reboot\w*|uptime|started|start time|boot(ed)?|since when|running since"
+        r"|been (running|up|established)|when (did|does|do) .{0,40}\b(start|begin|come up))\b",
         re.IGNORECASE,
     ),
     "failure": re.compile(
@@ -165,7 +166,7 @@ QUESTION_CUES: dict[str, re.Pattern[str]] = {
         re.IGNORECASE,
     ),
     "configuration": re.compile(
-        r"\b(limits?|settings?|configured|configuration|config|maximum allowed|max allowed|allowed|threshold"
+        r"\b(limits?|settings?(?! up)|configured|configuration|config|maximum allowed|max allowed|allowed|threshold"
         r"|capacity|set to|(allocated|assigned|granted|provisioned) (to|for))\b",
         re.IGNORECASE,
     ),

@@ -202,6 +202,9 @@ def test_question_wording_says_what_kind_of_metric_is_wanted() -> None:
     assert "duration" in question_cues("how long do queries take")
     assert "duration" in question_cues("time the workers spend in garbage collection")
     assert "duration" in question_cues("cpu time spent running each kind of task")
+    assert "start" in question_cues("how long since the machine was last rebooted")
+    assert "configuration" not in question_cues("how long does setting up a tunnel take")  # a verb, not a setting
+    assert "availability" in question_cues("is the DHCP server still answering clients")
     assert "availability" in question_cues("is the database up")
     assert "start" in question_cues("when was it last restarted")
     assert "start" in question_cues("when did the daemon start")
