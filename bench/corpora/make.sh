@@ -73,6 +73,10 @@ SERVICES+=(pm2)
 # LAN simulator (ipmi_sim) plays on 127.0.0.1, its sensor records compiled with OpenIPMI's sdrcomp.
 SERVICES+=(ipmi)
 PACKAGES+=(openipmi freeipmi-tools prometheus-ipmi-exporter)
+# A one-node Pacemaker cluster on Corosync (Debian's pacemaker, corosync), read by Debian's
+# prometheus-hacluster-exporter.
+SERVICES+=(hacluster)
+PACKAGES+=(corosync pacemaker prometheus-hacluster-exporter)
 # Seconds Prometheus scrapes (every 5 seconds; reading all of /proc can take seconds) before the metadata is read; traffic runs again in between.
 SCRAPE_SECONDS=${SCRAPE_SECONDS:-20}
 
@@ -2188,6 +2192,71 @@ prometheus_job_ipmi() {
       - targets: ["${TARGET[ipmi]}"]
         labels: {instance: "${INSTANCE[ipmi]}"}
 EOF
+}
+
+# A one-node high-availability cluster: Corosync (knet on 127.0.0.1, no crypto, votequorum) and Pacemaker's daemons
+# (pacemakerd), both in a mount namespace of their own where the work directory is bind-mounted over
+# /var/lib/corosync and /var/lib/pacemaker, so the cluster's state (the CIB, the scheduler's inputs) stays there;
+# fencing off (stonith-enabled=false), three resources from the Dummy resource agents, each monitored every 10 s:
+# web-ip and app running, database failing to start on this node (the agent's fail_start_on). Debian's
+# prometheus-hacluster-exporter runs crm_mon, cibadmin, corosync-cfgtool and corosync-quorumtool (no SBD, no DRBD).
+start_hacluster() {
+  local dir=$WORK/hacluster exporter node
+  exporter=$(free_port)
+  node=$(uname -n)
+  mkdir -p "$dir/corosync" "$dir/pacemaker/cib" "$dir/pacemaker/pengine" "$dir/pacemaker/blackbox" "$dir/pacemaker/cores"
+  chown -R hacluster:haclient "$dir/pacemaker"
+  chmod 750 "$dir/pacemaker"/*
+  cat >"$dir/corosync.conf" <<EOF
+totem {
+  version: 2
+  cluster_name: corpus
+  transport: knet
+  crypto_cipher: none
+  crypto_hash: none
+}
+nodelist {
+  node {
+    ring0_addr: 127.0.0.1
+    name: $node
+    nodeid: 1
+  }
+}
+quorum {
+  provider: corosync_votequorum
+}
+logging {
+  to_stderr: yes
+  to_logfile: no
+  to_syslog: no
+  blackbox: off
+}
+EOF
+  spawn hacluster unshare --mount --propagation private sh -c '
+    mount --bind "$1/corosync" /var/lib/corosync && mount --bind "$1/pacemaker" /var/lib/pacemaker || exit 1
+    corosync -f -c "$1/corosync.conf" &
+    sleep 3
+    PCMK_logfile="$1/pacemaker.log" exec pacemakerd' hacluster "$dir"
+  wait_for 90 sh -c "crm_mon -1 2>/dev/null | grep -q 'Online: \[ $node \]'" || return 1
+  crm_attribute --type crm_config --name stonith-enabled --update false || return 1
+  cibadmin --create -o resources --xml-text '<primitive id="web-ip" class="ocf" provider="pacemaker" type="Dummy">
+    <operations><op id="web-ip-monitor" name="monitor" interval="10s"/></operations></primitive>' || return 1
+  cibadmin --create -o resources --xml-text "<primitive id=\"database\" class=\"ocf\" provider=\"pacemaker\" type=\"Dummy\">
+    <instance_attributes id=\"database-attributes\"><nvpair id=\"database-fail-start-on\" name=\"fail_start_on\" value=\"$node\"/></instance_attributes>
+    <operations><op id=\"database-monitor\" name=\"monitor\" interval=\"10s\"/></operations></primitive>" || return 1
+  cibadmin --create -o resources --xml-text '<primitive id="app" class="ocf" provider="heartbeat" type="Dummy">
+    <operations><op id="app-monitor" name="monitor" interval="10s"/></operations></primitive>' || return 1
+  spawn hacluster-exporter ha_cluster_exporter --web.listen-address="127.0.0.1:$exporter"
+  scrape_exporter hacluster "$exporter" hacluster:9664
+}
+
+# The app resource dies behind the cluster's back (the Dummy agent's state file removed: its monitor finds it stopped
+# and Pacemaker recovers it), a node attribute is set, and web-ip is banned from the node (a location constraint;
+# with one node it stops).
+traffic_hacluster() {
+  rm -f /run/resource-agents/Dummy-app.state
+  crm_attribute --node "$(uname -n)" --name rack --update r42 >/dev/null 2>&1 || true
+  crm_resource --resource web-ip --ban --node "$(uname -n)" >/dev/null 2>&1 || true
 }
 
 # --- Prometheus -----------------------------------------------------------------------------------------------------
