@@ -154,7 +154,7 @@ QUESTION_CUES: dict[str, re.Pattern[str]] = {
         re.IGNORECASE,
     ),
     "failure": re.compile(
-        r"\b(fail\w*|errors?|erroring|broken|bad|invalid|reject\w*|refus\w*|drop\w*|lost|los(e|ing)|discard\w*"
+        r"\b(fail\w*|errors?|erroring|broken|breaks|breaking|bad|invalid|reject\w*|refus\w*|drop\w*|lost|los(e|ing)|discard\w*"
         r"|tim(ed|ing) out|timeouts?|abort\w*|crash\w*|panic\w*|denied|refused|unauthori[sz]ed|forbidden|blocked"
         r"|overflow\w*|evict\w*)\b",
         re.IGNORECASE,

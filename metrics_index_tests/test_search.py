@@ -205,6 +205,7 @@ def test_question_wording_says_what_kind_of_metric_is_wanted() -> None:
     assert "start" in question_cues("how long since the machine was last rebooted")
     assert "configuration" not in question_cues("how long does setting up a tunnel take")  # a verb, not a setting
     assert "availability" in question_cues("is the DHCP server still answering clients")
+    assert "failure" in question_cues("which automation breaks most often")
     assert "availability" in question_cues("is the database up")
     assert "start" in question_cues("when was it last restarted")
     assert "start" in question_cues("when did the daemon start")
