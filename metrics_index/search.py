@@ -141,10 +141,10 @@ QUESTION_CUES: dict[str, re.Pattern[str]] = {
         re.IGNORECASE,
     ),
     "availability": re.compile(
-        r"\b(is (the |it |an? |\w+ ){0,4}(up|down|alive|running(?! out)|reachable|healthy|sick|online|offline"
+        r"\b(is (the |it |an? |\w+ ){0,4}(up|down|alive|running(?! out| low)|reachable|healthy|sick|online|offline"
         r"|still (answering|responding|serving))"
         r"|which \w+( \w+){0,4} (is|are) (up|down|alive|running|online|offline|stopped|dead|errored)"
-        r"|up or down|reachable|can (the |it |\w+ ){0,2}(reach|talk to|connect to|read|access)"
+        r"|up or down|reachable|(can|could(?! not)) (the |it |\w+ ){0,2}(reach|talk to|connect to|read|access)"
         r"|marked( \w+){0,3} (as )?(down|up|sick|unhealthy|failed)|alive|liveness|readiness|healthy|health)\b",
         re.IGNORECASE,
     ),
@@ -181,7 +181,7 @@ RUNTIME_ASKED = frozenset({"runtime", "self_monitoring"})
 # Kinds a question must ask for before they rank fully (otherwise kind_penalty applies).
 PENALISED_KINDS = frozenset({"configuration", "info", "self_monitoring"})
 # Not "exporter": "can the exporter reach it" asks about the service, seen from the exporter.
-_SELF_MONITORING_WORDS = re.compile(r"\b(scrape\w*|collector\w*)\b", re.IGNORECASE)
+_SELF_MONITORING_WORDS = re.compile(r"\b(scrape\w*|collector\w*|collecting)\b", re.IGNORECASE)
 # "Since the last scrape", "between scrapes": a window of time, not a question about the scrapes.
 _SCRAPE_WINDOW = re.compile(r"\b(since|between|per|each|every) (the )?(last |previous )?scrapes?\b", re.IGNORECASE)
 # The metrics every Prometheus client library exports about its own process: the same in every namespace.

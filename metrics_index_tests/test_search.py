@@ -206,6 +206,10 @@ def test_question_wording_says_what_kind_of_metric_is_wanted() -> None:
     assert "configuration" not in question_cues("how long does setting up a tunnel take")  # a verb, not a setting
     assert "availability" in question_cues("is the DHCP server still answering clients")
     assert "failure" in question_cues("which automation breaks most often")
+    assert "availability" not in question_cues("is the CMOS battery running low")
+    assert "availability" in question_cues("could the exporter read the cluster status")
+    assert "availability" not in question_cues("nameservers we could not reach")  # a count of failures
+    assert "self_monitoring" in question_cues("how long does collecting the cluster state take")
     assert "availability" in question_cues("is the database up")
     assert "start" in question_cues("when was it last restarted")
     assert "start" in question_cues("when did the daemon start")
