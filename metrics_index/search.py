@@ -107,7 +107,7 @@ class RankingParams:
     rrf_k: int = 20
     cue_boost: float = 0.7
     failure_boost: float = 0.35
-    rare_cue_boost: float = 16.0
+    rare_cue_boost: float = 8.0
     rare_floor: float = 0.1
     kind_penalty: float = 0.4
     runtime_penalty: float = 0.6
