@@ -183,7 +183,7 @@ PENALISED_KINDS = frozenset({"configuration", "info", "self_monitoring"})
 # Not "exporter": "can the exporter reach it" asks about the service, seen from the exporter.
 _SELF_MONITORING_WORDS = re.compile(r"\b(scrape\w*|collector\w*|collecting)\b", re.IGNORECASE)
 # "Since the last scrape", "between scrapes": a window of time, not a question about the scrapes.
-_SCRAPE_WINDOW = re.compile(r"\b(since|between|per|each|every) (the )?(last |previous )?scrapes?\b", re.IGNORECASE)
+_SCRAPE_WINDOW = re.compile(r"\b(since|between) (the )?(last |previous )?scrapes?\b", re.IGNORECASE)
 # The metrics every Prometheus client library exports about its own process: the same in every namespace.
 _RUNTIME_PREFIXES = ("go_", "process_", "promhttp_", "python_", "jvm_")
 # An exporter says whether it reached its service (`<service>_up`) or names itself (`<service>_exporter_...`): then

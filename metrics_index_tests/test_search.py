@@ -227,6 +227,7 @@ def test_question_wording_says_what_kind_of_metric_is_wanted() -> None:
     assert question_cues("can the exporter reach the server") == {"availability", "flag"}  # the service's, not ours
     assert "self_monitoring" in question_cues("scrape errors of each collector")
     assert "self_monitoring" not in question_cues("longest event loop stall since the last scrape")  # a window
+    assert "self_monitoring" in question_cues("targets in each scrape job")
     # The rate is a cue, not words to match: "per second" would find metrics measured in seconds.
     assert retrieval_text("queries per second on the database") == "queries on the database"
     assert retrieval_text("per second") == "per second"
