@@ -1028,7 +1028,8 @@ def _reasons(
     reasons += [f"{label}: {' '.join(sorted(hits))}" for label, hits in by_field.items()]
     carried = learned.intersection(corpus.parts.name_terms[doc].split())
     if carried:
-        reasons.append(f"learned: {' '.join(sorted(carried))}")
+        spelled = term_words(corpus.names[doc])  # the name's own words, not their stems
+        reasons.append(f"learned: {' '.join(sorted(spelled.get(term, term) for term in carried))}")
     if semantic:
         reasons.append("semantic: close in meaning")
     return reasons
