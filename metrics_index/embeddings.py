@@ -44,6 +44,7 @@ MAX_TOKENS = 256
 # files of a lower version are removed when a file is made (stale_integer_models).
 INTEGER_RECIPE_VERSION = 2
 INTEGER_RECIPE = f"two-pass-int8-v{INTEGER_RECIPE_VERSION}"
+PARTIAL_LEFT_SECONDS = 3600.0  # a partial int8 file this old was left by a killed writer
 # integer_model_file's names: recipe version, source path's digest, source stamp's digest; and before the version
 # was in the name (recipes 1 and 2), the source file's digest.
 _MADE_NAME = re.compile(rf"{re.escape(DEFAULT_MODEL)}-two-pass-int8-v(\d+)-([0-9a-f]{{8}})-([0-9a-f]{{12}})\.onnx")
@@ -201,11 +202,15 @@ def _integer_model_name(source: Path) -> str:
 def stale_integer_models(folder: Path, current: str) -> list[Path]:
     """The int8 files in `folder` that integer_model_file made and no longer reads, beside the file named `current`:
     those of an older recipe (a lower version, or named by the source's digest as before the version was in the
-    name) and those made from the same source path before the file there changed. A newer recipe's file, another
-    source path's (another environment's wheel), partial files and files of any other name are kept."""
+    name), those made from the same source path before the file there changed, and partial files untouched for
+    PARTIAL_LEFT_SECONDS (a writer killed mid-write: writing one takes under a second). A newer recipe's file,
+    another source path's (another environment's wheel), a recent partial file (another process may be writing it)
+    and files of any other name are kept."""
     ours = _MADE_NAME.fullmatch(current)
     if ours is None:
         return []
+    long_ago = time.time() - PARTIAL_LEFT_SECONDS
+    left = [p for p in folder.glob(f"{DEFAULT_MODEL}-*.partial") if _untouched_since(p, long_ago)]
     version, origin = int(ours[1]), ours[2]
 
     def stale(name: str) -> bool:
@@ -214,7 +219,15 @@ def stale_integer_models(folder: Path, current: str) -> list[Path]:
             return _DIGEST_NAME.fullmatch(name) is not None
         return name != current and (int(other[1]) < version or (int(other[1]) == version and other[2] == origin))
 
-    return [path for path in folder.glob(f"{DEFAULT_MODEL}-*.onnx") if stale(path.name)]
+    return [path for path in folder.glob(f"{DEFAULT_MODEL}-*.onnx") if stale(path.name)] + left
+
+
+def _untouched_since(path: Path, moment: float) -> bool:
+    """Whether the file was last modified before `moment` (False once it is gone: its writer renamed it)."""
+    try:
+        return path.stat().st_mtime < moment
+    except FileNotFoundError:
+        return False
 
 
 def integer_arithmetic(model: onnx.ModelProto) -> onnx.ModelProto:

