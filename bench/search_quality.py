@@ -386,7 +386,7 @@ class Prepared:
     query: Query
     vector: np.ndarray
     signals: Signals
-    learned: Table  # the learned words it was ranked with (learned without its service)
+    learned_table: Table  # the learned words it was ranked with (learned without its service)
 
 
 def prepare(
@@ -396,7 +396,9 @@ def prepare(
     written), with its service's learned words (`tables`)."""
     vectors = embedder.embed([query_text(corpora[q.namespace], q.query) for q in queries])
     return [
-        Prepared(q, v, signals(corpora[q.namespace], q.query, v, learned=tables[q.namespace]), tables[q.namespace])
+        Prepared(
+            q, v, signals(corpora[q.namespace], q.query, v, learned_table=tables[q.namespace]), tables[q.namespace]
+        )
         for q, v in zip(queries, vectors, strict=True)
     ]
 
@@ -747,7 +749,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for service, params in choices["ours"].items():
         print(f"  {service}: {describe(params)}")
     print(f"Shipped default (metrics_index.search.DEFAULT_PARAMS): {describe(DEFAULT_PARAMS)}")
-    report["without_learned_words"] = without_learned_words(prepared[:loso_questions], corpora, choices["ours"])
+    report["without_learned_words"] = without_learned_words(
+        prepared[:loso_questions], corpora, choices["ours"], services
+    )
     figures_ = report["without_learned_words"]
     print(f"Ours without the learned words: recall@5 {figures_['recall@5']:.3f} / MRR {figures_['mrr']:.3f}")
     report["cue_families"] = cue_families_out_of_fold(prepared[:loso_questions], corpora, choices["ours"], services)
@@ -931,15 +935,18 @@ def signals_without(
     kept = tuple(group for name, group in SYNONYM_GROUP_NAMES.items() if name not in dropped_groups)
     found, text = p.signals, query_text(corpus, question, kept)
     if text != found.text:
-        found = signals(corpus, question, embedder.embed([text])[0], kept, p.learned)
+        found = signals(corpus, question, embedder.embed([text])[0], kept, p.learned_table)
     return without_cue_families(found, dropped_families)
 
 
 def without_learned_words(
-    prepared: Sequence[Prepared], corpora: Mapping[str, NamespaceCorpus], chosen: Mapping[str, RankingParams]
+    prepared: Sequence[Prepared],
+    corpora: Mapping[str, NamespaceCorpus],
+    chosen: Mapping[str, RankingParams],
+    services: Sequence[str],
 ) -> dict[str, float]:
     """Each service ranked at its fold's setting without the learned words: what they are worth."""
-    columns = service_columns(prepared, sorted(chosen.keys() - {"(all services)"}))
+    columns = service_columns(prepared, services)
     held_out = np.zeros(len(prepared))
     for service, column in columns.items():
         part = [prepared[j] for j in column]

@@ -230,7 +230,9 @@ _START_WORDS = re.compile(r"(^|_)(start|started|restart|restarts|boot|uptime)(_|
 _TIME_WORDS = re.compile(r"(^|_)(uptime|time|timestamp|seconds)(_|$)")
 _COUNTED_STARTS = re.compile(r"(^|_)(starts|restarts|count)(_|$)")  # `pm2_restarts` counts, whatever its type
 # "When did it restart", "how long has it been up": a start time or an uptime, not how many starts.
-_WHEN = re.compile(r"^\s*when\b|\b(since when|running since|how long|uptime|been (up|running))\b", re.IGNORECASE)
+_ASKS_START_TIME = re.compile(
+    r"^\s*when\b|\b(since when|running since|how long|uptime|been (up|running))\b", re.IGNORECASE
+)
 _FAILURE_WORDS = re.compile(
     r"(fail|error|err(_|$)|errs|bad|invalid|reject|refus|drop|lost|discard|timeout|timedout|timed_out|abort|crash"
     r"|panic|denied|unauthori[sz]ed|forbidden|blocked|overflow|evict|nuked|killed|bogus|servfail|mismatch|lame|truncat"
@@ -316,7 +318,7 @@ def question_cues(question: str) -> frozenset[str]:
     if _SINCE_START.search(question):
         cues.discard("start")  # "forks since boot" asks for a running total
         cues.add("counter")
-    if "start" in cues and not _WHEN.search(question):
+    if "start" in cues and not _ASKS_START_TIME.search(question):
         cues.add("start_count")  # "how often does it restart"; "when did it restart" asks for a time
     if "current" in cues and _RATE_PHRASE.search(question):
         cues.discard("current")  # "number of queries per second": a rate
@@ -881,10 +883,10 @@ def signals(
     question: str,
     query_vector: np.ndarray,
     synonyms: tuple[tuple[str, ...], ...] = SYNONYM_GROUPS,
-    learned: Table | None = None,
+    learned_table: Table | None = None,
 ) -> Signals:
     """Score the question with the three rankers (the part of a search that does not depend on RankingParams);
-    `query_vector` is the embedding of `query_text(corpus, question, synonyms)` (`synonyms`, `learned`: the
+    `query_vector` is the embedding of `query_text(corpus, question, synonyms)` (`synonyms`, `learned_table`: the
     shipped tables unless the bench, which learns or checks them out of fold, says otherwise)."""
     text = query_text(corpus, question, synonyms)
     terms = search_terms(text)
@@ -924,7 +926,7 @@ def signals(
         pinned,
         pin_boost,
         text,
-        _learned(corpus, terms, candidates, learned),
+        _learned(corpus, terms, candidates, learned_table),
     )
 
 

@@ -68,7 +68,7 @@ def test_learned_words_lift_a_metric_the_question_names_otherwise() -> None:
     question, vector = "memory used by the daemon", np.array([1.0, 0.0])
 
     def first(table: dict, params: RankingParams = DEFAULT_PARAMS) -> str:
-        found = signals(corpus, question, vector, learned=table)
+        found = signals(corpus, question, vector, learned_table=table)
         return corpus.names[answered_documents(corpus, question, found, params, 3)[0]]
 
     assert first({}) == "x_memory_pool_chunks"
