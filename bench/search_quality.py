@@ -29,8 +29,9 @@ and so are the label values in the vectors (text.embedding_text) and the abbrevi
 at once: each service ranked with only the groups, the cue families, the label values and the abbreviations its fold
 kept. The learned words (metrics_index/learned_words.py: name words questions ask for in other words) are learned
 per fold: each service is ranked with a table learned from the other services' questions only, and "ours without the
-learned words" says what they are worth; `--write-learned-words` writes the table the product ships, learned from
-every corpus question.
+learned words" says what they are worth. So is the query map (metrics_index/query_adapter.py: question vectors moved
+towards the way metric documents say things), and "ours without the query map" says what it is worth.
+`--write-learned` writes the table and the map the product ships, learned from every corpus question.
 
 The corpus is bench/corpora/<service>.json (a /api/v1/targets/metadata response per service) with questions
 in bench/corpora/questions.jsonl (namespace "corpus:<service>"). Until it exists, the six demo jobs of the
@@ -68,7 +69,7 @@ import pandas as pd
 from rapidfuzz import fuzz, process
 
 from metrics_index import text as text_module
-from metrics_index.embeddings import DEFAULT_MODEL, Embedder, get_embedder
+from metrics_index.embeddings import DEFAULT_MODEL, PACKAGED_MODEL, Embedder, get_embedder
 from metrics_index.enrichment.base import Enricher, EnrichmentOutcome, ProgressCallback
 from metrics_index.enrichment.incremental import enrich_catalog
 from metrics_index.enrichment.rules import RulesEnricher
@@ -78,6 +79,8 @@ from metrics_index.label_preference import DEPTH as LABEL_DEPTH
 from metrics_index.label_preference import WEIGHT as LABEL_WEIGHT
 from metrics_index.learned_words import LEARNED_WORDS_FILE, Example, Table, learn, shipped_table
 from metrics_index.namespaces import Namespace, NamespaceSource, load_registry
+from metrics_index.query_adapter import QUERY_ADAPTER_FILE, AskedNamespace, shipped_adapter, write_adapter
+from metrics_index.query_adapter import learn as learn_adapter
 from metrics_index.search import (
     DEFAULT_PARAMS,
     PENALISED_KINDS,
@@ -387,17 +390,38 @@ class Prepared:
     vector: np.ndarray
     signals: Signals
     learned_table: Table  # the learned words it was ranked with (learned without its service)
+    adapter: np.ndarray  # the query map it was ranked with (learned without its service)
+
+
+def question_vectors(
+    queries: Sequence[Query], corpora: Mapping[str, NamespaceCorpus], embedder: Embedder
+) -> np.ndarray:
+    """Each question embedded as search() embeds it (query_text; the references embed it as written)."""
+    return embedder.embed([query_text(corpora[q.namespace], q.query) for q in queries])
 
 
 def prepare(
-    queries: Sequence[Query], corpora: Mapping[str, NamespaceCorpus], embedder: Embedder, tables: LearnedTables
+    queries: Sequence[Query],
+    vectors: np.ndarray,
+    corpora: Mapping[str, NamespaceCorpus],
+    tables: LearnedTables,
+    adapters: QueryAdapters,
 ) -> list[Prepared]:
-    """Each question's embedding and signals, as search() makes them (query_text; the references embed it as
-    written), with its service's learned words (`tables`)."""
-    vectors = embedder.embed([query_text(corpora[q.namespace], q.query) for q in queries])
+    """Each question's signals from its embedding (`vectors`), as search() makes them, with its service's learned
+    words (`tables`) and query map (`adapters`)."""
     return [
         Prepared(
-            q, v, signals(corpora[q.namespace], q.query, v, learned_table=tables[q.namespace]), tables[q.namespace]
+            q,
+            v,
+            signals(
+                corpora[q.namespace],
+                q.query,
+                v,
+                learned_table=tables[q.namespace],
+                adapter=adapters[q.namespace],
+            ),
+            tables[q.namespace],
+            adapters[q.namespace],
         )
         for q, v in zip(queries, vectors, strict=True)
     ]
@@ -414,6 +438,33 @@ class LearnedTables(dict[str, Table]):
         self.everything = learn(self.examples, says_failure)
 
     def __missing__(self, namespace: str) -> Table:
+        return self.everything
+
+
+def asked_namespaces(
+    questions: Sequence[Query], vectors: np.ndarray, corpora: Mapping[str, NamespaceCorpus]
+) -> dict[str, AskedNamespace]:
+    """The questions of each service (embedded: `vectors`) as the query map learns from them."""
+    return {
+        service: AskedNamespace(
+            vectors[rows],
+            corpora[service].vectors,
+            np.array([[name in questions[j].relevant for name in corpora[service].names] for j in rows]),
+        )
+        for service in sorted({q.namespace for q in questions})
+        for rows in [[j for j, q in enumerate(questions) if q.namespace == service]]
+    }
+
+
+class QueryAdapters(dict[str, np.ndarray]):
+    """Per LOSO service, the query map (metrics_index/query_adapter.py) learned from the other services' questions;
+    for any other namespace (the dev sets), the one learned from all of them, as shipped."""
+
+    def __init__(self, asked: Mapping[str, AskedNamespace], everything: np.ndarray) -> None:
+        super().__init__({s: learn_adapter(a for t, a in asked.items() if t != s) for s in asked})
+        self.everything = everything
+
+    def __missing__(self, namespace: str) -> np.ndarray:
         return self.everything
 
 
@@ -631,13 +682,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--chroma", type=Path, help="keep the index in this folder; a re-run embeds only what changed")
     parser.add_argument("--show-misses", action="store_true", help="questions ours did not rank first, per service")
     parser.add_argument(
-        "--write-learned-words",
+        "--write-learned",
         action="store_true",
-        help=f"only write metrics_index/data/{LEARNED_WORDS_FILE.name}: learned from every corpus question, as shipped",
+        help=f"only write metrics_index/data/{LEARNED_WORDS_FILE.name} and {QUERY_ADAPTER_FILE.name}: learned from"
+        " every corpus question, as shipped",
     )
     args = parser.parse_args(argv)
-    if args.write_learned_words and args.quick:
-        parser.error("--write-learned-words learns from the whole corpus: not with --quick")
+    if args.write_learned and args.quick:
+        parser.error("--write-learned learns from the whole corpus: not with --quick")
     if args.enricher == "claude" and not args.enrichments:
         parser.error("--enricher claude needs --enrichments FILE (read, or written first when a key is set)")
 
@@ -681,18 +733,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     if enrichments is not None:
         print(f"metrics missing from {args.enrichments} (ranked with rules enrichment): {fallbacks}")
 
+    all_queries = [*questions, *(q for qs in dev_sets.values() for q in qs)]
+    vectors = question_vectors(all_queries, corpora, embedder)
     tables = LearnedTables(questions, corpora)
-    if args.write_learned_words:
-        write_learned_words(tables)
-        print(f"wrote {LEARNED_WORDS_FILE}")
+    asked = asked_namespaces(questions, vectors[: len(questions)], corpora)
+    adapter = learn_adapter(asked.values())
+    if args.write_learned:
+        write_learned(tables, adapter, embedder)
+        print(f"wrote {LEARNED_WORDS_FILE} and {QUERY_ADAPTER_FILE}")
         return 0
     print(
         f"learned words: {sum(map(len, tables.everything.values()))} name words for {len(tables.everything)} question"
         f" words, from {len(tables.examples)} questions; the shipped table (data/{LEARNED_WORDS_FILE.name}) is"
-        f" {'the same' if dict(shipped_table()) == tables.everything else 'NOT the same: run --write-learned-words'}"
+        f" {'the same' if dict(shipped_table()) == tables.everything else 'NOT the same: run --write-learned'}"
     )
-    all_queries = [*questions, *(q for qs in dev_sets.values() for q in qs)]
-    prepared = prepare(all_queries, corpora, embedder, tables)
+    shipped = shipped_adapter(embedder.model_id)
+    current = shipped is not None and np.allclose(shipped, adapter, atol=1e-4)
+    print(
+        f"query map: learned from {len(questions)} questions of {len(asked)} services; the shipped map"
+        f" (data/{QUERY_ADAPTER_FILE.name}) is {'the same' if current else 'NOT the same: run --write-learned'}"
+    )
+    adapters = QueryAdapters(asked, adapter)
+    prepared = prepare(all_queries, vectors, corpora, tables, adapters)
     plain_vectors = embedder.embed([q.query for q in all_queries])
     references = References(raw_frames, embedder).rankers()
     reference_rr = {
@@ -749,11 +811,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     for service, params in choices["ours"].items():
         print(f"  {service}: {describe(params)}")
     print(f"Shipped default (metrics_index.search.DEFAULT_PARAMS): {describe(DEFAULT_PARAMS)}")
-    report["without_learned_words"] = without_learned_words(
-        prepared[:loso_questions], corpora, choices["ours"], services
-    )
-    figures_ = report["without_learned_words"]
-    print(f"Ours without the learned words: recall@5 {figures_['recall@5']:.3f} / MRR {figures_['mrr']:.3f}")
+    for part, without in (("learned words", without_learned_words), ("query map", without_query_map)):
+        report[f"without {part}"] = held_out_with(
+            prepared[:loso_questions], corpora, choices["ours"], services, without
+        )
+        figures_ = report[f"without {part}"]
+        print(f"Ours without the {part}: recall@5 {figures_['recall@5']:.3f} / MRR {figures_['mrr']:.3f}")
     report["cue_families"] = cue_families_out_of_fold(prepared[:loso_questions], corpora, choices["ours"], services)
     print("\n" + out_of_fold_text("question-cue families", report["cue_families"], "ask for it", len(services)))
     report["synonym_groups"] = synonym_groups_out_of_fold(
@@ -762,7 +825,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("\n" + out_of_fold_text("synonym groups", report["synonym_groups"], "use it", len(services)))
     with tempfile.TemporaryDirectory(prefix="metrics-index-bench-variants-") as folder:
         loso_sources = {ns: raw_frames[ns] for ns in services}
-        variants = CorpusVariants(folder, embedder, loso_sources, enrichments, str(args.enrichments), questions, tables)
+        variants = CorpusVariants(
+            folder, embedder, loso_sources, enrichments, str(args.enrichments), questions, (tables, adapters)
+        )
         variants.cache[CorpusVariant()] = ({ns: corpora[ns] for ns in services}, prepared[:loso_questions])
         report["corpus_tables"] = corpus_tables_out_of_fold(variants, choices["ours"], services, labelled)
         print(
@@ -935,32 +1000,46 @@ def signals_without(
     kept = tuple(group for name, group in SYNONYM_GROUP_NAMES.items() if name not in dropped_groups)
     found, text = p.signals, query_text(corpus, question, kept)
     if text != found.text:
-        found = signals(corpus, question, embedder.embed([text])[0], kept, p.learned_table)
+        found = signals(corpus, question, embedder.embed([text])[0], kept, p.learned_table, p.adapter)
     return without_cue_families(found, dropped_families)
 
 
-def without_learned_words(
+def held_out_with(
     prepared: Sequence[Prepared],
     corpora: Mapping[str, NamespaceCorpus],
     chosen: Mapping[str, RankingParams],
     services: Sequence[str],
+    altered: Callable[[Prepared, NamespaceCorpus], Signals],
 ) -> dict[str, float]:
-    """Each service ranked at its fold's setting without the learned words: what they are worth."""
+    """Each service ranked at its fold's setting from `altered` signals (without a part: what the part is worth)."""
     columns = service_columns(prepared, services)
     held_out = np.zeros(len(prepared))
     for service, column in columns.items():
         part = [prepared[j] for j in column]
-        unlearned = [replace(p.signals, learned=np.zeros_like(p.signals.learned)) for p in part]
-        held_out[column] = ranked_reciprocal_ranks(part, corpora, chosen[service], unlearned)
+        found = [altered(p, corpora[service]) for p in part]
+        held_out[column] = ranked_reciprocal_ranks(part, corpora, chosen[service], found)
     return held_out_figures(held_out, columns)
 
 
-def write_learned_words(tables: LearnedTables) -> None:
-    """The table learned from every corpus question, as the product ships it (learned_words.shipped_table)."""
+def without_learned_words(p: Prepared, _corpus: NamespaceCorpus) -> Signals:
+    return replace(p.signals, learned=np.zeros_like(p.signals.learned))
+
+
+def without_query_map(p: Prepared, corpus: NamespaceCorpus) -> Signals:
+    return signals(corpus, p.query.query, p.vector, learned_table=p.learned_table, adapter=np.zeros((0, 0)))
+
+
+def write_learned(tables: LearnedTables, adapter: np.ndarray, embedder: Embedder) -> None:
+    """The table and the map learned from every corpus question, as the product ships them (learned_words.
+    shipped_table, query_adapter.shipped_adapter); the map for the model's vectors, in int8 or float arithmetic."""
     services = sorted({e.service for e in tables.examples})
-    body = {"learned from": f"{len(tables.examples)} questions of {len(services)} services", "table": tables.everything}
+    learned_from = f"{len(tables.examples)} questions of {len(services)} services"
+    body = {"learned from": learned_from, "table": tables.everything}
     LEARNED_WORDS_FILE.write_text(json.dumps(body, indent=1) + "\n")
     shipped_table.cache_clear()
+    same_vectors = {DEFAULT_MODEL, PACKAGED_MODEL}
+    models = sorted(same_vectors) if embedder.model_id in same_vectors else [embedder.model_id]
+    write_adapter(adapter, models, learned_from)
 
 
 def without_cue_families(found: Signals, families: Iterable[str]) -> Signals:
@@ -1054,11 +1133,11 @@ class CorpusVariants:
         enrichments: Mapping[str, dict[str, dict]] | None,
         label: str,
         questions: Sequence[Query],
-        tables: LearnedTables,
+        learned: tuple[LearnedTables, QueryAdapters],
     ) -> None:
         self.client = chromadb.PersistentClient(path=folder)
         self.embedder, self.raw_frames, self.enrichments, self.label = embedder, raw_frames, enrichments, label
-        self.questions, self.tables = questions, tables
+        self.questions, self.learned = questions, learned
         self.cache: dict[CorpusVariant, tuple[dict[str, NamespaceCorpus], list[Prepared]]] = {}
 
     def get(self, variant: CorpusVariant) -> tuple[dict[str, NamespaceCorpus], list[Prepared]]:
@@ -1075,7 +1154,8 @@ class CorpusVariants:
                 frame, _ = enrich(raw, records, self.label)
                 index.sync(namespace, frame if variant.label_values else frame.assign(label_values=""))
                 corpora[namespace] = load_corpus(index, namespace)
-            return corpora, prepare(self.questions, corpora, self.embedder, self.tables)
+            vectors = question_vectors(self.questions, corpora, self.embedder)
+            return corpora, prepare(self.questions, vectors, corpora, *self.learned)
 
 
 def corpus_tables_out_of_fold(

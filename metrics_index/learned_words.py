@@ -8,7 +8,7 @@ the question does not, kept when the pair recurs in the questions of at least MI
 question word at least MIN_SHARE of the time and is at least MIN_LIFT times likelier after it than in any answer.
 Words of one service's jargon never recur, so they are never learned; nor are words that say a failure (`skip`): the
 failure cue already lifts those names, on purpose weakly, since many names say one. The table ships as
-`data/learned_words.json`, written by `bench/search_quality.py --write-learned-words` from the whole corpus; the
+`data/learned_words.json`, written by `bench/search_quality.py --write-learned` from the whole corpus; the
 bench scores each service with a table learned without it.
 
 A search looks the learned name words of its question's words up in the name index (search.signals); they add a

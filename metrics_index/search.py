@@ -4,7 +4,8 @@ A metric is found three ways, each strong where another is weak:
 - BM25 over the name's words (`node_network_transmit_bytes_total` -> node network transmit bytes total,
   abbreviations spelled out): precise when the question uses the metric's own words;
 - BM25 over the whole document text (name words, description, category, signal, meter type, unit);
-- cosine similarity of sentence embeddings: finds "bytes sent" for `transmit`.
+- cosine similarity of sentence embeddings: finds "bytes sent" for `transmit` (the question's vector moved first
+  by a linear map learned from the corpus's questions towards the way metric documents say things, query_adapter.py).
 Their scores are merged (RankingParams: by default each ranker's scores scaled to [0, 1] over its top list and
 weighted, the dense ranker most), then weighed by what the question's wording asks for ("per second" -> counters,
 "right now" -> gauges, "how long" -> durations, "p99" -> histograms and summaries, "is it up" -> up/status gauges,
@@ -42,6 +43,7 @@ from metrics_index.kinds import metric_kind
 from metrics_index.label_preference import DEPTH as LABEL_DEPTH
 from metrics_index.label_preference import prefer_labelled, wanted_labels
 from metrics_index.learned_words import Table, learned_terms, shipped_table
+from metrics_index.query_adapter import adapt, shipped_adapter
 from metrics_index.text import (
     ABBREVIATIONS,
     GLUED_PIECE,
@@ -496,21 +498,29 @@ class NamespaceCorpus:
     by_lower_name: list[tuple[str, int]]
     traits: dict[str, np.ndarray]  # trait -> boolean mask over the documents (metric_traits)
     parts: CorpusParts
+    model: str = ""  # the embedding model of the vectors ("": unknown), which says what query map applies
 
     @classmethod
     def build(
-        cls, names: Sequence[str], documents: Sequence[str], rows: Sequence[Mapping[str, Any]], vectors: Any
+        cls,
+        names: Sequence[str],
+        documents: Sequence[str],
+        rows: Sequence[Mapping[str, Any]],
+        vectors: Any,
+        model: str = "",
     ) -> NamespaceCorpus:
-        return cls.from_parts(CorpusParts.prepare(names, documents, rows, vectors))
+        return cls.from_parts(CorpusParts.prepare(names, documents, rows, vectors), model)
 
     @classmethod
-    def from_parts(cls, parts: CorpusParts) -> NamespaceCorpus:
+    def from_parts(cls, parts: CorpusParts, model: str = "") -> NamespaceCorpus:
         """Index the documents in name order, so that equal scores always rank alphabetically."""
         parts = parts.take(sorted(range(len(parts.names)), key=parts.names.__getitem__))
-        return cls.assemble(parts, bm25_index(parts.name_terms), bm25_index(parts.text_terms))
+        return cls.assemble(parts, bm25_index(parts.name_terms), bm25_index(parts.text_terms), model)
 
     @classmethod
-    def assemble(cls, parts: CorpusParts, name_index: bm25s.BM25, text_index: bm25s.BM25) -> NamespaceCorpus:
+    def assemble(
+        cls, parts: CorpusParts, name_index: bm25s.BM25, text_index: bm25s.BM25, model: str = ""
+    ) -> NamespaceCorpus:
         """The corpus of parts already in name order and their BM25 indexes (built, or read from a snapshot)."""
         names = parts.names
         traits = with_glued_directions(names, parts.rows, parts.traits)
@@ -532,6 +542,7 @@ class NamespaceCorpus:
             by_lower_name=sorted(zip([name.lower() for name in names], range(len(names)), strict=True)),
             traits=masks,
             parts=parts,
+            model=model,
         )
 
 
@@ -620,8 +631,9 @@ def load_corpus(
     from metrics_index.stores.semantic_index import document_id
 
     with index.reading():
+        model = index.embedder.model_id
         if previous is None:
-            return _corpus(_read_parts(index, namespace, None, ["documents", "metadatas", "embeddings"]))
+            return _corpus(_read_parts(index, namespace, None, ["documents", "metadatas", "embeddings"]), model)
         listing = {
             metadata["metric_name"]: metadata.get("doc_hash") or ""
             for page in index.pages(namespace, ["metadatas"])
@@ -638,7 +650,7 @@ def load_corpus(
         parts = held.take(kept)
         if ids:
             parts = parts + _read_parts(index, namespace, ids, ["documents", "metadatas", "embeddings"])
-        return _corpus(parts)
+        return _corpus(parts, model)
 
 
 def _read_parts(index: SemanticIndex, namespace: str, ids: Sequence[str] | None, include: list[str]) -> CorpusParts:
@@ -657,8 +669,8 @@ def _read_parts(index: SemanticIndex, namespace: str, ids: Sequence[str] | None,
     return CorpusParts.prepare(names, documents, rows, matrix, hashes)
 
 
-def _corpus(parts: CorpusParts) -> NamespaceCorpus | None:
-    return NamespaceCorpus.from_parts(parts) if parts.names else None
+def _corpus(parts: CorpusParts, model: str) -> NamespaceCorpus | None:
+    return NamespaceCorpus.from_parts(parts, model) if parts.names else None
 
 
 @dataclass(frozen=True)
@@ -884,16 +896,19 @@ def signals(
     query_vector: np.ndarray,
     synonyms: tuple[tuple[str, ...], ...] = SYNONYM_GROUPS,
     learned_table: Table | None = None,
+    adapter: np.ndarray | None = None,
 ) -> Signals:
     """Score the question with the three rankers (the part of a search that does not depend on RankingParams);
-    `query_vector` is the embedding of `query_text(corpus, question, synonyms)` (`synonyms`, `learned_table`: the
-    shipped tables unless the bench, which learns or checks them out of fold, says otherwise)."""
+    `query_vector` is the embedding of `query_text(corpus, question, synonyms)`, which the dense ranker reads moved
+    by the query map (query_adapter.py) of the corpus's model. `synonyms`, `learned_table`, `adapter` (an empty
+    matrix: no map): the shipped ones unless the bench, which learns or checks them out of fold, says otherwise."""
     text = query_text(corpus, question, synonyms)
     terms = search_terms(text)
+    matrix = shipped_adapter(corpus.model) if adapter is None else adapter
     raw = {
         "name": corpus.name_index.get_scores(terms) if terms else None,
         "text": corpus.text_index.get_scores(terms) if terms else None,
-        "dense": corpus.dense.scores(query_vector, DEPTH),
+        "dense": corpus.dense.scores(adapt(query_vector, matrix), DEPTH),
     }
     order = {ranker: _top(scores) for ranker, scores in raw.items()}
     pinned = _name_matches(corpus, question)

@@ -111,7 +111,7 @@ def read(path: Path, revision: int | None, model: str, collection: str) -> Names
             traits=[frozenset(traits) for traits in header["traits"]],
         )
         indexes = [_bm25(stored, header, name) for name in _INDEXES]
-    return NamespaceCorpus.assemble(parts, *indexes)
+    return NamespaceCorpus.assemble(parts, *indexes, model=model)
 
 
 def _bm25(stored: Any, header: dict[str, Any], name: str) -> bm25s.BM25:
