@@ -77,6 +77,9 @@ PACKAGES+=(openipmi freeipmi-tools prometheus-ipmi-exporter)
 # prometheus-hacluster-exporter.
 SERVICES+=(hacluster)
 PACKAGES+=(corosync pacemaker prometheus-hacluster-exporter)
+# Flower, Celery's monitoring web application from PyPI (python_venv), watching two workers of celery_app.py on a
+# Redis of their own (Debian's redis-server).
+SERVICES+=(flower)
 # Seconds Prometheus scrapes (every 5 seconds; reading all of /proc can take seconds) before the metadata is read; traffic runs again in between.
 SCRAPE_SECONDS=${SCRAPE_SECONDS:-20}
 
@@ -1321,24 +1324,33 @@ start_celery() {
   redis_app celery || return 1
   redis=$REDIS_URL
   CELERY_ENV=("${APP_ENV[@]}")
-  spawn celery-worker-1 "${CELERY_ENV[@]}" "$venv/bin/celery" -A celery_app worker -n celery@worker-1 \
-    -Q default,images -c 2 --loglevel INFO
-  spawn celery-worker-2 "${CELERY_ENV[@]}" "$venv/bin/celery" -A celery_app worker -n celery@worker-2 \
-    -Q default -c 1 --loglevel INFO
   spawn celery-exporter env -C "$dir" "$venv/bin/python" -P -c 'from src.cli import cli; cli()' \
     --broker-url "$redis" --host 127.0.0.1 --port "$exporter"
-  wait_for 60 "${CELERY_ENV[@]}" "$venv/bin/celery" -A celery_app inspect ping -d celery@worker-1 || return 1
-  wait_for 60 "${CELERY_ENV[@]}" "$venv/bin/celery" -A celery_app inspect ping -d celery@worker-2 || return 1
+  celery_workers celery "$venv" || return 1
   scrape_exporter celery "$exporter" celery:9808 || return 1
   CELERY_VENV=$venv
   traffic_celery
 }
 
-# Tasks of every kind: quick ones, card charges of which some fail (ValueError), e-mails that are retried once,
-# one scheduled task revoked before it runs, and image resizes (a few seconds each, on the images queue that only
-# worker-1 reads with two processes), so that tasks are running and waiting while Prometheus scrapes.
-traffic_celery() {
-  "${CELERY_ENV[@]}" "$CELERY_VENV/bin/python" - "$SCRAPE_SECONDS" >>"$WORK/logs/celery-client.log" 2>&1 <<'EOF' || true
+# The two workers of celery_app.py for service $1 (in its APP_ENV, with the virtualenv $2): celery@worker-1 on both
+# queues with two processes, celery@worker-2 on the default queue with one; waits until both answer a ping.
+celery_workers() {
+  local name=$1 venv=$2 worker
+  spawn "$name-worker-1" "${APP_ENV[@]}" "$venv/bin/celery" -A celery_app worker -n celery@worker-1 \
+    -Q default,images -c 2 --loglevel INFO
+  spawn "$name-worker-2" "${APP_ENV[@]}" "$venv/bin/celery" -A celery_app worker -n celery@worker-2 \
+    -Q default -c 1 --loglevel INFO
+  for worker in worker-1 worker-2; do
+    wait_for 60 "${APP_ENV[@]}" "$venv/bin/celery" -A celery_app inspect ping -d "celery@$worker" || return 1
+  done
+}
+
+# Tasks of every kind for celery_app.py's workers (run with the environment and python given): quick ones, card
+# charges of which some fail (ValueError), e-mails that are retried once, one scheduled task revoked before it runs,
+# and image resizes (a few seconds each, on the images queue that only worker-1 reads with two processes), so that
+# tasks are running and waiting while Prometheus scrapes.
+celery_tasks() {
+  "$@" - "$SCRAPE_SECONDS" <<'EOF'
 import sys
 
 import celery_app as shop
@@ -1354,6 +1366,10 @@ shop.add.apply_async((1, 1), countdown=3600).revoke()
 for _ in range(6):
     shop.resize_image.delay(seconds / 4)
 EOF
+}
+
+traffic_celery() {
+  celery_tasks "${CELERY_ENV[@]}" "$CELERY_VENV/bin/python" >>"$WORK/logs/celery-client.log" 2>&1 || true
 }
 
 DJANGO_PIP=(Django==5.2.19 django-prometheus==2.5.0 prometheus-client==0.26.0)
@@ -2257,6 +2273,28 @@ traffic_hacluster() {
   rm -f /run/resource-agents/Dummy-app.state
   crm_attribute --node "$(uname -n)" --name rack --update r42 >/dev/null 2>&1 || true
   crm_resource --resource web-ip --ban --node "$(uname -n)" >/dev/null 2>&1 || true
+}
+
+FLOWER_PIP=(flower==2.2.0 "celery[redis]==5.5.3" kombu==5.5.4 redis==5.2.1 tornado==6.6.1 prometheus-client==0.26.0)
+
+# Flower, Celery's monitoring web application (PyPI), with its own /metrics, watching the workers of celery_app.py
+# (celery_workers: two, on a Redis of their own) through the task events; it turns the workers' events on itself.
+start_flower() {
+  local venv port
+  venv=$(python_venv flower "${FLOWER_PIP[@]}") || return 1
+  redis_app flower || return 1
+  FLOWER_ENV=("${APP_ENV[@]}")
+  port=$(free_port)
+  celery_workers flower "$venv" || return 1
+  spawn flower "${FLOWER_ENV[@]}" "$venv/bin/celery" -A celery_app flower --address=127.0.0.1 --port="$port"
+  scrape_exporter flower "$port" flower:5555 60 || return 1
+  FLOWER_VENV=$venv
+  traffic_flower
+}
+
+# celery_app.py's tasks, some of them failing and retried (celery_tasks), while Flower watches.
+traffic_flower() {
+  celery_tasks "${FLOWER_ENV[@]}" "$FLOWER_VENV/bin/python" >>"$WORK/logs/flower-client.log" 2>&1 || true
 }
 
 # --- Prometheus -----------------------------------------------------------------------------------------------------
