@@ -80,6 +80,10 @@ PACKAGES+=(corosync pacemaker prometheus-hacluster-exporter)
 # Flower, Celery's monitoring web application from PyPI (python_venv), watching two workers of celery_app.py on a
 # Redis of their own (Debian's redis-server).
 SERVICES+=(flower)
+# Network UPS Tools (Debian's nut-server, nut-client): upsd with UPSes played by its dummy-ups driver, watched by
+# Eneru from PyPI (python_venv), a NUT monitor with a Prometheus endpoint of its own, in dry-run mode.
+SERVICES+=(nut)
+PACKAGES+=(nut-server nut-client)
 # Seconds Prometheus scrapes (every 5 seconds; reading all of /proc can take seconds) before the metadata is read; traffic runs again in between.
 SCRAPE_SECONDS=${SCRAPE_SECONDS:-20}
 
@@ -2295,6 +2299,114 @@ start_flower() {
 # celery_app.py's tasks, some of them failing and retried (celery_tasks), while Flower watches.
 traffic_flower() {
   celery_tasks "${FLOWER_ENV[@]}" "$FLOWER_VENV/bin/python" >>"$WORK/logs/flower-client.log" 2>&1 || true
+}
+
+ENERU_PIP=(eneru==6.2.2 PyYAML==6.0.4 ruamel.yaml==0.19.1)
+
+# NUT's data server, upsd, on a free 127.0.0.1 port (its configuration and state under the work directory, run as the
+# nut user in the foreground) with three UPSes played by the dummy-ups driver from the .dev files that nut_ups writes:
+# rack-a on line, rack-b on battery, closet on line and charging. Eneru (PyPI) polls the three through upsc every
+# second and serves /metrics on its API; it runs with --dry-run, its local shutdown off (command `true`) and no UPS
+# marked as powering this host, so nothing is ever shut down.
+start_nut() {
+  local dir=$WORK/nut venv port api ups
+  venv=$(python_venv nut "${ENERU_PIP[@]}") || return 1
+  port=$(free_port)
+  api=$(free_port)
+  mkdir -p "$dir/state" "$dir/eneru"
+  echo "LISTEN 127.0.0.1 $port" >"$dir/upsd.conf"
+  : >"$dir/upsd.users"
+  cat >"$dir/ups.conf" <<EOF
+[rack-a]
+  driver = dummy-ups
+  port = rack-a.dev
+  desc = "Rack A: web servers"
+[rack-b]
+  driver = dummy-ups
+  port = rack-b.dev
+  desc = "Rack B: storage"
+[closet]
+  driver = dummy-ups
+  port = closet.dev
+  desc = "Network closet"
+EOF
+  nut_ups rack-a "Eaton" "5PX 1500" "OL" 100 2460 37 231.2 "No test initiated" >"$dir/rack-a.dev"
+  nut_ups rack-b "APC" "SMT1000" "OB DISCHRG" 80 1500 58 0 "Done and passed" >"$dir/rack-b.dev"
+  nut_ups closet "CyberPower" "CP900EPFCLCD" "OL CHRG" 93 3100 12 229.4 "Done and passed" >"$dir/closet.dev"
+  chown -R nut:nut "$dir"
+  NUT_ENV=(env NUT_CONFPATH="$dir" NUT_STATEPATH="$dir/state")
+  NUT_DIR=$dir
+  for ups in rack-a rack-b closet; do spawn "nut-$ups" "${NUT_ENV[@]}" /lib/nut/dummy-ups -a "$ups" -F -u nut; done
+  NUT_CLOSET_DRIVER=${PIDS[-1]}
+  spawn nut-upsd "${NUT_ENV[@]}" /lib/nut/upsd -F -u nut
+  for ups in rack-a rack-b closet; do
+    wait_for 30 sh -c "upsc $ups@127.0.0.1:$port ups.status | grep -q '^O'" || return 1
+  done
+  cat >"$dir/eneru/config.yaml" <<EOF
+ups:
+  - {name: "rack-a@127.0.0.1:$port", display_name: "Rack A", is_local: false}
+  - {name: "rack-b@127.0.0.1:$port", display_name: "Rack B", is_local: false}
+  - name: "closet@127.0.0.1:$port"
+    display_name: "Network closet"
+    is_local: false
+    connection_loss_grace_period: {enabled: false}
+behavior: {dry_run: true}
+local_shutdown: {enabled: false, command: "true"}
+logging:
+  file: $dir/eneru/eneru.log
+  state_file: $dir/eneru/state
+  battery_history_file: $dir/eneru/battery-history
+  shutdown_flag_file: $dir/eneru/shutdown-scheduled
+statistics: {db_directory: $dir/eneru/stats}
+api: {enabled: true, bind: 127.0.0.1, port: $api}
+energy: {cost_per_kwh: 0.25, currency: EUR}
+EOF
+  spawn nut-eneru env -C "$dir/eneru" "$venv/bin/eneru" run -c "$dir/eneru/config.yaml" --dry-run
+  scrape_exporter nut "$api" nut:9191
+}
+
+# A .dev file of dummy-ups: UPS $1 made by $2, model $3, with status $4, battery charge $5 %, runtime $6 s, load $7 %,
+# input voltage $8 V (230 V nominal, 50 Hz) and the result of its last self-test $9.
+nut_ups() {
+  cat <<EOF
+device.mfr: $2
+device.model: $3
+device.serial: CORPUS-$1
+device.type: ups
+ups.mfr: $2
+ups.model: $3
+ups.status: $4
+ups.load: $7
+ups.realpower: $(($7 * 12))
+ups.realpower.nominal: 1200
+ups.temperature: 29.5
+ups.test.result: $9
+battery.charge: $5
+battery.charge.low: 20
+battery.runtime: $6
+battery.runtime.low: 300
+battery.voltage: 54.6
+battery.voltage.nominal: 48
+input.voltage: $8
+input.voltage.nominal: 230
+input.frequency: 50.0
+input.transfer.low: 196
+input.transfer.high: 264
+output.voltage: 230.0
+output.frequency: 50.0
+EOF
+}
+
+# The mains voltage at rack A rises above the warning band (the UPS trims it), rack B's battery drains on (its
+# runtime stays above Eneru's shutdown thresholds; dummy-ups reads a .dev file again when it changes) and the closet
+# UPS's driver dies, so upsd has no data for it and Eneru's connection to it fails.
+traffic_nut() {
+  kill -TERM -- "-$NUT_CLOSET_DRIVER" 2>/dev/null || true
+  nut_ups rack-a "Eaton" "5PX 1500" "OL TRIM" 100 2460 41 256.4 "Done and warning" >"$NUT_DIR/rack-a.dev.tmp"
+  nut_ups rack-b "APC" "SMT1000" "OB DISCHRG" 77 1380 58 0 "Done and passed" >"$NUT_DIR/rack-b.dev.tmp"
+  chown nut:nut "$NUT_DIR"/*.dev.tmp
+  mv "$NUT_DIR/rack-a.dev.tmp" "$NUT_DIR/rack-a.dev"
+  mv "$NUT_DIR/rack-b.dev.tmp" "$NUT_DIR/rack-b.dev"
 }
 
 # --- Prometheus -----------------------------------------------------------------------------------------------------
