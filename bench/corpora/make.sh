@@ -84,6 +84,9 @@ SERVICES+=(flower)
 # Eneru from PyPI (python_venv), a NUT monitor with a Prometheus endpoint of its own, in dry-run mode.
 SERVICES+=(nut)
 PACKAGES+=(nut-server nut-client)
+# Two qBittorrents (Debian's qbittorrent-nox) sharing torrents on 127.0.0.1, read by an exporter from PyPI (python_venv).
+SERVICES+=(qbittorrent)
+PACKAGES+=(qbittorrent-nox)
 # Seconds Prometheus scrapes (every 5 seconds; reading all of /proc can take seconds) before the metadata is read; traffic runs again in between.
 SCRAPE_SECONDS=${SCRAPE_SECONDS:-20}
 
@@ -2407,6 +2410,126 @@ traffic_nut() {
   chown nut:nut "$NUT_DIR"/*.dev.tmp
   mv "$NUT_DIR/rack-a.dev.tmp" "$NUT_DIR/rack-a.dev"
   mv "$NUT_DIR/rack-b.dev.tmp" "$NUT_DIR/rack-b.dev"
+}
+
+QBITTORRENT_PIP=(prometheus-qbittorrent-exporter==1.7.0 qbittorrent-api==2026.10.1 prometheus-client==0.26.0
+  python-json-logger==4.2.0 requests==2.34.2)
+
+# A .torrent file ($3) for the file or directory $2 (pieces of 256 KiB), announced to the tracker URL $1.
+make_torrent() {
+  python3 - "$@" <<'EOF'
+import hashlib, os, sys
+
+tracker, path, out = sys.argv[1:4]
+
+
+def bencode(value):
+    if isinstance(value, int):
+        return b"i%de" % value
+    if isinstance(value, str):
+        value = value.encode()
+    if isinstance(value, bytes):
+        return b"%d:%s" % (len(value), value)
+    if isinstance(value, list):
+        return b"l" + b"".join(map(bencode, value)) + b"e"
+    return b"d" + b"".join(bencode(key) + bencode(value[key]) for key in sorted(value)) + b"e"
+
+
+files = [path] if os.path.isfile(path) else sorted(os.path.join(path, name) for name in os.listdir(path))
+data = b"".join(open(name, "rb").read() for name in files)
+size = 256 * 1024
+info = {"name": os.path.basename(path), "piece length": size,
+        "pieces": b"".join(hashlib.sha1(data[at:at + size]).digest() for at in range(0, len(data), size))}
+if os.path.isfile(path):
+    info["length"] = len(data)
+else:
+    info["files"] = [{"length": os.path.getsize(name), "path": [os.path.basename(name)]} for name in files]
+open(out, "wb").write(bencode({"announce": tracker, "info": info}))
+EOF
+}
+
+# A qBittorrent (Debian's qbittorrent-nox) with its profile in $WORK/qbittorrent/$1, its Web UI on port $2 (no login
+# from 127.0.0.1) and BitTorrent on port $3 of 127.0.0.1, without DHT, local peer discovery, PeX or UPnP. Bound to
+# 127.0.0.1 (unbound, libtorrent connects to 127.0.0.1 from the machine's other address) and with more than one
+# connection from an address allowed (without it, two qBittorrents on 127.0.0.1 never connect).
+qbittorrent_instance() {
+  local name=$1 webui=$2 listen=$3 dir=$WORK/qbittorrent/$1
+  mkdir -p "$dir/qBittorrent/config" "$dir/downloads"
+  cat >"$dir/qBittorrent/config/qBittorrent.conf" <<'EOF'
+[LegalNotice]
+Accepted=true
+
+[Preferences]
+WebUI\Address=127.0.0.1
+WebUI\LocalHostAuth=false
+EOF
+  spawn "qbittorrent-$name" qbittorrent-nox --profile="$dir" --webui-port="$webui" --torrenting-port="$listen"
+  wait_for 60 http_ok "http://127.0.0.1:$webui/api/v2/app/version" || return 1
+  curl -fsS "http://127.0.0.1:$webui/api/v2/app/setPreferences" --data-urlencode "json={\"dht\": false,
+    \"lsd\": false, \"pex\": false, \"upnp\": false, \"save_path\": \"$dir/downloads\", \"listen_port\": $listen,
+    \"current_interface_address\": \"127.0.0.1\", \"enable_multi_connections_from_same_ip\": true}" >/dev/null
+}
+
+# qbt <webui port> <API method> [curl arguments]: a call to a qBittorrent's Web API.
+qbt() {
+  local webui=$1 method=$2
+  shift 2
+  curl -fsS "http://127.0.0.1:$webui/api/v2/$method" "$@"
+}
+
+# Two qBittorrents on 127.0.0.1 share torrents made here (random data): "main", the one the exporter reads, seeds a
+# folder of holiday photos and downloads a Debian image (at 400 KB/s) from "peer", whose embedded tracker both
+# announce to; main also has an image no one seeds (stalled) and a paused backup, in categories (linux-isos,
+# photos, backups) and with tags (public, family, archive). martabal's qbittorrent-exporter (PyPI's
+# prometheus-qbittorrent-exporter) reads main's Web API, with its per-torrent and per-tag metrics on.
+start_qbittorrent() {
+  local dir=$WORK/qbittorrent venv tracker exporter announce
+  venv=$(python_venv qbittorrent "${QBITTORRENT_PIP[@]}") || return 1
+  QBITTORRENT_WEBUI=$(free_port)
+  QBITTORRENT_PEER=$(free_port)
+  tracker=$(free_port)
+  exporter=$(free_port)
+  qbittorrent_instance main "$QBITTORRENT_WEBUI" "$(free_port)" || return 1
+  qbittorrent_instance peer "$QBITTORRENT_PEER" "$(free_port)" || return 1
+  qbt "$QBITTORRENT_PEER" app/setPreferences --data-urlencode \
+    "json={\"enable_embedded_tracker\": true, \"embedded_tracker_port\": $tracker}" || return 1
+  announce=http://127.0.0.1:$tracker/announce
+  mkdir -p "$dir/main/downloads/holiday-photos" "$dir/torrents" "$dir/nowhere"
+  for photo in IMG_0001 IMG_0002 IMG_0003; do
+    head -c 3M /dev/urandom >"$dir/main/downloads/holiday-photos/$photo.jpg"
+  done
+  head -c 24M /dev/urandom >"$dir/peer/downloads/debian-12.5.0-amd64-netinst.iso"
+  head -c 2M /dev/urandom >"$dir/nowhere/ubuntu-mate-24.04-desktop-amd64.iso"
+  head -c 2M /dev/urandom >"$dir/nowhere/backup-2026-11.tar"
+  make_torrent "$announce" "$dir/main/downloads/holiday-photos" "$dir/torrents/photos.torrent" &&
+    make_torrent "$announce" "$dir/peer/downloads/debian-12.5.0-amd64-netinst.iso" "$dir/torrents/debian.torrent" &&
+    make_torrent "$announce" "$dir/nowhere/ubuntu-mate-24.04-desktop-amd64.iso" "$dir/torrents/ubuntu.torrent" &&
+    make_torrent "$announce" "$dir/nowhere/backup-2026-11.tar" "$dir/torrents/backup.torrent" || return 1
+  rm -rf "$dir/nowhere"
+  for category in linux-isos photos backups; do
+    qbt "$QBITTORRENT_WEBUI" torrents/createCategory -d "category=$category" || return 1
+  done
+  qbt "$QBITTORRENT_WEBUI" torrents/createTags -d "tags=public,family,archive" || return 1
+  qbt "$QBITTORRENT_PEER" torrents/add -F "torrents=@$dir/torrents/debian.torrent" >/dev/null || return 1
+  qbt "$QBITTORRENT_PEER" torrents/add -F "torrents=@$dir/torrents/photos.torrent" >/dev/null || return 1
+  qbt "$QBITTORRENT_WEBUI" torrents/add -F "torrents=@$dir/torrents/photos.torrent" -F category=photos \
+    -F tags=family -F upLimit=300000 >/dev/null || return 1
+  qbt "$QBITTORRENT_WEBUI" torrents/add -F "torrents=@$dir/torrents/debian.torrent" -F category=linux-isos \
+    -F tags=public -F dlLimit=400000 >/dev/null || return 1
+  qbt "$QBITTORRENT_WEBUI" torrents/add -F "torrents=@$dir/torrents/ubuntu.torrent" -F category=linux-isos \
+    -F tags=public >/dev/null || return 1
+  qbt "$QBITTORRENT_WEBUI" torrents/add -F "torrents=@$dir/torrents/backup.torrent" -F category=backups \
+    -F tags=archive -F paused=true >/dev/null || return 1
+  spawn qbittorrent-exporter env QBITTORRENT_HOST=127.0.0.1 QBITTORRENT_PORT="$QBITTORRENT_WEBUI" \
+    EXPORTER_ADDRESS=127.0.0.1 EXPORTER_PORT="$exporter" EXPORT_METRICS_BY_TORRENT=True EXPORT_METRICS_BY_TAG=True \
+    "$venv/bin/qbittorrent-exporter"
+  scrape_exporter qbittorrent "$exporter" qbittorrent:8000
+}
+
+# A magnet link whose metadata no one has: its torrent stays fetching metadata.
+traffic_qbittorrent() {
+  qbt "$QBITTORRENT_WEBUI" torrents/add -F "urls=magnet:?xt=urn:btih:$(printf 'corpus' | sha1sum | cut -c1-40)&dn=fedora-40-workstation.iso" \
+    -F category=linux-isos >/dev/null 2>&1 || true
 }
 
 # --- Prometheus -----------------------------------------------------------------------------------------------------
