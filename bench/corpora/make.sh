@@ -87,6 +87,9 @@ PACKAGES+=(nut-server nut-client)
 # Two qBittorrents (Debian's qbittorrent-nox) sharing torrents on 127.0.0.1, read by an exporter from PyPI (python_venv).
 SERVICES+=(qbittorrent)
 PACKAGES+=(qbittorrent-nox)
+# A user's own FastAPI service (fastapi_shop.py here) instrumented with prometheus-fastapi-instrumentator, on
+# uvicorn, from PyPI (python_venv).
+SERVICES+=(fastapi)
 # Seconds Prometheus scrapes (every 5 seconds; reading all of /proc can take seconds) before the metadata is read; traffic runs again in between.
 SCRAPE_SECONDS=${SCRAPE_SECONDS:-20}
 
@@ -1623,10 +1626,11 @@ start_express() {
   traffic_express
 }
 
-# 200s on routes with path parameters, orders added (POST, 201; one without an item, 400) and deleted (204), 404s
+# The traffic of the small web services with users and orders (express_app/, fastapi_shop.py) at the base URL $1:
+# 200s on routes with path parameters, orders added (POST, 201; one without an item, 400 or 422) and deleted (204), 404s
 # (a missing order, a missing page), a 500 (a route that throws) and the slow report, a few at a time.
-traffic_express() {
-  local url=$EXPRESS_URL i
+shop_api_traffic() {
+  local url=$1 i
   for i in 1 2 3 4 5 6; do curl -fsS -o /dev/null "$url/api/users/$i" || true; done
   for i in 1 2 3; do
     curl -fsS -o /dev/null -X POST -H 'Content-Type: application/json' -d "{\"item\": \"pear\", \"quantity\": $i}" \
@@ -1644,6 +1648,8 @@ traffic_express() {
   curl -sS -o /dev/null "$url/api/report" || true
   wait "$slow" || true
 }
+
+traffic_express() { shop_api_traffic "$EXPRESS_URL"; }
 
 # The n8n workflow automation server (n8n_app/ here: n8n 2.8.4, the last release that runs on Node.js 20, pinned in
 # its package.json; its transitive packages are not locked: the lock is 0.9 MB), SQLite, with its metrics on (every
@@ -2531,6 +2537,26 @@ traffic_qbittorrent() {
   qbt "$QBITTORRENT_WEBUI" torrents/add -F "urls=magnet:?xt=urn:btih:$(printf 'corpus' | sha1sum | cut -c1-40)&dn=fedora-40-workstation.iso" \
     -F category=linux-isos >/dev/null 2>&1 || true
 }
+
+FASTAPI_PIP=(fastapi==0.165.0 starlette==1.10.0 pydantic==2.14.4 uvicorn==0.54.0
+  prometheus-fastapi-instrumentator==8.1.0 prometheus-client==0.26.0)
+
+# A small FastAPI service (fastapi_shop.py here: users and orders read, added and deleted, a slow report and a
+# failing one) instrumented with prometheus-fastapi-instrumentator (its default metrics and the requests in
+# progress) and served by uvicorn; its own /metrics.
+start_fastapi() {
+  local dir=$WORK/fastapi venv port
+  venv=$(python_venv fastapi "${FASTAPI_PIP[@]}") || return 1
+  port=$(free_port)
+  mkdir -p "$dir"
+  spawn fastapi env -C "$dir" PYTHONDONTWRITEBYTECODE=1 PYTHONPATH="$HERE" "$venv/bin/python" -m uvicorn \
+    fastapi_shop:app --host 127.0.0.1 --port "$port"
+  scrape_exporter fastapi "$port" fastapi:8000 60 || return 1
+  FASTAPI_URL=http://127.0.0.1:$port
+  traffic_fastapi
+}
+
+traffic_fastapi() { shop_api_traffic "$FASTAPI_URL"; }
 
 # --- Prometheus -----------------------------------------------------------------------------------------------------
 
