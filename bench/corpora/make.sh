@@ -90,6 +90,9 @@ PACKAGES+=(qbittorrent-nox)
 # A user's own FastAPI service (fastapi_shop.py here) instrumented with prometheus-fastapi-instrumentator, on
 # uvicorn, from PyPI (python_venv).
 SERVICES+=(fastapi)
+# A one-node Ceph cluster (Debian's ceph 16: a monitor, a manager with its prometheus module, one OSD on a file).
+SERVICES+=(ceph)
+PACKAGES+=(ceph-mon ceph-mgr ceph-osd ceph-mgr-modules-core ceph-common)
 # Seconds Prometheus scrapes (every 5 seconds; reading all of /proc can take seconds) before the metadata is read; traffic runs again in between.
 SCRAPE_SECONDS=${SCRAPE_SECONDS:-20}
 
@@ -2557,6 +2560,86 @@ start_fastapi() {
 }
 
 traffic_fastapi() { shop_api_traffic "$FASTAPI_URL"; }
+
+# A one-node Ceph cluster (Debian's ceph 16): a monitor on a free 127.0.0.1 port (msgr2 only), a manager with its
+# prometheus module on (and its per-image RBD statistics for the rbd pool), one BlueStore OSD on a 1 GiB file, cephx
+# off, everything (configuration, data, admin sockets, logs) under $WORK/ceph. Pools of size 1 (their "no redundancy"
+# warning off, as the monitor's free-space warning, which would say more about this machine's disk than about Ceph):
+# data for RADOS objects and rbd with a 64 MiB image.
+start_ceph() {
+  local dir=$WORK/ceph mon exporter fsid uuid
+  mon=$(free_port)
+  exporter=$(free_port)
+  fsid=$(cat /proc/sys/kernel/random/uuid)
+  mkdir -p "$dir/mon.a" "$dir/mgr.x" "$dir/osd.0" "$dir/run" "$dir/log"
+  cat >"$dir/ceph.conf" <<EOF
+[global]
+fsid = $fsid
+mon host = v2:127.0.0.1:$mon
+public addr = 127.0.0.1
+auth cluster required = none
+auth service required = none
+auth client required = none
+run dir = $dir/run
+admin socket = $dir/run/\$cluster-\$name.asok
+log file = $dir/log/\$cluster-\$name.log
+keyring = $dir/keyring
+osd pool default size = 1
+osd pool default min size = 1
+mon allow pool size one = true
+mon warn on pool no redundancy = false
+mon data avail warn = 1
+auth allow insecure global id reclaim = false
+[mon]
+mon data = $dir/\$name
+[mgr]
+mgr data = $dir/\$name
+[osd]
+osd data = $dir/\$name
+osd objectstore = bluestore
+bluestore block create = true
+bluestore block size = 1073741824
+osd memory target = 1073741824
+EOF
+  CEPH=(ceph -c "$dir/ceph.conf")
+  ceph-authtool --create-keyring "$dir/keyring" --gen-key -n mon. --cap mon 'allow *' >/dev/null || return 1
+  monmaptool --create --fsid "$fsid" --addv a "[v2:127.0.0.1:$mon]" "$dir/monmap" >/dev/null || return 1
+  ceph-mon -c "$dir/ceph.conf" --mkfs -i a --monmap "$dir/monmap" || return 1
+  spawn ceph-mon ceph-mon -f -c "$dir/ceph.conf" -i a
+  wait_for 60 "${CEPH[@]}" --connect-timeout 5 mon stat || return 1
+  spawn ceph-mgr ceph-mgr -f -c "$dir/ceph.conf" -i x
+  wait_for 60 sh -c "${CEPH[*]} mgr stat | grep -q '\"available\": true'" || return 1
+  "${CEPH[@]}" config set mgr mgr/prometheus/server_addr 127.0.0.1 || return 1
+  "${CEPH[@]}" config set mgr mgr/prometheus/server_port "$exporter" || return 1
+  "${CEPH[@]}" config set mgr mgr/prometheus/rbd_stats_pools rbd || return 1
+  "${CEPH[@]}" mgr module enable prometheus || return 1
+  uuid=$(cat /proc/sys/kernel/random/uuid)
+  [ "$("${CEPH[@]}" osd new "$uuid")" = 0 ] || return 1
+  ceph-osd -c "$dir/ceph.conf" -i 0 --mkfs --osd-uuid "$uuid" >>"$WORK/logs/ceph-osd.log" 2>&1 || return 1
+  spawn ceph-osd ceph-osd -f -c "$dir/ceph.conf" -i 0
+  wait_for 90 sh -c "${CEPH[*]} osd stat | grep -q '1 up'" || return 1
+  "${CEPH[@]}" osd pool create data 8 >/dev/null 2>&1 || return 1
+  "${CEPH[@]}" osd pool create rbd 8 >/dev/null 2>&1 || return 1
+  "${CEPH[@]}" osd pool application enable data rados >/dev/null 2>&1 || return 1
+  rbd -c "$dir/ceph.conf" pool init rbd || return 1
+  rbd -c "$dir/ceph.conf" create --size 64M rbd/disk1 || return 1
+  scrape_exporter ceph "$exporter" ceph:9283 90
+}
+
+# A RADOS object written and read (and a missing one asked for), a write and a read benchmark on the data pool,
+# writes to the RBD image, a scrub, and the noout flag set (a health warning).
+traffic_ceph() {
+  local dir=$WORK/ceph
+  head -c 4M /dev/urandom >"$dir/object"
+  rados -c "$dir/ceph.conf" -p data put report-1 "$dir/object" >/dev/null 2>&1 || true
+  rados -c "$dir/ceph.conf" -p data get report-1 "$dir/object.read" >/dev/null 2>&1 || true
+  rados -c "$dir/ceph.conf" -p data get missing "$dir/object.read" >/dev/null 2>&1 || true
+  rados -c "$dir/ceph.conf" -p data bench 4 write -b 65536 -t 4 --no-cleanup >/dev/null 2>&1 || true
+  rados -c "$dir/ceph.conf" -p data bench 2 seq -t 4 >/dev/null 2>&1 || true
+  rbd -c "$dir/ceph.conf" bench --io-type write --io-size 4K --io-total 4M rbd/disk1 >/dev/null 2>&1 || true
+  "${CEPH[@]}" pg scrub 1.0 >/dev/null 2>&1 || true
+  "${CEPH[@]}" osd set noout >/dev/null 2>&1 || true
+}
 
 # --- Prometheus -----------------------------------------------------------------------------------------------------
 
