@@ -93,6 +93,8 @@ SERVICES+=(fastapi)
 # A one-node Ceph cluster (Debian's ceph 16: a monitor, a manager with its prometheus module, one OSD on a file).
 SERVICES+=(ceph)
 PACKAGES+=(ceph-mon ceph-mgr ceph-osd ceph-mgr-modules-core ceph-common)
+# A user's own Fastify service from npm (npm_app fastify_app) with fastify-metrics.
+SERVICES+=(fastify)
 # Seconds Prometheus scrapes (every 5 seconds; reading all of /proc can take seconds) before the metadata is read; traffic runs again in between.
 SCRAPE_SECONDS=${SCRAPE_SECONDS:-20}
 
@@ -1619,19 +1621,25 @@ npm_app() {
 # A small Express service (express_app/ here: users and orders read, added and deleted, a slow report and a failing
 # one) instrumented with express-prom-bundle (its HTTP request histogram by method, path and status code) and
 # prom-client's default metrics, all on its own /metrics; versions pinned by express_app/package-lock.json.
-start_express() {
-  local dir port
-  dir=$(npm_app express_app) || return 1
+start_express() { node_shop express; }
+
+# Service $1's app directory $1_app/ here (npm_app) run as `node app.js PORT` on a free port and scraped as
+# instance $1:3000; its base URL in SHOP_URL[$1], then its traffic.
+declare -A SHOP_URL
+node_shop() {
+  local service=$1 dir port
+  dir=$(npm_app "${service}_app") || return 1
   port=$(free_port)
-  spawn express env -C "$dir" node app.js "$port"
-  scrape_exporter express "$port" express:3000 || return 1
-  EXPRESS_URL=http://127.0.0.1:$port
-  traffic_express
+  spawn "$service" env -C "$dir" node app.js "$port"
+  scrape_exporter "$service" "$port" "$service:3000" || return 1
+  SHOP_URL[$service]=http://127.0.0.1:$port
+  "traffic_$service"
 }
 
-# The traffic of the small web services with users and orders (express_app/, fastapi_shop.py) at the base URL $1:
-# 200s on routes with path parameters, orders added (POST, 201; one without an item, 400 or 422) and deleted (204), 404s
-# (a missing order, a missing page), a 500 (a route that throws) and the slow report, a few at a time.
+# The traffic of the small web services with users and orders (express_app/, fastapi_shop.py, fastify_app/) at the
+# base URL $1: 200s on routes with path parameters, orders added (POST, 201; one without an item, 400 or 422) and
+# deleted (204), 404s (a missing order, a missing page), a 500 (a route that throws) and the slow report, a few at a
+# time.
 shop_api_traffic() {
   local url=$1 i
   for i in 1 2 3 4 5 6; do curl -fsS -o /dev/null "$url/api/users/$i" || true; done
@@ -1652,7 +1660,7 @@ shop_api_traffic() {
   wait "$slow" || true
 }
 
-traffic_express() { shop_api_traffic "$EXPRESS_URL"; }
+traffic_express() { shop_api_traffic "${SHOP_URL[express]}"; }
 
 # The n8n workflow automation server (n8n_app/ here: n8n 2.8.4, the last release that runs on Node.js 20, pinned in
 # its package.json; its transitive packages are not locked: the lock is 0.9 MB), SQLite, with its metrics on (every
@@ -2640,6 +2648,13 @@ traffic_ceph() {
   "${CEPH[@]}" pg scrub 1.0 >/dev/null 2>&1 || true
   "${CEPH[@]}" osd set noout >/dev/null 2>&1 || true
 }
+
+# A small Fastify service (fastify_app/ here: the routes of express_app/) instrumented with fastify-metrics (its
+# route duration histogram and summary by method, route and status code, and prom-client's default metrics), all on
+# its own /metrics; versions pinned by fastify_app/package-lock.json.
+start_fastify() { node_shop fastify; }
+
+traffic_fastify() { shop_api_traffic "${SHOP_URL[fastify]}"; }
 
 # --- Prometheus -----------------------------------------------------------------------------------------------------
 
