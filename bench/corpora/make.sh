@@ -95,6 +95,8 @@ SERVICES+=(ceph)
 PACKAGES+=(ceph-mon ceph-mgr ceph-osd ceph-mgr-modules-core ceph-common)
 # A user's own Fastify service from npm (npm_app fastify_app) with fastify-metrics.
 SERVICES+=(fastify)
+# A one-node Ray cluster from PyPI (python_venv, ray[default]) with its metrics export port, a driver of ray_app.py.
+SERVICES+=(ray)
 # Seconds Prometheus scrapes (every 5 seconds; reading all of /proc can take seconds) before the metadata is read; traffic runs again in between.
 SCRAPE_SECONDS=${SCRAPE_SECONDS:-20}
 
@@ -2655,6 +2657,39 @@ traffic_ceph() {
 start_fastify() { node_shop fastify; }
 
 traffic_fastify() { shop_api_traffic "${SHOP_URL[fastify]}"; }
+
+RAY_PIP=("ray[default]==2.60.0" prometheus_client==0.26.0)
+
+# A one-node Ray cluster (PyPI's ray with its dashboard and metrics agent): `ray start --head --block` on 127.0.0.1
+# (the node's address is the loopback: RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0), every port free and chosen here, two CPUs
+# and a 200 MB object store, its temporary directory under the work directory; Prometheus scrapes the metrics export
+# port, where the head node's agent serves the metrics of the GCS, the raylet, the workers and the node.
+start_ray() {
+  local dir=$WORK/ray venv metrics
+  venv=$(python_venv ray "${RAY_PIP[@]}") || return 1
+  mkdir -p "$dir/tmp"
+  RAY_ADDRESS=127.0.0.1:$(free_port)
+  metrics=$(free_port)
+  RAY_ENV=(env -C "$dir" PYTHONDONTWRITEBYTECODE=1 PYTHONPATH="$HERE" RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0
+    RAY_USAGE_STATS_ENABLED=0)
+  spawn ray "${RAY_ENV[@]}" "$venv/bin/ray" start --head --block --node-ip-address=127.0.0.1 \
+    --port="${RAY_ADDRESS#*:}" --metrics-export-port="$metrics" --dashboard-host=127.0.0.1 \
+    --dashboard-port="$(free_port)" --ray-client-server-port="$(free_port)" \
+    --dashboard-agent-listen-port="$(free_port)" --dashboard-agent-grpc-port="$(free_port)" \
+    --runtime-env-agent-port="$(free_port)" --num-cpus=2 \
+    --object-store-memory=200000000 --temp-dir="$dir/tmp" --disable-usage-stats
+  scrape_exporter ray "$metrics" ray:8080 120 || return 1
+  # The agent answers before the GCS and the raylet have reported.
+  wait_for 120 sh -c "curl -fsS http://127.0.0.1:$metrics/metrics | grep -q '^ray_node_cpu_count'" || return 1
+  RAY_VENV=$venv
+  traffic_ray
+}
+
+# A job of ray_app.py (quick, slow, failing and retried tasks, objects put and read, an actor and a killed one) in
+# the background, its slow tasks running while Prometheus scrapes.
+traffic_ray() {
+  spawn ray-driver "${RAY_ENV[@]}" "$RAY_VENV/bin/python" -m ray_app "$RAY_ADDRESS" "$SCRAPE_SECONDS"
+}
 
 # --- Prometheus -----------------------------------------------------------------------------------------------------
 
