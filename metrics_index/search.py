@@ -104,13 +104,13 @@ class RankingParams:
     (learned_words.py) gains learned_weight x their name-index score, scaled by the best.
     """
 
-    weights: tuple[tuple[str, float], ...] = (("name", 0.5), ("text", 0.5), ("dense", 3.0))
+    weights: tuple[tuple[str, float], ...] = (("name", 0.5), ("text", 1.0), ("dense", 6.0))
     fusion: str = "score"
     rrf_k: int = 20
     cue_boost: float = 0.7
     failure_boost: float = 0.35
-    rare_cue_boost: float = 8.0
-    rare_floor: float = 0.1
+    rare_cue_boost: float = 0.0
+    rare_floor: float = 0.0
     kind_penalty: float = 0.4
     runtime_penalty: float = 0.6
     learned_weight: float = 0.1

@@ -426,10 +426,12 @@ def test_an_exporters_own_runtime_metrics_yield_unless_asked_for() -> None:
         [{"meter_type": "counter"}, {"meter_type": "gauge"}],
         np.array([[1.0, 0.0], [0.6, 0.8]]),
     )
-    assert names(rank(counted, "when was the server last restarted", np.array([1.0, 0.0])))[0] == (
+    # The dense vector points at the counter: a rare boost outweighs it where the dense ranker weighs less.
+    rare = RankingParams(weights=(("name", 0.5), ("text", 0.5), ("dense", 3.0)), rare_cue_boost=8.0, rare_floor=0.1)
+    assert names(rank(counted, "when was the server last restarted", np.array([1.0, 0.0]), params=rare))[0] == (
         "x_start_time_seconds"
     )
-    assert names(rank(counted, "how often do background processes start", np.array([1.0, 0.0])))[0] == (
+    assert names(rank(counted, "how often do background processes start", np.array([1.0, 0.0]), params=rare))[0] == (
         "x_background_process_start_count_total"
     )
     unweighted = RankingParams(runtime_penalty=0.0)
@@ -538,8 +540,9 @@ def test_a_rare_trait_the_question_asks_for_is_found_even_when_no_ranker_scores_
     question, vector = "when was it last restarted", np.array([1.0, 0.1])
     unlearned = RankingParams(rare_floor=0.0, learned_weight=0.0)  # the learned words know "start"
     assert "b_start_time" not in names(rank(built, question, vector, params=unlearned))
-    assert names(rank(built, question, vector))[0] == "b_start_time"
-    assert "b_start_time" not in names(rank(built, "tasks pushed per second", vector))  # not asked: not added
+    floored = RankingParams(rare_cue_boost=8.0, rare_floor=0.1)
+    assert names(rank(built, question, vector, params=floored))[0] == "b_start_time"
+    assert "b_start_time" not in names(rank(built, "tasks pushed per second", vector, params=floored))  # not asked
 
 
 def test_a_configuration_value_yields_unless_the_question_asks_for_a_limit() -> None:
