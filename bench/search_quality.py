@@ -60,7 +60,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import bm25s
 import chromadb
@@ -107,6 +107,7 @@ from metrics_index.stores.semantic_index import SemanticIndex
 from metrics_index.text import ABBREVIATIONS, SYNONYM_GROUPS, search_terms, split_name, synonym_words
 from metrics_index.units import unit_of
 
+Learned = TypeVar("Learned")  # what is learned from the corpus questions: a learned-words table, a query map
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS_DIR = ROOT / "bench" / "corpora"
 # shared/ sits beside the project (CI, /work/main) or beside the folder of worktrees.
@@ -337,7 +338,7 @@ GRID: dict[str, Sequence] = {
     "kind_penalty": (0, 0.2, 0.4),
     "runtime_penalty": (0, 0.2, 0.4, 0.6),
     # Set in the dev loop (0.05-0.2 all help a little; bench/RESULTS.md, nineteenth round), not searched: a second
-    # value would double the grid. Each service is ranked with words learned without it (learned_tables).
+    # value would double the grid. Each service is ranked with words learned without it (LearnedPerFold).
     "learned_weight": (DEFAULT_PARAMS.learned_weight,),
 }
 QUICK_GRID: dict[str, Sequence] = {
@@ -404,8 +405,8 @@ def prepare(
     queries: Sequence[Query],
     vectors: np.ndarray,
     corpora: Mapping[str, NamespaceCorpus],
-    tables: LearnedTables,
-    adapters: QueryAdapters,
+    tables: LearnedPerFold[Table],
+    adapters: LearnedPerFold[np.ndarray],
 ) -> list[Prepared]:
     """Each question's signals from its embedding (`vectors`), as search() makes them, with its service's learned
     words (`tables`) and query map (`adapters`)."""
@@ -427,18 +428,34 @@ def prepare(
     ]
 
 
-class LearnedTables(dict[str, Table]):
-    """Per LOSO service, the learned words (metrics_index/learned_words.py) learned from the other services'
-    questions; for any other namespace (the dev sets), those learned from all of them, as shipped."""
+class LearnedPerFold(dict[str, Learned]):
+    """What `learner` makes of the corpus's questions (the learned words, the query map): per LOSO service, of the
+    other services' questions only; for any other namespace (the dev sets), of all of them, as shipped."""
 
-    def __init__(self, questions: Sequence[Query], corpora: Mapping[str, NamespaceCorpus]) -> None:
-        self.examples = [learning_example(q, corpora[q.namespace]) for q in questions]
-        services = sorted({q.namespace for q in questions})
-        super().__init__({s: learn((e for e in self.examples if e.service != s), says_failure) for s in services})
-        self.everything = learn(self.examples, says_failure)
+    def __init__(self, by_service: Mapping[str, Sequence[Any]], learner: Callable[[list[Any]], Learned]) -> None:
+        super().__init__({s: learner(every_item(by_service, but=s)) for s in by_service})
+        self.everything = learner(every_item(by_service))
 
-    def __missing__(self, namespace: str) -> Table:
+    def __missing__(self, namespace: str) -> Learned:
         return self.everything
+
+
+def every_item(by_service: Mapping[str, Sequence[Any]], but: str | None = None) -> list[Any]:
+    """The items of every service (but one)."""
+    return [item for service, items in by_service.items() if service != but for item in items]
+
+
+def learned_words(examples: list[Example]) -> Table:
+    """The learned words as the product ships them: failure words are left to the failure cue."""
+    return learn(examples, says_failure)
+
+
+def learning_examples(questions: Sequence[Query], corpora: Mapping[str, NamespaceCorpus]) -> dict[str, list[Example]]:
+    """Each service's questions as learned_words.learn reads them."""
+    return {
+        service: [learning_example(q, corpora[service]) for q in questions if q.namespace == service]
+        for service in sorted({q.namespace for q in questions})
+    }
 
 
 def asked_namespaces(
@@ -454,18 +471,6 @@ def asked_namespaces(
         for service in sorted({q.namespace for q in questions})
         for rows in [[j for j, q in enumerate(questions) if q.namespace == service]]
     }
-
-
-class QueryAdapters(dict[str, np.ndarray]):
-    """Per LOSO service, the query map (metrics_index/query_adapter.py) learned from the other services' questions;
-    for any other namespace (the dev sets), the one learned from all of them, as shipped."""
-
-    def __init__(self, asked: Mapping[str, AskedNamespace], everything: np.ndarray) -> None:
-        super().__init__({s: learn_adapter(a for t, a in asked.items() if t != s) for s in asked})
-        self.everything = everything
-
-    def __missing__(self, namespace: str) -> np.ndarray:
-        return self.everything
 
 
 def learning_example(query: Query, corpus: NamespaceCorpus) -> Example:
@@ -735,25 +740,25 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     all_queries = [*questions, *(q for qs in dev_sets.values() for q in qs)]
     vectors = question_vectors(all_queries, corpora, embedder)
-    tables = LearnedTables(questions, corpora)
-    asked = asked_namespaces(questions, vectors[: len(questions)], corpora)
-    adapter = learn_adapter(asked.values())
+    examples = learning_examples(questions, corpora)
+    asked = {s: [a] for s, a in asked_namespaces(questions, vectors[: len(questions)], corpora).items()}
     if args.write_learned:
-        write_learned(tables, adapter, embedder)
+        write_learned(examples, asked, embedder)
         print(f"wrote {LEARNED_WORDS_FILE} and {QUERY_ADAPTER_FILE}")
         return 0
+    tables = LearnedPerFold(examples, learned_words)
+    adapters = LearnedPerFold(asked, learn_adapter)
     print(
         f"learned words: {sum(map(len, tables.everything.values()))} name words for {len(tables.everything)} question"
-        f" words, from {len(tables.examples)} questions; the shipped table (data/{LEARNED_WORDS_FILE.name}) is"
+        f" words, from {len(questions)} questions; the shipped table (data/{LEARNED_WORDS_FILE.name}) is"
         f" {'the same' if dict(shipped_table()) == tables.everything else 'NOT the same: run --write-learned'}"
     )
     shipped = shipped_adapter(embedder.model_id)
-    current = shipped is not None and np.allclose(shipped, adapter, atol=1e-4)
+    current = shipped is not None and np.allclose(shipped, adapters.everything, atol=1e-4)
     print(
         f"query map: learned from {len(questions)} questions of {len(asked)} services; the shipped map"
         f" (data/{QUERY_ADAPTER_FILE.name}) is {'the same' if current else 'NOT the same: run --write-learned'}"
     )
-    adapters = QueryAdapters(asked, adapter)
     prepared = prepare(all_queries, vectors, corpora, tables, adapters)
     plain_vectors = embedder.embed([q.query for q in all_queries])
     references = References(raw_frames, embedder).rankers()
@@ -1029,17 +1034,18 @@ def without_query_map(p: Prepared, corpus: NamespaceCorpus) -> Signals:
     return signals(corpus, p.query.query, p.vector, learned_table=p.learned_table, adapter=np.zeros((0, 0)))
 
 
-def write_learned(tables: LearnedTables, adapter: np.ndarray, embedder: Embedder) -> None:
+def write_learned(
+    examples: Mapping[str, Sequence[Example]], asked: Mapping[str, Sequence[AskedNamespace]], embedder: Embedder
+) -> None:
     """The table and the map learned from every corpus question, as the product ships them (learned_words.
     shipped_table, query_adapter.shipped_adapter); the map for the model's vectors, in int8 or float arithmetic."""
-    services = sorted({e.service for e in tables.examples})
-    learned_from = f"{len(tables.examples)} questions of {len(services)} services"
-    body = {"learned from": learned_from, "table": tables.everything}
+    learned_from = f"{len(every_item(examples))} questions of {len(examples)} services"
+    body = {"learned from": learned_from, "table": learned_words(every_item(examples))}
     LEARNED_WORDS_FILE.write_text(json.dumps(body, indent=1) + "\n")
     shipped_table.cache_clear()
     same_vectors = {DEFAULT_MODEL, PACKAGED_MODEL}
     models = sorted(same_vectors) if embedder.model_id in same_vectors else [embedder.model_id]
-    write_adapter(adapter, models, learned_from)
+    write_adapter(learn_adapter(every_item(asked)), models, learned_from)
 
 
 def without_cue_families(found: Signals, families: Iterable[str]) -> Signals:
@@ -1133,7 +1139,7 @@ class CorpusVariants:
         enrichments: Mapping[str, dict[str, dict]] | None,
         label: str,
         questions: Sequence[Query],
-        learned: tuple[LearnedTables, QueryAdapters],
+        learned: tuple[LearnedPerFold[Table], LearnedPerFold[np.ndarray]],
     ) -> None:
         self.client = chromadb.PersistentClient(path=folder)
         self.embedder, self.raw_frames, self.enrichments, self.label = embedder, raw_frames, enrichments, label
