@@ -16,10 +16,9 @@ back by `metrics_index.search.load_corpus`. Each question is ranked by:
   for each service, every setting in the grid is scored on the OTHER services' questions, the best one (mean
   MRR over those services, then recall@5) is used on the service left out. Ablations restrict the grid, so
   each row says what a part of the ranker is worth: fixed defaults of the previous release, fusion weights
-  only, plus question cues (with the stronger boost of rare traits), without the metric-kind penalty, without the
-  rare-trait boost; "ours" is the whole grid: fusion weights, question cues, the penalty on the monitoring's and an
-  exporter's own runtime metrics, and the kind penalty (configuration, build information, self-monitoring that
-  the question does not ask for).
+  only, plus question cues, without the metric-kind penalty; "ours" is the whole grid: fusion weights, question
+  cues, the penalty on the monitoring's and an exporter's own runtime metrics, and the kind penalty (configuration,
+  build information, self-monitoring that the question does not ask for).
 Word tables (metrics_index.text) are not tuned by the grid. "vm" was corrected (a virtual machine, not virtual
 memory); DNS's response code ("rcode", "servfail") and the synonym table (SYNONYM_GROUPS: a question word no metric
 of the namespace uses is also searched as its synonyms the namespace uses) were written after reading the corpus's
@@ -85,7 +84,6 @@ from metrics_index.search import (
     DEFAULT_PARAMS,
     PENALISED_KINDS,
     RANKERS,
-    RARE_CUES,
     RUNTIME_ASKED,
     NamespaceCorpus,
     RankingParams,
@@ -122,8 +120,6 @@ PREVIOUS_PARAMS = RankingParams(
     rrf_k=20,
     cue_boost=0.0,
     failure_boost=0.0,
-    rare_cue_boost=0.0,
-    rare_floor=0.0,
     kind_penalty=0.0,
     runtime_penalty=0.0,
     learned_weight=0.0,
@@ -333,8 +329,6 @@ GRID: dict[str, Sequence] = {
     "rrf_k": (10, 20, 60),
     "cue_boost": (0, 0.2, 0.4, 0.7, 1.0),
     "failure_boost": (0, 0.35, 0.7),
-    "rare_cue_boost": (0, 2, 4, 8, 16),
-    "rare_floor": (0, 0.1),
     "kind_penalty": (0, 0.2, 0.4),
     "runtime_penalty": (0, 0.2, 0.4, 0.6),
     # Set in the dev loop (0.05-0.2 all help a little; bench/RESULTS.md, nineteenth round), not searched: a second
@@ -345,23 +339,17 @@ QUICK_GRID: dict[str, Sequence] = {
     "fusion": ("rrf",),
     "cue_boost": (0, 0.2),
     "failure_boost": (0, 0.35),
-    "rare_cue_boost": (0, 4),
-    "rare_floor": (0, 0.1),
     "kind_penalty": (0, 0.2),
     "runtime_penalty": (0, 0.4),
     "learned_weight": (DEFAULT_PARAMS.learned_weight,),
 }
 # Ablations: which settings of the grid each row may choose from. "ours" is the family the product ships: the whole
 # grid (since build information and configuration values are told apart by the type and the name's last word, the
-# kind penalty helps the services left out); "without the kind penalty" and "without the rare-trait boost" say what
-# kind_penalty and the rare traits' rule (rare_cue_boost and rare_floor) are worth.
+# kind penalty helps the services left out); "without the kind penalty" says what kind_penalty is worth.
 VARIANTS: dict[str, Callable[[RankingParams], bool]] = {
-    "ours: fusion weights": lambda p: (
-        not (p.cue_boost or p.failure_boost or p.rare_cue_boost or p.rare_floor or p.kind_penalty or p.runtime_penalty)
-    ),
+    "ours: fusion weights": lambda p: not (p.cue_boost or p.failure_boost or p.kind_penalty or p.runtime_penalty),
     "ours: + question cues": lambda p: p.kind_penalty == 0 and p.runtime_penalty == 0,
     "ours: without the kind penalty": lambda p: p.kind_penalty == 0,
-    "ours: without the rare-trait boost": lambda p: p.rare_cue_boost == 0 and p.rare_floor == 0,
     "ours": lambda p: True,
 }
 
@@ -519,8 +507,6 @@ class GridFusion:
         self.total = column([sum(p.weight(r) for r in RANKERS) or 1.0 for p in grid])
         self.cue_boost = column([p.cue_boost for p in grid])
         self.failure_boost = column([p.failure_boost for p in grid])
-        self.rare_cue_boost = column([p.rare_cue_boost for p in grid])
-        self.rare_floor = column([p.rare_floor for p in grid])
         self.runtime_penalty = column([p.runtime_penalty for p in grid])
         self.kind_penalty = column([p.kind_penalty for p in grid])
         self.learned_weight = column([p.learned_weight for p in grid])
@@ -533,16 +519,9 @@ class GridFusion:
             by_rank = weight * (self.rrf_k + 1) / (self.rrf_k + 1 + found.ranks[ranker][None, :])
             fused += np.where(weight != 0, np.where(rrf, by_rank, weight * found.scaled[ranker][None, :]), 0.0)
         fused /= self.total
-        for cue in found.cues & RARE_CUES:
-            if cue in found.traits:
-                fused = np.where(found.traits[cue][None, :], np.maximum(fused, self.rare_floor), fused)
         for cue in found.cues:
             if cue in found.traits:
-                boost = (  # search.cue_boost, per setting
-                    self.failure_boost
-                    if cue == "failure"
-                    else self.cue_boost + (self.rare_cue_boost if cue in RARE_CUES else 0.0)
-                )
+                boost = self.failure_boost if cue == "failure" else self.cue_boost  # search.cue_boost, per setting
                 fused = np.where(found.traits[cue][None, :] & (boost != 0), fused * (1.0 + boost), fused)
         if not found.cues & RUNTIME_ASKED and "exporter_runtime" in found.traits:
             mask = found.traits["exporter_runtime"][None, :] & (self.runtime_penalty != 0)
@@ -639,8 +618,7 @@ def describe(params: RankingParams) -> str:
     fusion = f"rrf k={params.rrf_k}" if params.fusion == "rrf" else "score"
     return (
         f"{fusion} w(name/text/dense)={weights} cue={params.cue_boost:g} failure={params.failure_boost:g}"
-        f" rare={params.rare_cue_boost:g}"
-        f" floor={params.rare_floor:g} kind={params.kind_penalty:g}"
+        f" kind={params.kind_penalty:g}"
         f" runtime={params.runtime_penalty:g} learned={params.learned_weight:g}"
     )
 

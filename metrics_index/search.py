@@ -91,13 +91,10 @@ class RankingParams:
     fusion "rrf": sum of weight / (rrf_k + rank) over the rankers; "score": sum of weight x the ranker's
     score scaled to [0, 1] over its top DEPTH. A metric of a trait the question asks for (question_cues)
     is multiplied by 1 + cue_boost (by 1 + failure_boost for the failure cue: a failure word is in many of a
-    namespace's names, errors, drops, rejects, and the question's other words must say which), or by 1 + cue_boost +
-    rare_cue_boost for a trait in RARE_CUES (up and status gauges, start times, build information), whose fused
-    score first counts as at least rare_floor: every metric of a rare trait the question asks for is a candidate,
-    also one that no ranker scored (min-max scaling gives the last metric of a ten-metric namespace 0, which no
-    boost lifts). A configuration value, build information or self-monitoring metric the question does not ask for
-    is multiplied by 1 - kind_penalty; the monitoring's own metrics (scrapes, collectors, a client library's
-    `x_created` timestamps) and, in an exporter's namespace, a client library's runtime metric (go_*, process_*,
+    namespace's names, errors, drops, rejects, and the question's other words must say which). A configuration
+    value, build information or self-monitoring metric the question does not ask for is multiplied by
+    1 - kind_penalty; the monitoring's own metrics (scrapes, collectors, a client library's `x_created` timestamps)
+    and, in an exporter's namespace, a client library's runtime metric (go_*, process_*,
     promhttp_*: the exporter's own process) by 1 - runtime_penalty unless the question names the exporter, a
     runtime, or scrapes and collectors (RUNTIME_ASKED; "the database process" and "when was it restarted" ask about
     the service, not the exporter). Last, a candidate carrying name words learned for the question's words
@@ -109,8 +106,6 @@ class RankingParams:
     rrf_k: int = 20
     cue_boost: float = 0.7
     failure_boost: float = 0.35
-    rare_cue_boost: float = 0.0
-    rare_floor: float = 0.0
     kind_penalty: float = 0.4
     runtime_penalty: float = 0.6
     learned_weight: float = 0.1
@@ -173,11 +168,6 @@ QUESTION_CUES: dict[str, re.Pattern[str]] = {
         re.IGNORECASE,
     ),
 }
-# Traits of a handful of metrics in a namespace, which alone answer the question that asks for them ("is it up" ->
-# `x_up`, "when did it restart" -> start time or uptime, "which version" -> build information): a question's other
-# words rarely share anything with them, so they may take a stronger boost (rare_cue_boost). A counter of starts
-# (`start_count`) answers "how often did it restart", not "when did it".
-RARE_CUES = frozenset({"availability", "start", "start_count", "info"})
 # Cues that lift runtime_penalty: the question names the exporter or a runtime, or asks about the monitoring itself.
 RUNTIME_ASKED = frozenset({"runtime", "self_monitoring"})
 # Kinds a question must ask for before they rank fully (otherwise kind_penalty applies).
@@ -913,9 +903,8 @@ def signals(
     order = {ranker: _top(scores) for ranker, scores in raw.items()}
     pinned = _name_matches(corpus, question)
     cues = question_cues(question)
-    rare = [np.flatnonzero(corpus.traits[cue]) for cue in sorted(cues & RARE_CUES) if cue in corpus.traits]
     listed = [d for docs in (*order.values(), *pinned) for d in docs]
-    candidates = np.unique(np.concatenate([np.array(listed, dtype=np.int64), *rare]))
+    candidates = np.unique(np.array(listed, dtype=np.int64))
     ranks, scaled = {}, {}
     for ranker, scores in raw.items():
         top = np.asarray(order[ranker], dtype=np.int64)
@@ -968,9 +957,6 @@ def fuse(found: Signals, params: RankingParams) -> np.ndarray:
         else:
             fused += weight * found.scaled[ranker]
     fused /= total
-    for cue in found.cues & RARE_CUES:
-        if params.rare_floor and cue in found.traits:
-            fused[found.traits[cue]] = np.maximum(fused[found.traits[cue]], params.rare_floor)
     for cue in found.cues:
         boost = cue_boost(params, cue)
         if boost and cue in found.traits:
@@ -985,10 +971,8 @@ def fuse(found: Signals, params: RankingParams) -> np.ndarray:
 
 
 def cue_boost(params: RankingParams, cue: str) -> float:
-    """How much a metric of the trait `cue` gains when the question asks for it (before the rare-trait rule)."""
-    if cue == "failure":
-        return params.failure_boost
-    return params.cue_boost + (params.rare_cue_boost if cue in RARE_CUES else 0.0)
+    """How much a metric of the trait `cue` gains when the question asks for it."""
+    return params.failure_boost if cue == "failure" else params.cue_boost
 
 
 def ranked_documents(found: Signals, params: RankingParams, k: int) -> list[tuple[int, float]]:

@@ -26,7 +26,6 @@ RANKERS = {
     "ours: fusion weights",
     "ours: + question cues",
     "ours: without the kind penalty",
-    "ours: without the rare-trait boost",
     "ours",
 }
 SNAPSHOT = ROOT / "metrics_index" / "data" / "demo-targets-metadata.json"

@@ -424,14 +424,11 @@ def test_an_exporters_own_runtime_metrics_yield_unless_asked_for() -> None:
         ["x_background_process_start_count_total", "x_start_time_seconds"],
         ["background process start count", "start time seconds"],
         [{"meter_type": "counter"}, {"meter_type": "gauge"}],
-        np.array([[1.0, 0.0], [0.6, 0.8]]),
+        np.ones((2, 2)),
     )
-    # The dense vector points at the counter: a rare boost outweighs it where the dense ranker weighs less.
-    rare = RankingParams(weights=(("name", 0.5), ("text", 0.5), ("dense", 3.0)), rare_cue_boost=8.0, rare_floor=0.1)
-    assert names(rank(counted, "when was the server last restarted", np.array([1.0, 0.0]), params=rare))[0] == (
-        "x_start_time_seconds"
-    )
-    assert names(rank(counted, "how often do background processes start", np.array([1.0, 0.0]), params=rare))[0] == (
+    # As close in meaning, and the counter first in name order: "when" asks for the start time, "how often" counts.
+    assert names(rank(counted, "when was the server last restarted", np.ones(2)))[0] == "x_start_time_seconds"
+    assert names(rank(counted, "how often do background processes start", np.ones(2)))[0] == (
         "x_background_process_start_count_total"
     )
     unweighted = RankingParams(runtime_penalty=0.0)
@@ -516,33 +513,6 @@ def test_a_yes_or_no_question_asks_for_a_flag() -> None:
     built = NamespaceCorpus.build(["a_memory_used", "b_memory_alarm"], docs, rows, np.ones((2, 2)))
     assert names(rank(built, "memory watermark", np.ones(2)))[0] == "a_memory_used"
     assert names(rank(built, "is the memory watermark reached", np.ones(2)))[0] == "b_memory_alarm"
-
-
-def test_a_rare_trait_the_question_asks_for_outranks_closer_words() -> None:
-    # The start time shares no word with "last restarted" and is further in meaning than the counter.
-    docs = ["tasks pushed", "start time", "bytes read"]
-    rows = [{"meter_type": t, "description": d} for t, d in zip(("counter", "gauge", "counter"), docs, strict=True)]
-    vectors = np.array([[1.0, 0.0], [0.5, 0.866], [0.0, 1.0]], dtype=np.float32)
-    built = NamespaceCorpus.build(["a_tasks_pushed", "b_start_time", "c_bytes_read"], docs, rows, vectors)
-    question, vector = "when was it last restarted", np.array([1.0, 0.1])
-    plain = RankingParams(cue_boost=0.7, rare_cue_boost=0.0, learned_weight=0.0)  # the learned words know "start"
-    assert names(rank(built, question, vector, params=plain))[0] == "a_tasks_pushed"
-    assert names(rank(built, question, vector, params=RankingParams(rare_cue_boost=4.0)))[0] == "b_start_time"
-
-
-def test_a_rare_trait_the_question_asks_for_is_found_even_when_no_ranker_scores_it() -> None:
-    # The start time shares no word with the question and points away from it: no ranker lists it, and min-max
-    # scaling would give it 0 whatever the boost. It still answers "when was it last restarted".
-    docs = ["tasks pushed", "start time", "bytes read"]
-    rows = [{"meter_type": t, "description": d} for t, d in zip(("counter", "gauge", "counter"), docs, strict=True)]
-    vectors = np.array([[1.0, 0.0], [-0.6, -0.8], [0.6, 0.8]], dtype=np.float32)
-    built = NamespaceCorpus.build(["a_tasks_pushed", "b_start_time", "c_bytes_read"], docs, rows, vectors)
-    question, vector = "when was it last restarted", np.array([1.0, 0.1])
-    unlearned = RankingParams(rare_floor=0.0, learned_weight=0.0)  # the learned words know "start"
-    assert "b_start_time" not in names(rank(built, question, vector, params=unlearned))
-    floored = RankingParams(rare_cue_boost=8.0, rare_floor=0.1)
-    assert names(rank(built, question, vector, params=floored))[0] == "b_start_time"
-    assert "b_start_time" not in names(rank(built, "tasks pushed per second", vector, params=floored))  # not asked
 
 
 def test_a_configuration_value_yields_unless_the_question_asks_for_a_limit() -> None:
