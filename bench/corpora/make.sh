@@ -97,6 +97,9 @@ PACKAGES+=(ceph-mon ceph-mgr ceph-osd ceph-mgr-modules-core ceph-common)
 SERVICES+=(fastify)
 # A one-node Ray cluster from PyPI (python_venv, ray[default]) with its metrics export port, a driver of ray_app.py.
 SERVICES+=(ray)
+# A user's own BullMQ service from npm (npm_app bullmq_app) on a Redis of its own (Debian's redis-server): BullMQ's
+# Prometheus export with prom-client's default metrics, and its OpenTelemetry metrics on OpenTelemetry's exporter.
+SERVICES+=(bullmq)
 # Seconds Prometheus scrapes (every 5 seconds; reading all of /proc can take seconds) before the metadata is read; traffic runs again in between.
 SCRAPE_SECONDS=${SCRAPE_SECONDS:-20}
 
@@ -2690,6 +2693,45 @@ start_ray() {
 traffic_ray() {
   spawn ray-driver "${RAY_ENV[@]}" "$RAY_VENV/bin/python" -m ray_app "$RAY_ADDRESS" "$SCRAPE_SECONDS"
 }
+
+# A user's own BullMQ service (bullmq_app/ here: a producer and workers of the queues emails, payments and images, a
+# paused queue of reports and a flow; versions pinned by bullmq_app/package-lock.json) on Debian's redis-server on a
+# free port without persistence. Two targets: the service's own /metrics (each queue's
+# Queue.exportPrometheusMetrics and prom-client's default metrics) and BullMQ's OpenTelemetry metrics (bullmq-otel
+# with enableMetrics) on OpenTelemetry's Prometheus exporter.
+start_bullmq() {
+  local dir redis port otel
+  dir=$(npm_app bullmq_app) || return 1
+  redis=$(free_port)
+  spawn bullmq-redis redis-server --port "$redis" --bind 127.0.0.1 --save '' --appendonly no --dir "$dir"
+  wait_for 30 redis-cli -p "$redis" ping || return 1
+  port=$(free_port)
+  otel=$(free_port)
+  spawn bullmq env -C "$dir" node app.js "$redis" "$port" "$otel"
+  scrape_exporter bullmq "$port" bullmq:3000 || return 1
+  wait_for 30 http_ok "http://127.0.0.1:$otel/metrics" || return 1
+  BULLMQ_URL=http://127.0.0.1:$port
+  BULLMQ_OTEL=127.0.0.1:$otel
+  traffic_bullmq
+}
+
+# Prometheus's job for bullmq: the service's /metrics and the OpenTelemetry exporter, each with its own instance label.
+prometheus_job_bullmq() {
+  cat <<EOF
+  - job_name: bullmq
+    static_configs:
+      - targets: ["${TARGET[bullmq]}"]
+        labels: {instance: "${INSTANCE[bullmq]}"}
+      - targets: ["$BULLMQ_OTEL"]
+        labels: {instance: "bullmq-otel:9464"}
+EOF
+}
+
+# A round of jobs (app.js's POST /traffic): welcome e-mails, two bounces retried (one after a back-off) and an
+# invalid address that fails both attempts, card payments of which a third are declined, slow image resizes (one
+# prioritized), a newsletter delayed by hours, a report in the paused queue and an order confirmation waiting for
+# its images.
+traffic_bullmq() { curl -fsS -o /dev/null -X POST "$BULLMQ_URL/traffic"; }
 
 # --- Prometheus -----------------------------------------------------------------------------------------------------
 
