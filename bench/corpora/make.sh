@@ -100,6 +100,9 @@ SERVICES+=(ray)
 # A user's own BullMQ service from npm (npm_app bullmq_app) on a Redis of its own (Debian's redis-server): BullMQ's
 # Prometheus export with prom-client's default metrics, and its OpenTelemetry metrics on OpenTelemetry's exporter.
 SERVICES+=(bullmq)
+# A user's own Moleculer microservices from npm (npm_app moleculer_app), two nodes on a Redis transporter (Debian's
+# redis-server), with Moleculer's own Prometheus metrics reporter.
+SERVICES+=(moleculer)
 # Seconds Prometheus scrapes (every 5 seconds; reading all of /proc can take seconds) before the metadata is read; traffic runs again in between.
 SCRAPE_SECONDS=${SCRAPE_SECONDS:-20}
 
@@ -2694,20 +2697,26 @@ traffic_ray() {
   spawn ray-driver "${RAY_ENV[@]}" "$RAY_VENV/bin/python" -m ray_app "$RAY_ADDRESS" "$SCRAPE_SECONDS"
 }
 
+# Service $1's app directory $1_app/ here (npm_app), in NODE_APP, and a Redis of its own there (Debian's
+# redis-server) on a free port without persistence, in NODE_REDIS.
+node_redis_app() {
+  NODE_APP=$(npm_app "$1_app") || return 1
+  NODE_REDIS=$(free_port)
+  spawn "$1-redis" redis-server --port "$NODE_REDIS" --bind 127.0.0.1 --save '' --appendonly no --dir "$NODE_APP"
+  wait_for 30 redis-cli -p "$NODE_REDIS" ping
+}
+
 # A user's own BullMQ service (bullmq_app/ here: a producer and workers of the queues emails, payments and images, a
 # paused queue of reports and a flow; versions pinned by bullmq_app/package-lock.json) on Debian's redis-server on a
 # free port without persistence. Two targets: the service's own /metrics (each queue's
 # Queue.exportPrometheusMetrics and prom-client's default metrics) and BullMQ's OpenTelemetry metrics (bullmq-otel
 # with enableMetrics) on OpenTelemetry's Prometheus exporter.
 start_bullmq() {
-  local dir redis port otel
-  dir=$(npm_app bullmq_app) || return 1
-  redis=$(free_port)
-  spawn bullmq-redis redis-server --port "$redis" --bind 127.0.0.1 --save '' --appendonly no --dir "$dir"
-  wait_for 30 redis-cli -p "$redis" ping || return 1
+  local port otel
+  node_redis_app bullmq || return 1
   port=$(free_port)
   otel=$(free_port)
-  spawn bullmq env -C "$dir" node app.js "$redis" "$port" "$otel"
+  spawn bullmq env -C "$NODE_APP" node app.js "$NODE_REDIS" "$port" "$otel"
   scrape_exporter bullmq "$port" bullmq:3000 || return 1
   wait_for 30 http_ok "http://127.0.0.1:$otel/metrics" || return 1
   BULLMQ_URL=http://127.0.0.1:$port
@@ -2732,6 +2741,60 @@ EOF
 # prioritized), a newsletter delayed by hours, a report in the paused queue and an order confirmation waiting for
 # its images.
 traffic_bullmq() { curl -fsS -o /dev/null -X POST "$BULLMQ_URL/traffic"; }
+
+# Two Moleculer nodes of a user's own microservices (moleculer_app/ here, versions pinned by its package-lock.json) on
+# a Redis transporter (Debian's redis-server on a free port without persistence): `gateway` (moleculer-web's API
+# gateway on a free port) and `worker` (the services orders, payments, inventory and notifications), each serving
+# Moleculer's own metrics with its Prometheus reporter on 127.0.0.1; one job, two targets.
+start_moleculer() {
+  local gateway worker
+  node_redis_app moleculer || return 1
+  worker=$(free_port)
+  gateway=$(free_port)
+  MOLECULER_API=$(free_port)
+  spawn moleculer-worker env -C "$NODE_APP" node app.js worker "$NODE_REDIS" "$worker"
+  spawn moleculer-gateway env -C "$NODE_APP" node app.js gateway "$NODE_REDIS" "$gateway" "$MOLECULER_API"
+  scrape_exporter moleculer "$gateway" moleculer-gateway:3030 || return 1
+  wait_for 30 http_ok "http://127.0.0.1:$worker/metrics" || return 1
+  # The gateway answers once it has discovered the worker's actions over the transporter.
+  wait_for 30 http_ok "http://127.0.0.1:$MOLECULER_API/api/orders" || return 1
+  MOLECULER_WORKER=127.0.0.1:$worker
+  traffic_moleculer
+}
+
+# Prometheus's job for moleculer: the gateway's and the worker's reporters, each with its own instance label.
+prometheus_job_moleculer() {
+  cat <<EOF
+  - job_name: moleculer
+    static_configs:
+      - targets: ["${TARGET[moleculer]}"]
+        labels: {instance: "${INSTANCE[moleculer]}"}
+      - targets: ["$MOLECULER_WORKER"]
+        labels: {instance: "moleculer-worker:3030"}
+EOF
+}
+
+# Through the gateway: orders listed (cached), read (one missing, 404), stock looked up (cached), orders placed (one
+# without an item, 422; one whose confirmation event fails), card charges (some fail once and are retried, declined
+# ones fail, 402), a missing page, and a report slower than the request timeout (retried, in the background).
+traffic_moleculer() {
+  local url=http://127.0.0.1:$MOLECULER_API/api i card
+  curl -sS -o /dev/null "$url/report" &
+  for i in 1 2 3; do
+    curl -fsS -o /dev/null "$url/orders" || true
+    curl -fsS -o /dev/null "$url/orders/1" || true
+    curl -sS -o /dev/null "$url/orders/99" || true
+    curl -fsS -o /dev/null "$url/stock/pear" || true
+  done
+  for i in apple pear bomb; do
+    curl -fsS -o /dev/null -H 'Content-Type: application/json' -d "{\"item\": \"$i\", \"quantity\": 2}" "$url/orders" || true
+  done
+  curl -sS -o /dev/null -H 'Content-Type: application/json' -d '{"quantity": 3}' "$url/orders" || true
+  for card in visa visa declined visa visa declined; do
+    curl -sS -o /dev/null -H 'Content-Type: application/json' -d "{\"card\": \"$card\", \"amount\": 5}" "$url/pay" || true
+  done
+  curl -sS -o /dev/null "$url/nowhere" || true
+}
 
 # --- Prometheus -----------------------------------------------------------------------------------------------------
 
