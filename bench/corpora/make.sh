@@ -103,6 +103,8 @@ SERVICES+=(bullmq)
 # A user's own Moleculer microservices from npm (npm_app moleculer_app), two nodes on a Redis transporter (Debian's
 # redis-server), with Moleculer's own Prometheus metrics reporter.
 SERVICES+=(moleculer)
+# A user's own GraphQL API on GraphQL Yoga from npm (npm_app graphql_app) with GraphQL Yoga's Prometheus plugin.
+SERVICES+=(graphql)
 # Seconds Prometheus scrapes (every 5 seconds; reading all of /proc can take seconds) before the metadata is read; traffic runs again in between.
 SCRAPE_SECONDS=${SCRAPE_SECONDS:-20}
 
@@ -2794,6 +2796,35 @@ traffic_moleculer() {
     curl -sS -o /dev/null -H 'Content-Type: application/json' -d "{\"card\": \"$card\", \"amount\": 5}" "$url/pay" || true
   done
   curl -sS -o /dev/null "$url/nowhere" || true
+}
+
+# A small GraphQL API on GraphQL Yoga (graphql_app/ here: books and authors, a deprecated field, a slow report, a
+# failing resolver, a mutation and a subscription) with GraphQL Yoga's Prometheus plugin (all its metrics, the
+# per-resolver histogram too) and prom-client's default metrics, its own /metrics; versions pinned by
+# graphql_app/package-lock.json.
+start_graphql() { node_shop graphql; }
+
+# GraphQL operation $2 (a JSON body) posted to the API at $1.
+graphql_post() { curl -sS -o /dev/null -H 'Content-Type: application/json' -d "$2" "$1/graphql" || true; }
+
+# Named and anonymous queries (one selecting the deprecated field), a mutation that fails and one that adds a book
+# (published to a subscriber that listens over server-sent events meanwhile), a query whose resolver throws, one that
+# fails validation and one that fails to parse, and the slow report.
+traffic_graphql() {
+  local url=${SHOP_URL[graphql]} i
+  timeout 8 curl -sS -N -o /dev/null -H 'Accept: text/event-stream' \
+    "$url/graphql?query=subscription%20NewBooks%7BbookAdded%7Btitle%7D%7D" &
+  for i in 1 2 3; do
+    graphql_post "$url" '{"query": "query Shelf { books { title author { name } } }", "operationName": "Shelf"}'
+    graphql_post "$url" '{"query": "{ authors { name books { title } } }"}'
+  done
+  graphql_post "$url" '{"query": "query Book { book(id: \"1\") { title isbn } }", "operationName": "Book"}'
+  graphql_post "$url" '{"query": "query Picks { recommendations { title } }", "operationName": "Picks"}'
+  graphql_post "$url" '{"query": "{ books { nope } }"}'
+  graphql_post "$url" '{"query": "{ books { "}'
+  graphql_post "$url" '{"query": "mutation AddBook { addBook(title: \"Ubik\", authorId: \"9\") { id } }", "operationName": "AddBook"}'
+  graphql_post "$url" '{"query": "mutation AddBook { addBook(title: \"Ubik\", authorId: \"2\") { id } }", "operationName": "AddBook"}'
+  graphql_post "$url" '{"query": "query Report { report { books } }", "operationName": "Report"}'
 }
 
 # --- Prometheus -----------------------------------------------------------------------------------------------------
