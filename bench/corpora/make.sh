@@ -105,6 +105,8 @@ SERVICES+=(bullmq)
 SERVICES+=(moleculer)
 # A user's own GraphQL API on GraphQL Yoga from npm (npm_app graphql_app) with GraphQL Yoga's Prometheus plugin.
 SERVICES+=(graphql)
+# jupyter_server from PyPI (python_venv), the single-user Jupyter server on its own, with ipykernel and terminals.
+SERVICES+=(jupyter_server)
 # Seconds Prometheus scrapes (every 5 seconds; reading all of /proc can take seconds) before the metadata is read; traffic runs again in between.
 SCRAPE_SECONDS=${SCRAPE_SECONDS:-20}
 
@@ -2825,6 +2827,84 @@ traffic_graphql() {
   graphql_post "$url" '{"query": "mutation AddBook { addBook(title: \"Ubik\", authorId: \"9\") { id } }", "operationName": "AddBook"}'
   graphql_post "$url" '{"query": "mutation AddBook { addBook(title: \"Ubik\", authorId: \"2\") { id } }", "operationName": "AddBook"}'
   graphql_post "$url" '{"query": "query Report { report { books } }", "operationName": "Report"}'
+}
+
+JUPYTER_SERVER_PIP=(jupyter_server==2.21.1 jupyter_server_terminals==0.5.4 terminado==0.18.1 ipykernel==7.4.0
+  jupyter_client==8.10.0 pyzmq==27.3.0 tornado==6.6.1 prometheus_client==0.26.0)
+
+# jupyter_server (PyPI) run on its own, `jupyter server` with a token and its own /metrics (without authentication),
+# ipykernel's python3 kernel and jupyter_server_terminals' terminals; Jupyter's directories under the work directory.
+start_jupyter_server() {
+  local dir=$WORK/jupyter_server venv port
+  venv=$(python_venv jupyter_server "${JUPYTER_SERVER_PIP[@]}") || return 1
+  port=$(free_port)
+  mkdir -p "$dir/notebooks"
+  JUPYTER_SERVER_ENV=(env -C "$dir/notebooks" HOME="$dir" JUPYTER_RUNTIME_DIR="$dir/runtime"
+    JUPYTER_DATA_DIR="$dir/data" JUPYTER_CONFIG_DIR="$dir/config" PATH="$venv/bin:$PATH")
+  spawn jupyter_server "${JUPYTER_SERVER_ENV[@]}" "$venv/bin/jupyter" server --no-browser --ip=127.0.0.1 \
+    --port="$port" --IdentityProvider.token=corpus-token-0123456789abcdef --ServerApp.authenticate_prometheus=False \
+    --ServerApp.allow_root=True
+  scrape_exporter jupyter_server "$port" jupyter_server:8888 60 || return 1
+  JUPYTER_SERVER_URL=http://127.0.0.1:$port
+  traffic_jupyter_server
+}
+
+# Kernels started (two python3 kernels, one restarted and one shut down, one of a kind that does not exist),
+# terminals opened and one closed, the contents API (a notebook and a file made, read, renamed, listed, a missing
+# one, a copy into a folder that does not exist, one deleted), sessions, a request with a wrong token and one to a
+# page that does not exist.
+traffic_jupyter_server() {
+  python3 - "$JUPYTER_SERVER_URL" >>"$WORK/logs/jupyter_server-client.log" 2>&1 <<'EOF' || true
+import json, sys, time, urllib.error, urllib.request, uuid
+
+base = sys.argv[1]
+token = {"Authorization": "token corpus-token-0123456789abcdef", "Content-Type": "application/json"}
+run = uuid.uuid4().hex[:6]
+
+def call(method, path, body=None, headers=token):
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(base + path, method=method, data=data, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=60) as answer:
+            print(method, path, answer.status)
+            text = answer.read()
+            return json.loads(text) if text else {}
+    except urllib.error.HTTPError as error:
+        print(method, path, error.code)
+        return {}
+
+call("GET", "/api/status")
+call("GET", "/api/kernelspecs")
+kernels = [call("POST", "/api/kernels", {"name": "python3"}) for _ in range(2)]
+call("POST", "/api/kernels", {"name": "julia-1.9"})
+time.sleep(3)
+call("GET", "/api/kernels")
+if kernels[0]:
+    call("POST", f"/api/kernels/{kernels[0]['id']}/restart")
+    call("POST", f"/api/kernels/{kernels[0]['id']}/interrupt")
+if kernels[1]:
+    call("DELETE", f"/api/kernels/{kernels[1]['id']}")
+call("DELETE", f"/api/kernels/{uuid.uuid4()}")
+terminals = [call("POST", "/api/terminals") for _ in range(2)]
+call("GET", "/api/terminals")
+if terminals[1]:
+    call("DELETE", f"/api/terminals/{terminals[1]['name']}")
+notebook = {"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+call("PUT", f"/api/contents/report-{run}.ipynb", {"type": "notebook", "content": notebook})
+call("PUT", f"/api/contents/notes-{run}.txt", {"type": "file", "format": "text", "content": "hello\n"})
+call("POST", "/api/contents", {"type": "directory"})
+for _ in range(3):
+    call("GET", "/api/contents")
+    call("GET", f"/api/contents/report-{run}.ipynb")
+call("PATCH", f"/api/contents/notes-{run}.txt", {"path": f"notes-{run}-old.txt"})
+call("GET", "/api/contents/missing.ipynb")
+call("POST", "/api/contents/no-such-folder", {"copy_from": f"report-{run}.ipynb"})
+call("DELETE", f"/api/contents/notes-{run}-old.txt")
+call("POST", "/api/sessions", {"path": f"report-{run}.ipynb", "type": "notebook", "kernel": {"name": "python3"}})
+call("GET", "/api/sessions")
+call("GET", "/api/contents", headers={"Authorization": "token wrong"})
+call("GET", "/api/no-such-endpoint")
+EOF
 }
 
 # --- Prometheus -----------------------------------------------------------------------------------------------------
