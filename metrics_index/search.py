@@ -104,9 +104,9 @@ class RankingParams:
     weights: tuple[tuple[str, float], ...] = (("name", 0.5), ("text", 1.0), ("dense", 6.0))
     fusion: str = "score"
     rrf_k: int = 20
-    cue_boost: float = 0.7
+    cue_boost: float = 1.0
     failure_boost: float = 0.35
-    kind_penalty: float = 0.4
+    kind_penalty: float = 0.2
     runtime_penalty: float = 0.6
     learned_weight: float = 0.1
 
