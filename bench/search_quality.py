@@ -545,7 +545,7 @@ class GridFusion:
             own = scores[:, c : c + 1]
             ahead = (scores > own) | ((scores == own) & (found.candidates < found.candidates[c])[None, :])
             rank = ahead.sum(axis=1) + 1.0
-            best = np.minimum(best, np.where(own[:, 0] > 0, rank, np.inf))
+            best = np.minimum(best, rank)
         return np.where(best <= DEPTH, 1.0 / best, 0.0)
 
     @staticmethod
@@ -554,7 +554,7 @@ class GridFusion:
         order = np.argsort(-scores, axis=1, kind="stable")
         position = np.empty_like(order)
         np.put_along_axis(position, order, np.arange(scores.shape[1])[None, :], axis=1)
-        listed = (position < LABEL_DEPTH) & (scores > 0)
+        listed = position < LABEL_DEPTH
         shown = np.round(np.minimum(scores, 1.0), 4)
         lifted = listed & labelled[None, :] & (shown < 1.0)
         shown = np.where(lifted, np.minimum(shown + LABEL_WEIGHT, BELOW_PINNED), shown)

@@ -977,10 +977,10 @@ def cue_boost(params: RankingParams, cue: str) -> float:
 
 def ranked_documents(found: Signals, params: RankingParams, k: int) -> list[tuple[int, float]]:
     """The k best (document, score) pairs, best first: exact name matches, then name-prefix matches, then
-    the fused ranking. Equal scores rank in name order; a document no ranker saw is left out."""
+    the fused ranking. Equal scores rank in name order. A document some ranker listed stays a candidate at score 0
+    (min-max scaling gives a list's last document 0), so a small namespace answers k; one no ranker saw is left out."""
     scores = fuse(found, params) + found.pin_boost
-    positive = np.flatnonzero(scores > 0)
-    best = positive[np.lexsort((found.candidates[positive], -scores[positive]))[:k]]
+    best = np.lexsort((found.candidates, -scores))[:k]
     return [(int(found.candidates[i]), float(scores[i])) for i in best]
 
 

@@ -542,3 +542,15 @@ def test_the_bm25_index_scores_as_bm25s_indexes() -> None:
     built = bm25_index(documents)
     for terms in (["disk"], ["byte", "total"], ["disk", "disk", "cpu"], ["nowhere"], ["network", "nowhere"]):
         assert built.get_scores(terms).tolist() == reference.get_scores(terms).tolist(), terms
+
+
+def test_a_small_namespace_answers_k_even_where_a_listed_metric_scales_to_zero() -> None:
+    # Three metrics, none sharing a word with the question: min-max scaling gives the dense list's last one 0, and it
+    # is still listed, so asking for three answers three; a metric no ranker lists (a negative cosine) is not.
+    vectors = np.array([[1.0, 0.0], [0.8, 0.6], [0.6, 0.8], [-1.0, 0.0]], dtype=np.float32)
+    docs = ["alpha", "beta", "gamma", "delta"]
+    rows = [{"meter_type": "gauge", "description": d} for d in docs]
+    built = NamespaceCorpus.build(["a_alpha", "b_beta", "c_gamma", "d_delta"], docs, rows, vectors)
+    found = rank(built, "how busy is it", np.array([1.0, 0.0]), k=4)
+    assert names(found) == ["a_alpha", "b_beta", "c_gamma"]
+    assert found[-1].score == 0.0

@@ -55,10 +55,9 @@ def search(client: TestClient, question: str, namespace: str = SHOP, **extra: ob
 
 
 def test_search_validate_card_and_namespaces(client: TestClient) -> None:
-    # k caps the answer (a metric no ranker scores above the namespace's least similar is left out, so not k=3 here)
-    found = search(client, "p99 latency of http requests", k=2, explain=True)
+    found = search(client, "p99 latency of http requests", k=3, explain=True)
     assert found["results"][0]["metric_name"] == "http_server_request_duration_seconds"
-    assert len(found["results"]) == 2 and found["results"][0]["matched"]
+    assert len(found["results"]) == 3 and found["results"][0]["matched"]
     assert {"metric_name", "score", "type", "unit", "description"} <= set(found["results"][0])
     assert found["results"][0]["promql"].startswith("histogram_quantile("), "the query hint the CLI prints too"
 
