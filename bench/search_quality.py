@@ -448,14 +448,17 @@ def learning_examples(questions: Sequence[Query], corpora: Mapping[str, Namespac
 
 def asked_namespaces(
     questions: Sequence[Query], vectors: np.ndarray, corpora: Mapping[str, NamespaceCorpus]
-) -> dict[str, AskedNamespace]:
-    """The questions of each service (embedded: `vectors`) as the query map learns from them."""
+) -> dict[str, list[AskedNamespace]]:
+    """Each service's questions (embedded: `vectors`) as the query map learns from them: one namespace a service,
+    in the shape of learning_examples, so that LearnedPerFold and write_learned read both alike."""
     return {
-        service: AskedNamespace(
-            vectors[rows],
-            corpora[service].vectors,
-            np.array([[name in questions[j].relevant for name in corpora[service].names] for j in rows]),
-        )
+        service: [
+            AskedNamespace(
+                vectors[rows],
+                corpora[service].vectors,
+                np.array([[name in questions[j].relevant for name in corpora[service].names] for j in rows]),
+            )
+        ]
         for service in sorted({q.namespace for q in questions})
         for rows in [[j for j, q in enumerate(questions) if q.namespace == service]]
     }
@@ -719,7 +722,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     all_queries = [*questions, *(q for qs in dev_sets.values() for q in qs)]
     vectors = question_vectors(all_queries, corpora, embedder)
     examples = learning_examples(questions, corpora)
-    asked = {s: [a] for s, a in asked_namespaces(questions, vectors[: len(questions)], corpora).items()}
+    asked = asked_namespaces(questions, vectors[: len(questions)], corpora)
     if args.write_learned:
         write_learned(examples, asked, embedder)
         print(f"wrote {LEARNED_WORDS_FILE} and {QUERY_ADAPTER_FILE}")

@@ -94,11 +94,11 @@ class RankingParams:
     namespace's names, errors, drops, rejects, and the question's other words must say which). A configuration
     value, build information or self-monitoring metric the question does not ask for is multiplied by
     1 - kind_penalty; the monitoring's own metrics (scrapes, collectors, a client library's `x_created` timestamps)
-    and, in an exporter's namespace, a client library's runtime metric (go_*, process_*,
-    promhttp_*: the exporter's own process) by 1 - runtime_penalty unless the question names the exporter, a
-    runtime, or scrapes and collectors (RUNTIME_ASKED; "the database process" and "when was it restarted" ask about
-    the service, not the exporter). Last, a candidate carrying name words learned for the question's words
-    (learned_words.py) gains learned_weight x their name-index score, scaled by the best.
+    and, in an exporter's namespace, a client library's runtime metric (go_*, process_*, promhttp_*: the exporter's
+    own process) by 1 - runtime_penalty unless the question names the exporter, a runtime, or scrapes and
+    collectors (RUNTIME_ASKED; "the database process" and "when was it restarted" ask about the service, not the
+    exporter). Last, a candidate carrying name words learned for the question's words (learned_words.py) gains
+    learned_weight x their name-index score, scaled by the best.
     """
 
     weights: tuple[tuple[str, float], ...] = (("name", 0.5), ("text", 1.0), ("dense", 6.0))
