@@ -13,8 +13,9 @@ back by `metrics_index.search.load_corpus`. Each question is ranked by:
 - fuzzy: rapidfuzz WRatio of the question against each name (what metric explorers do);
 - ours: metrics_index.search (the same functions `answer` calls: the fused ranking, then the labels a question asks
   to break down by), with RankingParams chosen leave-one-service-out:
-  for each service, every setting in the grid is scored on the OTHER services' questions, the best one (mean
-  MRR over those services, then recall@5) is used on the service left out. Ablations restrict the grid, so
+  for each service, every setting in the grid is scored on the OTHER services' questions, the one that ranks best
+  on the typical other service (its mean rank by each service's MRR; then mean MRR, then recall@5) is used on the
+  service left out. Ablations restrict the grid, so
   each row says what a part of the ranker is worth: fixed defaults of the previous release, fusion weights
   only, plus question cues, without the metric-kind penalty; "ours" is the whole grid: fusion weights, question
   cues, the penalty on the monitoring's and an exporter's own runtime metrics, and the kind penalty (configuration,
@@ -570,13 +571,28 @@ class GridFusion:
 
 
 def choose(rr: np.ndarray, allowed: np.ndarray, by_question: Sequence[str], training: Iterable[str]) -> int:
-    """Among the allowed grid rows, the one with the best mean over the training services of their MRR,
-    then of their recall@5, then the first (simplest)."""
+    """Among the allowed grid rows, the one that ranks best on the typical training service: the mean over those
+    services of the setting's rank by that service's MRR (tied settings share their mean rank), then the best mean
+    MRR, then recall@5, then the first (simplest). Ranks, not the mean MRR itself: a few small services whose MRR
+    swings most between near-tied settings no longer choose for all (bench/RESULTS.md, twenty-second round)."""
     columns = [c for c in ([j for j, ns in enumerate(by_question) if ns == s] for s in training) if c]
-    mrr = np.mean([rr[:, c].mean(axis=1) for c in columns], axis=0)
-    recall5 = np.mean([(rr[:, c] >= 0.2).mean(axis=1) for c in columns], axis=0)
     rows = np.flatnonzero(allowed)
-    return int(rows[np.lexsort((rows, -recall5[rows], -mrr[rows]))[0]])
+    mrr = np.stack([rr[:, c].mean(axis=1) for c in columns], axis=1)[rows]
+    recall5 = np.stack([(rr[:, c] >= 0.2).mean(axis=1) for c in columns], axis=1)[rows]
+    order = np.lexsort((rows, -recall5.mean(axis=1), -mrr.mean(axis=1), mean_rank(mrr)))
+    return int(rows[order[0]])
+
+
+def mean_rank(values: np.ndarray) -> np.ndarray:
+    """Each row's rank in each column (1 the highest value; tied rows share their mean rank), averaged over the
+    columns."""
+    ranks = np.empty(values.shape)
+    for j, column in enumerate(values.T):
+        ascending = np.sort(-column)
+        ranks[:, j] = (
+            np.searchsorted(ascending, -column, "left") + np.searchsorted(ascending, -column, "right") + 1
+        ) / 2
+    return ranks.mean(axis=1)
 
 
 def leave_one_service_out(

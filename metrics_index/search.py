@@ -101,12 +101,12 @@ class RankingParams:
     learned_weight x their name-index score, scaled by the best.
     """
 
-    weights: tuple[tuple[str, float], ...] = (("name", 0.5), ("text", 1.0), ("dense", 6.0))
+    weights: tuple[tuple[str, float], ...] = (("name", 0.5), ("text", 1.0), ("dense", 4.0))
     fusion: str = "score"
     rrf_k: int = 20
-    cue_boost: float = 1.0
+    cue_boost: float = 0.7
     failure_boost: float = 0.35
-    kind_penalty: float = 0.2
+    kind_penalty: float = 0.4
     runtime_penalty: float = 0.6
     learned_weight: float = 0.1
 

@@ -173,3 +173,21 @@ def test_same_rankings_bench_lists_every_question_and_finds_a_moved_metric(
     assert changed == [] and drift == pytest.approx(0.0001)
     swapped = {**lists, key: [ranked[1], ranked[0], *ranked[2:]]}
     assert len(differences(lists, swapped)[0]) == 1
+
+
+def test_the_grid_choice_is_the_setting_that_ranks_best_on_the_typical_service(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    import numpy as np
+    from search_quality import choose, mean_rank
+
+    # Three settings (rows), one question per service (columns). Service a swings most and alone prefers setting 0,
+    # which would win by mean MRR (0.67 against 0.6); b and c both prefer setting 1, so it ranks best on the
+    # typical service.
+    rr = np.array([[1.0, 0.5, 0.5], [0.2, 1.0, 0.6], [0.1, 0.25, 0.25]])
+    by_question = ["a", "b", "c"]
+    assert choose(rr, np.array([True, True, True]), by_question, ["a", "b", "c"]) == 1
+    assert choose(rr, np.array([True, False, True]), by_question, ["a", "b", "c"]) == 0
+    assert choose(rr, np.array([True, True, True]), by_question, ["a"]) == 0
+    # Tied settings share their mean rank: 0 and 1 tie for first and second (1.5 each).
+    assert mean_rank(np.array([[0.5], [0.5], [0.25]])) == pytest.approx([1.5, 1.5, 3.0])
+    assert mean_rank(rr) == pytest.approx([5 / 3, 4 / 3, 3.0])
