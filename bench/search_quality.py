@@ -15,11 +15,11 @@ back by `metrics_index.search.load_corpus`. Each question is ranked by:
   to break down by), with RankingParams chosen leave-one-service-out:
   for each service, every setting in the grid is scored on the OTHER services' questions, the one that ranks best
   on the typical other service (its mean rank by each service's MRR; then mean MRR, then recall@5) is used on the
-  service left out. Ablations restrict the grid, so
-  each row says what a part of the ranker is worth: fixed defaults of the previous release, fusion weights
-  only, plus question cues, without the metric-kind penalty; "ours" is the whole grid: fusion weights, question
-  cues, the penalty on the monitoring's and an exporter's own runtime metrics, and the kind penalty (configuration,
-  build information, self-monitoring that the question does not ask for).
+  service left out. Ablations restrict the grid, so each row says what a part of the ranker is worth: fixed
+  defaults of the previous release, fusion weights only, plus question cues, without the metric-kind penalty;
+  "ours" is the whole grid: fusion weights, question cues, the penalty on the monitoring's and an exporter's own
+  runtime metrics, and the kind penalty (configuration, build information, self-monitoring that the question does
+  not ask for).
 Word tables (metrics_index.text) are not tuned by the grid. "vm" was corrected (a virtual machine, not virtual
 memory); DNS's response code ("rcode", "servfail") and the synonym table (SYNONYM_GROUPS: a question word no metric
 of the namespace uses is also searched as its synonyms the namespace uses) were written after reading the corpus's
