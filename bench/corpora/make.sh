@@ -107,6 +107,10 @@ SERVICES+=(moleculer)
 SERVICES+=(graphql)
 # jupyter_server from PyPI (python_venv), the single-user Jupyter server on its own, with ipykernel and terminals.
 SERVICES+=(jupyter_server)
+# RPKI to routers: Debian's stayrtr, an RPKI-to-Router (RTR) server fed a JSON file of validated ROA payloads, with
+# rtrmon (same package) comparing its RTR feed with another JSON file; rtrdump (same package) is the router.
+SERVICES+=(stayrtr)
+PACKAGES+=(stayrtr)
 # Seconds Prometheus scrapes (every 5 seconds; reading all of /proc can take seconds) before the metadata is read; traffic runs again in between.
 SCRAPE_SECONDS=${SCRAPE_SECONDS:-20}
 
@@ -2905,6 +2909,81 @@ call("GET", "/api/sessions")
 call("GET", "/api/contents", headers={"Authorization": "token wrong"})
 call("GET", "/api/no-such-endpoint")
 EOF
+}
+
+# StayRTR (Debian's stayrtr), an RPKI-to-Router (RTR) server: it reads a JSON file of validated ROA payloads (VRPs:
+# 40 IPv4 and 20 IPv6 prefixes with their origin AS, made up here from documentation addresses and private AS
+# numbers) from a local web server (python3 -m http.server), re-reading it every 5 seconds, and serves them to
+# routers over RTR on 127.0.0.1; its metrics port is scraped. rtrmon (same package) compares two VRP sources, here
+# StayRTR's RTR feed (primary) and a second JSON file that lacks five of those VRPs and has one more (secondary),
+# and serves its own metrics: one job, two targets.
+start_stayrtr() {
+  local dir=$WORK/stayrtr
+  mkdir -p "$dir/www"
+  python3 - "$dir/www" <<'EOF'
+import json, sys, time
+
+now = int(time.time())
+roas = [{"prefix": f"198.51.{i}.0/24", "maxLength": 24, "asn": f"AS6449{i % 10}", "ta": ("ripe", "arin", "apnic")[i % 3],
+         "expires": now + 86400} for i in range(40)]
+roas += [{"prefix": f"2001:db8:{i:x}::/48", "maxLength": 48, "asn": f"AS6550{i % 10}", "ta": "ripe", "expires": now + 86400}
+         for i in range(20)]
+meta = {"generated": now, "buildtime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))}
+json.dump({"metadata": meta, "roas": roas}, open(f"{sys.argv[1]}/vrps.json", "w"))
+other = roas[5:] + [{"prefix": "203.0.113.0/24", "maxLength": 24, "asn": "AS64511", "ta": "arin", "expires": now + 86400}]
+json.dump({"metadata": meta, "roas": other}, open(f"{sys.argv[1]}/secondary.json", "w"))
+EOF
+  STAYRTR_WEB=$(free_port)
+  STAYRTR_RTR=$(free_port)
+  RTRMON_PORT=$(free_port)
+  local port
+  port=$(free_port)
+  spawn stayrtr-web python3 -m http.server "$STAYRTR_WEB" --bind 127.0.0.1 --directory "$dir/www"
+  wait_for 30 http_ok "http://127.0.0.1:$STAYRTR_WEB/vrps.json" || return 1
+  spawn stayrtr stayrtr -bind "127.0.0.1:$STAYRTR_RTR" -metrics.addr "127.0.0.1:$port" \
+    -cache "http://127.0.0.1:$STAYRTR_WEB/vrps.json" -refresh 5
+  scrape_exporter stayrtr "$port" stayrtr:9847 || return 1
+  spawn rtrmon rtrmon -addr "127.0.0.1:$RTRMON_PORT" -primary.host "tcp://127.0.0.1:$STAYRTR_RTR" \
+    -secondary.host "http://127.0.0.1:$STAYRTR_WEB/secondary.json" -primary.refresh 5s -secondary.refresh 5s \
+    -grace.period 0s -file "$dir/diff.json"
+  wait_for 30 http_ok "http://127.0.0.1:$RTRMON_PORT/metrics" || return 1
+  # A router that stays connected while Prometheus scrapes.
+  spawn rtrdump-router rtrdump -connect "127.0.0.1:$STAYRTR_RTR" -refresh 5 -file "$dir/router.json"
+}
+
+prometheus_job_stayrtr() {
+  cat <<EOF
+  - job_name: stayrtr
+    static_configs:
+      - targets: ["${TARGET[stayrtr]}"]
+        labels: {instance: "${INSTANCE[stayrtr]}"}
+      - targets: ["127.0.0.1:$RTRMON_PORT"]
+        labels: {instance: "rtrmon:9866"}
+EOF
+}
+
+# Routers (rtrdump) ask for the full table (reset query, RTR versions 2, 1 and 0) and for the changes since a serial
+# (serial query); the VRP file changes (two prefixes withdrawn, one added: a new serial, notifications to the
+# connected router), then disappears for a while (the refresh gets 404) and comes back.
+traffic_stayrtr() {
+  local dir=$WORK/stayrtr version
+  for version in 2 1 0; do
+    timeout 5 rtrdump -connect "127.0.0.1:$STAYRTR_RTR" -rtr.version "$version" -file "$dir/dump-$version.json" >>"$WORK/logs/rtrdump.log" 2>&1 || true
+  done
+  timeout 5 rtrdump -connect "127.0.0.1:$STAYRTR_RTR" -serial -serial.value 0 -file "$dir/dump-serial.json" >>"$WORK/logs/rtrdump.log" 2>&1 || true
+  python3 - "$dir/www/vrps.json" <<'EOF'
+import json, sys
+
+data = json.load(open(sys.argv[1]))
+expires = data["roas"][0]["expires"]
+data["roas"] = data["roas"][2:] + [{"prefix": "192.0.2.0/24", "maxLength": 24, "asn": "AS64500", "ta": "ripe", "expires": expires}]
+json.dump(data, open(sys.argv[1], "w"))
+EOF
+  sleep 6
+  mv "$dir/www/vrps.json" "$dir/www/vrps.json.away"
+  sleep 6
+  mv "$dir/www/vrps.json.away" "$dir/www/vrps.json"
+  timeout 5 rtrdump -connect "127.0.0.1:$STAYRTR_RTR" -serial -serial.value 0 -file "$dir/dump-serial.json" >>"$WORK/logs/rtrdump.log" 2>&1 || true
 }
 
 # --- Prometheus -----------------------------------------------------------------------------------------------------
