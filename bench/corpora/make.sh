@@ -111,6 +111,10 @@ SERVICES+=(jupyter_server)
 # rtrmon (same package) comparing its RTR feed with another JSON file; rtrdump (same package) is the router.
 SERVICES+=(stayrtr)
 PACKAGES+=(stayrtr)
+# A media relay for VoIP calls: Debian's rtpengine-daemon (userspace only, no kernel module) with its own
+# Prometheus endpoint on its HTTP listener; rtpengine_calls.py here plays the SIP proxy (NG protocol) and the phones.
+SERVICES+=(rtpengine)
+PACKAGES+=(rtpengine-daemon)
 # Seconds Prometheus scrapes (every 5 seconds; reading all of /proc can take seconds) before the metadata is read; traffic runs again in between.
 SCRAPE_SECONDS=${SCRAPE_SECONDS:-20}
 
@@ -2984,6 +2988,29 @@ EOF
   sleep 6
   mv "$dir/www/vrps.json.away" "$dir/www/vrps.json"
   timeout 5 rtrdump -connect "127.0.0.1:$STAYRTR_RTR" -serial -serial.value 0 -file "$dir/dump-serial.json" >>"$WORK/logs/rtrdump.log" 2>&1 || true
+}
+
+# rtpengine (Debian's rtpengine-daemon), the media (RTP) relay that SIP proxies such as Kamailio drive: in the
+# foreground, userspace only (no kernel forwarding table, --table=-1), relaying on 127.0.0.1 with 101 RTP ports,
+# its NG control protocol on a free UDP port and its HTTP listener (whose /metrics is Prometheus') on another.
+# Hung-up calls are closed at once (--delete-delay=0) and a call without media for 3 seconds times out.
+start_rtpengine() {
+  local dir=$WORK/rtpengine port base
+  mkdir -p "$dir"
+  port=$(free_port)
+  RTPENGINE_NG=$(free_port)
+  base=$((30000 + RANDOM % 20000))
+  printf '[rtpengine]\n' >"$dir/rtpengine.conf"
+  spawn rtpengine rtpengine --config-file="$dir/rtpengine.conf" --foreground --log-stderr --table=-1 \
+    --interface=127.0.0.1 --listen-ng="127.0.0.1:$RTPENGINE_NG" --listen-http="127.0.0.1:$port" \
+    --port-min="$base" --port-max="$((base + 100))" --delete-delay=0 --timeout=3 --pidfile="$dir/rtpengine.pid"
+  scrape_exporter rtpengine "$port" rtpengine:2225 || return 1
+}
+
+# Calls set up, with audio relayed, and hung up through the NG protocol, one left to time out, and failing
+# requests (rtpengine_calls.py here).
+traffic_rtpengine() {
+  python3 "$HERE/rtpengine_calls.py" "$RTPENGINE_NG" >>"$WORK/logs/rtpengine-calls.log" 2>&1 || true
 }
 
 # --- Prometheus -----------------------------------------------------------------------------------------------------
