@@ -872,6 +872,7 @@ CUE_FAMILIES: dict[str, frozenset[str]] = {
     "failure": frozenset({"failure"}),
     "yes or no (flag)": frozenset({"flag"}),
     "percentile (distribution)": frozenset({"distribution"}),
+    "share of a whole (proportion)": frozenset({"proportion"}),
 }
 
 

@@ -200,6 +200,10 @@ _USAGE = re.compile(
     r"\b(in use|used|use|usage|utili[sz]ation|full|limit|allocation|allocated|capacity)\b", re.IGNORECASE
 )
 _THROUGHPUT = re.compile(r"\bthroughput\b", re.IGNORECASE)
+# "How full is the cache", "CPU in percent": a share of a whole, which a metric may export as a percentage or ratio.
+_PROPORTION = re.compile(r"\b(how full|percent|percentage|utili[sz]ation|utili[sz]ed)\b|%", re.IGNORECASE)
+_PROPORTION_NAME = re.compile(r"(^|_)(percent|percentage|pct|ratio|utili[sz]ation)(_|$)")
+_PROPORTION_HELP = re.compile(r"\b(percent|percentage|ratio|fraction)\b", re.IGNORECASE)
 _COUNTED_THINGS = re.compile(
     r"\b(requests?|quer(y|ies)|messages?|transactions?|operations?|ops|packets?|connections?|events?|calls?)\b",
     re.IGNORECASE,
@@ -324,6 +328,8 @@ def question_cues(question: str) -> frozenset[str]:
         cues.add("flag")
     if _PERCENTILE.search(question):
         cues.add("distribution")
+    if _PROPORTION.search(question):
+        cues.add("proportion")
     lower = question.lower()
     asked = {d for d, (pattern, _words) in DIRECTIONS.items() if pattern.search(lower)}
     if _BOTH_DIRECTIONS.search(lower):
@@ -376,6 +382,10 @@ def metric_traits(name: str, row: Mapping[str, Any]) -> set[str]:
         traits.add("bytes")  # an amount of data: what "bandwidth" and "traffic" count
     if meter in ("histogram", "summary") or _PERCENTILE.search(help_text):
         traits.add("distribution")
+    if meter not in ("counter", "histogram", "summary") and (
+        unit in ("percent", "ratio") or _PROPORTION_NAME.search(base) or _PROPORTION_HELP.search(help_text)
+    ):
+        traits.add("proportion")  # a share of a whole: what "how full" and "in percent" ask for
     if _START_WORDS.search(base) and kind != "configuration":
         # a start time or an uptime, or a count of starts; not a setting about starting
         counted = meter == "counter" or _COUNTED_STARTS.search(base)

@@ -249,6 +249,10 @@ def test_availability_start_and_ratio_questions_are_told_apart() -> None:
     assert question_cues("cache hit ratio") == {"counter"}
     assert question_cues("share of answers that are errors") == {"counter"}
     assert "counter" not in question_cues("percentage of worker slots in use")
+    # A share of a whole ("how full", "in percent") may be exported as one percentage or ratio gauge.
+    assert "proportion" in question_cues("how full is the resolver cache")
+    assert "proportion" in question_cues("CPU usage per core in percent")
+    assert "proportion" not in question_cues("cache hit ratio")  # a pair of counters
     # "Since boot" asks for a running total; "running since when" for a start time.
     assert question_cues("forks since boot") == {"counter"}
     assert question_cues("running since when") == {"start"}
@@ -346,6 +350,13 @@ def test_metric_traits_come_from_meter_unit_and_name() -> None:
     )
     assert "configuration" in metric_traits("x_config_maxmemory", {"meter_type": "gauge"})
     assert "configuration" in metric_traits("x_limit", {"meter_type": "gauge", "metric_kind": "configuration"})
+    # A percentage or ratio gauge, by its name, unit or help text; a counter is no share of a whole.
+    assert "proportion" in metric_traits("x_cache_usage_percent", {"meter_type": "gauge"})
+    assert "proportion" in metric_traits("x_fan_speed", {"meter_type": "gauge", "unit": "ratio"})
+    assert "proportion" in metric_traits(
+        "x_battery_charge", {"meter_type": "gauge", "description": "Charge percentage"}
+    )
+    assert "proportion" not in metric_traits("x_cpu_percent_total", {"meter_type": "counter"})
 
 
 def test_the_type_says_counter_or_gauge_and_an_untyped_metric_may_be_either() -> None:
