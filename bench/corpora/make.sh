@@ -115,6 +115,8 @@ PACKAGES+=(stayrtr)
 # Prometheus endpoint on its HTTP listener; rtpengine_calls.py here plays the SIP proxy (NG protocol) and the phones.
 SERVICES+=(rtpengine)
 PACKAGES+=(rtpengine-daemon)
+# A user's own gRPC services in Python (grpc_app.py here) from PyPI (python_venv): grpcio with py-grpc-prometheus.
+SERVICES+=(grpc)
 # Seconds Prometheus scrapes (every 5 seconds; reading all of /proc can take seconds) before the metadata is read; traffic runs again in between.
 SCRAPE_SECONDS=${SCRAPE_SECONDS:-20}
 
@@ -3012,6 +3014,27 @@ start_rtpengine() {
 traffic_rtpengine() {
   python3 "$HERE/rtpengine_calls.py" "$RTPENGINE_NG" >>"$WORK/logs/rtpengine-calls.log" 2>&1 || true
 }
+GRPC_PIP=(grpcio==1.85.3 py-grpc-prometheus==0.8.0 prometheus_client==0.26.0)
+
+# A user's own gRPC services (grpc_app.py here): shop.Catalog and shop.Pricing, two grpcio servers in one process
+# with py-grpc-prometheus's server interceptor (handling-time histogram on), Catalog a client of Pricing and of an
+# Inventory that is not running through its client interceptor (every histogram on); the process's metrics on a free
+# port (prometheus_client's default registry).
+start_grpc() {
+  local venv metrics
+  venv=$(python_venv grpc "${GRPC_PIP[@]}") || return 1
+  metrics=$(free_port)
+  GRPC_CATALOG=$(free_port)
+  GRPC_ENV=(env -C "$HERE" PYTHONDONTWRITEBYTECODE=1 "$venv/bin/python" -m grpc_app)
+  spawn grpc "${GRPC_ENV[@]}" serve "$metrics" "$GRPC_CATALOG" "$(free_port)" "$(free_port)"
+  scrape_exporter grpc "$metrics" grpc:9090 || return 1
+  traffic_grpc
+}
+
+# grpc_app.py's plain client: items got (and a missing one, one without a name), checkouts (slow, out of stock, a
+# crash, the inventory unavailable, one past its deadline), streamed lists, imports (one rejected), a chat and a
+# method that does not exist.
+traffic_grpc() { "${GRPC_ENV[@]}" traffic "$GRPC_CATALOG" >>"$WORK/logs/grpc-client.log" 2>&1 || true; }
 
 # --- Prometheus -----------------------------------------------------------------------------------------------------
 
