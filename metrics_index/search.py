@@ -122,12 +122,12 @@ Item = TypeVar("Item")  # a search result, or a (document, score) pair
 QUESTION_CUES: dict[str, re.Pattern[str]] = {
     "counter": re.compile(
         r"\b(per (second|minute|hour|sec|s)|rate|throughput|/s|qps|rps|how (many|much) \w+ .*\b(handl|serv|process)\w*"
-        r"|how fast(?!.*\b(answer|respond|repl|serv|return)\w*))\b",
+        r"|how fast(?!.*\b(answer|respond|repl|serv|return)\w*)|how often|how many times)\b",
         re.IGNORECASE,
     ),
     "current": re.compile(
         r"\b(right now|currently|current|at (the|this) moment|in flight|in progress|simultaneous\w*|concurrent\w*"
-        r"|at once|how many \w+( \w+){0,4} (are|is))\b",
+        r"|at once|how many (?!times\b)\w+( \w+){0,4} (are|is))\b",
         re.IGNORECASE,
     ),
     "duration": re.compile(

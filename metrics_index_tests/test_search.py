@@ -224,6 +224,9 @@ def test_question_wording_says_what_kind_of_metric_is_wanted() -> None:
     assert question_cues("how many queries per second are answered") == {"counter"}  # a rate phrase wins
     assert question_cues("how many requests does it process") == {"counter"}
     assert question_cues("how many processes does the manager run") == frozenset()  # processes counted, not a rate
+    # How often something happens is a count of events: a counter, also where "is" follows ("each field is resolved").
+    assert question_cues("how often are calls retried") == {"counter"}
+    assert question_cues("how many times each field is resolved") == {"counter"}
     assert question_cues("can the exporter reach the server") == {"availability", "flag"}  # the service's, not ours
     assert "self_monitoring" in question_cues("scrape errors of each collector")
     assert "self_monitoring" not in question_cues("longest event loop stall since the last scrape")  # a window
