@@ -117,6 +117,9 @@ SERVICES+=(rtpengine)
 PACKAGES+=(rtpengine-daemon)
 # A user's own gRPC services in Python (grpc_app.py here) from PyPI (python_venv): grpcio with py-grpc-prometheus.
 SERVICES+=(grpc)
+# Prefect's server from PyPI (python_venv) on SQLite with its API metrics, process workers, and a user's own process
+# running flows against it (prefect_app.py here) with Prefect's client metrics.
+SERVICES+=(prefect)
 # Seconds Prometheus scrapes (every 5 seconds; reading all of /proc can take seconds) before the metadata is read; traffic runs again in between.
 SCRAPE_SECONDS=${SCRAPE_SECONDS:-20}
 
@@ -3035,6 +3038,55 @@ start_grpc() {
 # crash, the inventory unavailable, one past its deadline), streamed lists, imports (one rejected), a chat and a
 # method that does not exist.
 traffic_grpc() { "${GRPC_ENV[@]}" traffic "$GRPC_CATALOG" >>"$WORK/logs/grpc-client.log" 2>&1 || true; }
+
+PREFECT_PIP=(prefect==3.9.1 prometheus_client==0.26.0 fastapi==0.150.0 uvicorn==0.54.0 SQLAlchemy==2.1.9
+  aiosqlite==0.22.1 websockets==16.1.1 httpx==0.28.1 pydantic==2.14.4)
+
+# Prefect's server (PyPI's prefect, `prefect server start`) on SQLite under the work directory, its /api/metrics on
+# (PREFECT_API_ENABLE_METRICS), its logs published and streamed out to websocket subscribers; two process workers of
+# a work pool `shop` (one is stopped in traffic_prefect), and prefect_app.py, a user's own process that runs flows
+# against the server and serves Prefect's client metrics (PREFECT_CLIENT_METRICS_ENABLED). One job, two targets.
+start_prefect() {
+  local dir=$WORK/prefect venv port worker
+  venv=$(python_venv prefect "${PREFECT_PIP[@]}") || return 1
+  port=$(free_port)
+  PREFECT_CLIENT=$(free_port)
+  mkdir -p "$dir"
+  PREFECT_ENV=(env -C "$dir" HOME="$dir" PREFECT_HOME="$dir/.prefect" PYTHONDONTWRITEBYTECODE=1 PYTHONPATH="$HERE"
+    PREFECT_API_URL="http://127.0.0.1:$port/api" PREFECT_SERVER_ANALYTICS_ENABLED=false
+    PREFECT_SERVER_UI_ENABLED=false)
+  spawn prefect "${PREFECT_ENV[@]}" PREFECT_API_ENABLE_METRICS=true PREFECT_SERVER_LOGS_STREAM_OUT_ENABLED=true \
+    PREFECT_SERVER_LOGS_STREAM_PUBLISHING_ENABLED=true "$venv/bin/prefect" server start --host 127.0.0.1 --port "$port"
+  scrape_exporter prefect "$port" prefect:4200 120 /api/metrics || return 1
+  wait_for 60 "${PREFECT_ENV[@]}" "$venv/bin/prefect" work-pool create shop --type process || return 1
+  for worker in 1 2; do
+    spawn "prefect-worker$worker" "${PREFECT_ENV[@]}" "$venv/bin/prefect" worker start --pool shop --type process \
+      --name "shop-worker-$worker"
+  done
+  PREFECT_WORKER=${PIDS[-1]}
+  # Both workers' channels open before one is stopped.
+  wait_for 90 sh -c "curl -fsS http://127.0.0.1:$port/api/metrics | grep -q 'connections_total{event=\"opened\"} 2.0'" ||
+    return 1
+  spawn prefect-client "${PREFECT_ENV[@]}" PREFECT_CLIENT_METRICS_ENABLED=true \
+    PREFECT_CLIENT_METRICS_PORT="$PREFECT_CLIENT" "$venv/bin/python" -m prefect_app "$((SCRAPE_SECONDS + 10))"
+  wait_for 60 http_ok "http://127.0.0.1:$PREFECT_CLIENT/metrics" || return 1
+}
+
+# Prometheus's job for prefect: the server's /api/metrics and the flow-running process's client metrics.
+prometheus_job_prefect() {
+  cat <<EOF
+  - job_name: prefect
+    static_configs:
+      - targets: ["${TARGET[prefect]}"]
+        labels: {instance: "${INSTANCE[prefect]}"}
+      - targets: ["127.0.0.1:$PREFECT_CLIENT"]
+        labels: {instance: "prefect-client:4201", __metrics_path__: /metrics}
+    metrics_path: /api/metrics
+EOF
+}
+
+# One of the two workers is stopped (its worker channel closes); the client keeps running flows and emitting events.
+traffic_prefect() { kill -TERM -- "-$PREFECT_WORKER" 2>/dev/null || true; }
 
 # --- Prometheus -----------------------------------------------------------------------------------------------------
 
