@@ -120,6 +120,9 @@ SERVICES+=(grpc)
 # Prefect's server from PyPI (python_venv) on SQLite with its API metrics, process workers, and a user's own process
 # running flows against it (prefect_app.py here) with Prefect's client metrics.
 SERVICES+=(prefect)
+# An SSH honeypot: Debian's sshesame with its metrics address, visited by OpenSSH's client.
+SERVICES+=(sshesame)
+PACKAGES+=(sshesame openssh-client)
 # Seconds Prometheus scrapes (every 5 seconds; reading all of /proc can take seconds) before the metadata is read; traffic runs again in between.
 SCRAPE_SECONDS=${SCRAPE_SECONDS:-20}
 
@@ -3087,6 +3090,68 @@ EOF
 
 # One of the two workers is stopped (its worker channel closes); the client keeps running flows and emitting events.
 traffic_prefect() { kill -TERM -- "-$PREFECT_WORKER" 2>/dev/null || true; }
+
+# sshesame (Debian's sshesame), an SSH honeypot: it accepts SSH connections, lets clients in (here any password, no
+# public key), fakes a shell and the forwarding of two TCP services (SMTP on 25, HTTP on 80), and logs what they do;
+# its own metrics on a metrics address. Host keys are made at start in the work directory. One visitor stays
+# logged in to the fake shell (a pseudo terminal) and one holds a remote port forwarding while Prometheus scrapes.
+start_sshesame() {
+  local dir=$WORK/sshesame port
+  mkdir -p "$dir"
+  SSHESAME_PORT=$(free_port)
+  port=$(free_port)
+  cat >"$dir/sshesame.yaml" <<EOF
+server:
+  listen_address: 127.0.0.1:$SSHESAME_PORT
+  tcpip_services:
+    25: SMTP
+    80: HTTP
+logging:
+  metrics_address: 127.0.0.1:$port
+auth:
+  max_tries: 3
+  password_auth:
+    enabled: true
+    accepted: true
+  public_key_auth:
+    enabled: true
+    accepted: false
+EOF
+  printf '#!/bin/sh\necho hunter2\n' >"$dir/askpass"
+  chmod +x "$dir/askpass"
+  ssh-keygen -q -t ed25519 -N "" -f "$dir/visitor_key"
+  spawn sshesame sshesame -config "$dir/sshesame.yaml" -data_dir "$dir/keys"
+  scrape_exporter sshesame "$port" sshesame:2112 || return 1
+  spawn sshesame-shell bash -c "sleep 600 | $(sshesame_ssh) -tt root@127.0.0.1"
+  spawn sshesame-forward $(sshesame_ssh) -N -R 127.0.0.1:8080:127.0.0.1:22 admin@127.0.0.1
+}
+
+# OpenSSH's client for sshesame (a command line, to be split into words): no host key checks, the password from
+# $WORK/sshesame/askpass, the public key $WORK/sshesame/visitor_key only when the options $@ say so (ssh takes an
+# option's first value: they come first).
+sshesame_ssh() {
+  echo "env SSH_ASKPASS=$WORK/sshesame/askpass SSH_ASKPASS_REQUIRE=force ssh -F /dev/null $*" \
+    "-o PubkeyAuthentication=no -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR" \
+    "-p $SSHESAME_PORT"
+}
+
+# Visitors: one offers a public key (refused) before its password, others run commands, open a shell with a pseudo
+# terminal and an environment variable, ask for the sftp subsystem, forward to the fake HTTP service and to a port
+# that is no service, and one only opens a TCP connection and says something that is not SSH.
+traffic_sshesame() {
+  local dir=$WORK/sshesame ssh
+  ssh=$(sshesame_ssh)
+  {
+    timeout 10 $(sshesame_ssh -o PubkeyAuthentication=yes -o IdentitiesOnly=yes -i "$dir/visitor_key") root@127.0.0.1 \
+      'uname -a; id; cat /etc/passwd' </dev/null
+    timeout 10 $ssh admin@127.0.0.1 'ls /' </dev/null
+    printf 'whoami\nexit\n' | timeout 10 $ssh -tt -o SendEnv=LANG root@127.0.0.1
+    timeout 10 $ssh -s root@127.0.0.1 sftp </dev/null
+    printf 'GET / HTTP/1.0\r\n\r\n' | timeout 10 $ssh -W 127.0.0.1:80 root@127.0.0.1
+    timeout 10 $ssh -W 127.0.0.1:3306 root@127.0.0.1 </dev/null
+    timeout 5 bash -c "exec 3<>/dev/tcp/127.0.0.1/$SSHESAME_PORT; echo hello >&3; exec 3>&-"
+  } >>"$WORK/logs/sshesame-visitors.log" 2>&1 || true
+}
 
 # --- Prometheus -----------------------------------------------------------------------------------------------------
 
