@@ -123,6 +123,8 @@ SERVICES+=(prefect)
 # An SSH honeypot: Debian's sshesame with its metrics address, visited by OpenSSH's client.
 SERVICES+=(sshesame)
 PACKAGES+=(sshesame openssh-client)
+# Seldon's MLServer from PyPI (python_venv) serving a user's own two models (mlserver_app/ here) over REST and gRPC.
+SERVICES+=(mlserver)
 # Seconds Prometheus scrapes (every 5 seconds; reading all of /proc can take seconds) before the metadata is read; traffic runs again in between.
 SCRAPE_SECONDS=${SCRAPE_SECONDS:-20}
 
@@ -3151,6 +3153,37 @@ traffic_sshesame() {
     timeout 10 $ssh -W 127.0.0.1:3306 root@127.0.0.1 </dev/null
     timeout 5 bash -c "exec 3<>/dev/tcp/127.0.0.1/$SSHESAME_PORT; echo hello >&3; exec 3>&-"
   } >>"$WORK/logs/sshesame-visitors.log" 2>&1 || true
+}
+
+MLSERVER_PIP=(mlserver==1.7.1 fastapi==0.115.14 starlette==0.46.2 starlette_exporter==0.24.0 uvicorn==0.54.0
+  grpcio==1.85.3 py-grpc-prometheus==0.8.0 prometheus_client==0.26.0 numpy==2.4.6 pandas==3.1.1)
+
+# Seldon's MLServer (PyPI's mlserver, `mlserver start`) serving a user's own two models (mlserver_app/ here, copied to
+# the work directory, where MLServer writes its environments and metrics folders): its REST (V2 inference protocol)
+# and gRPC servers and its own metrics server on free ports, the models run in the server's process
+# (MLSERVER_PARALLEL_WORKERS=0: with parallel workers, their processes died at start here).
+start_mlserver() {
+  local dir=$WORK/mlserver venv metrics
+  venv=$(python_venv mlserver "${MLSERVER_PIP[@]}") || return 1
+  metrics=$(free_port)
+  MLSERVER_HTTP=$(free_port)
+  MLSERVER_GRPC=$(free_port)
+  cp -r "$HERE/mlserver_app" "$dir"
+  MLSERVER_ENV=(env -C "$dir" PYTHONDONTWRITEBYTECODE=1)
+  spawn mlserver "${MLSERVER_ENV[@]}" MLSERVER_HOST=127.0.0.1 MLSERVER_HTTP_PORT="$MLSERVER_HTTP" \
+    MLSERVER_GRPC_PORT="$MLSERVER_GRPC" MLSERVER_METRICS_PORT="$metrics" MLSERVER_PARALLEL_WORKERS=0 \
+    "$venv/bin/mlserver" start .
+  scrape_exporter mlserver "$metrics" mlserver:8082 120 || return 1
+  wait_for 60 http_ok "http://127.0.0.1:$MLSERVER_HTTP/v2/models/fraud/ready" || return 1
+  MLSERVER_VENV=$venv
+  traffic_mlserver
+}
+
+# mlserver_app/traffic.py: inference over REST and gRPC (OK, a slow batch, failing inputs, a model that does not
+# exist, a malformed request) and the health, metadata and repository endpoints.
+traffic_mlserver() {
+  "${MLSERVER_ENV[@]}" "$MLSERVER_VENV/bin/python" traffic.py "$MLSERVER_HTTP" "$MLSERVER_GRPC" \
+    >>"$WORK/logs/mlserver-client.log" 2>&1 || true
 }
 
 # --- Prometheus -----------------------------------------------------------------------------------------------------
