@@ -88,11 +88,12 @@ def test_explain_names_the_learned_words_a_result_carries() -> None:
     result = rank(corpus, "memory used by the daemon", np.array([1.0, 0.0]), explain=True)[0]
     assert result.metric_name == "process_resident_memory_bytes"
     assert any(reason.startswith("learned: ") and "resident" in reason for reason in result.matched)
-    uptime = NamespaceCorpus.build(
-        ["x_uptime_total", "x_queries_total"],
-        ["uptime", "queries"],
-        [{"meter_type": "counter"}] * 2,
+    assert "second" in shipped_table()["uptim"]  # the table holds stems
+    elapsed = NamespaceCorpus.build(
+        ["x_elapsed_seconds", "x_queries_total"],
+        ["elapsed", "queries"],
+        [{"meter_type": "gauge"}] * 2,
         np.array([[1.0, 0.0], [0.0, 1.0]]),
     )
-    result = rank(uptime, "when was the server last restarted", np.array([1.0, 0.0]), explain=True)[0]
-    assert "learned: uptime" in result.matched  # the name's word, not its stem
+    result = rank(elapsed, "how long has the server been running, its uptime", np.array([1.0, 0.0]), explain=True)[0]
+    assert "learned: seconds" in result.matched  # the name's word, not its stem
