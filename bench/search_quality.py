@@ -31,7 +31,8 @@ kept. The learned words (metrics_index/learned_words.py: name words questions as
 per fold: each service is ranked with a table learned from the other services' questions only, and "ours without the
 learned words" says what they are worth. So is the query map (metrics_index/query_adapter.py: question vectors moved
 towards the way metric documents say things), and "ours without the query map" says what it is worth.
-`--write-learned` writes the table and the map the product ships, learned from every corpus question.
+`--write-learned` writes the table and the map the product ships, learned from every corpus question (a map per
+embedding model: with `--model DIR` it adds that model's map beside MiniLM's).
 
 The corpus is bench/corpora/<service>.json (a /api/v1/targets/metadata response per service) with questions
 in bench/corpora/questions.jsonl (namespace "corpus:<service>"). Until it exists, the six demo jobs of the

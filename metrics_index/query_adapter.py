@@ -8,10 +8,11 @@ towards how metric documents say things. Documents are embedded as before: an in
 
 `learn` fits A by full-batch Adam (STEPS steps of LEARNING_RATE) on a softmax over each question's namespace, its
 answers against every other metric of it at TEMPERATURE, with REGULARISATION x |A|^2 keeping the map near the
-identity. The matrix ships as data/query_adapter.npz with the models whose vectors it was learned on, written by
-`bench/search_quality.py --write-learned` from the whole corpus; the bench scores each service with a map learned
-without it. Only the dense ranker reads the moved vector (search.signals); the similarity that says whether an
-answer is a good match at all (confidence.py) stays the model's own.
+identity. The matrix ships in data/query_adapter.npz with the models whose vectors it was learned on (one map per
+model; MiniLM's in both arithmetics is one), written by `bench/search_quality.py --write-learned` from the whole
+corpus; the bench scores each service with a map learned without it. Only the dense ranker reads the moved vector
+(search.signals); the similarity that says whether an answer is a good match at all (confidence.py) stays the
+model's own.
 """
 
 from __future__ import annotations
@@ -88,14 +89,31 @@ def adapt(vectors: np.ndarray, matrix: np.ndarray | None) -> np.ndarray:
 def write_adapter(
     matrix: np.ndarray, models: Sequence[str], learned_from: str, path: Path = QUERY_ADAPTER_FILE
 ) -> None:
-    """Ship `matrix` for the embedding models whose vectors it was learned on."""
+    """Ship `matrix` for the embedding models whose vectors it was learned on. The maps of other models stay in the
+    file: `--write-learned --model DIR` adds that model's map beside MiniLM's instead of replacing it."""
+    kept = [entry for entry in _shipped_maps(path) if not set(entry[0]) & set(models)]
+    arrays = {}
+    for i, (for_models, kept_matrix, kept_from) in enumerate([*kept, (list(models), matrix, learned_from)]):
+        arrays |= {f"matrix_{i}": kept_matrix.astype(np.float32), f"models_{i}": np.array(for_models)}
+        arrays[f"learned_from_{i}"] = np.array(kept_from)
     with path.open("wb") as file:
-        np.savez_compressed(file, matrix=matrix.astype(np.float32), models=np.array(models), learned_from=learned_from)
+        np.savez_compressed(file, **arrays)
     shipped_adapter.cache_clear()
 
 
+def _shipped_maps(path: Path) -> list[tuple[list[str], np.ndarray, str]]:
+    """(models, matrix, learned from) of each map in the file; none when there is no file."""
+    if not path.exists():
+        return []
+    with np.load(path) as shipped:
+        count = sum(1 for key in shipped.files if key.startswith("matrix_"))
+        return [
+            (shipped[f"models_{i}"].tolist(), shipped[f"matrix_{i}"], str(shipped[f"learned_from_{i}"]))
+            for i in range(count)
+        ]
+
+
 @functools.cache
-def shipped_adapter(model: str) -> np.ndarray | None:
-    """The shipped matrix when it was learned on `model`'s vectors, else None (another model: no map)."""
-    with np.load(QUERY_ADAPTER_FILE) as shipped:
-        return shipped["matrix"] if model in shipped["models"].tolist() else None
+def shipped_adapter(model: str, path: Path = QUERY_ADAPTER_FILE) -> np.ndarray | None:
+    """The shipped matrix learned on `model`'s vectors, else None (a model without a map: no map)."""
+    return next((matrix for models, matrix, _from in _shipped_maps(path) if model in models), None)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import numpy as np
 
 from metrics_index.embeddings import DEFAULT_MODEL, PACKAGED_MODEL
-from metrics_index.query_adapter import AskedNamespace, adapt, learn, shipped_adapter
+from metrics_index.query_adapter import QUERY_ADAPTER_FILE, AskedNamespace, adapt, learn, shipped_adapter, write_adapter
 from metrics_index.search import NamespaceCorpus, signals
 
 
@@ -65,3 +68,17 @@ def test_a_search_moves_the_question_by_the_map_of_the_corpus_model() -> None:
     assert not np.allclose(dense(DEFAULT_MODEL), dense(""))
     assert np.allclose(dense(DEFAULT_MODEL), dense("", adapter=shipped_adapter(DEFAULT_MODEL)))
     assert np.allclose(dense("some-other-model"), dense(DEFAULT_MODEL, adapter=np.zeros((0, 0))))
+
+
+def test_writing_a_map_for_another_model_keeps_the_maps_of_the_others(tmp_path: Path) -> None:
+    path = tmp_path / "query_adapter.npz"
+    shutil.copy(QUERY_ADAPTER_FILE, path)
+    minilm = shipped_adapter(DEFAULT_MODEL, path)
+    write_adapter(np.eye(8, dtype=np.float32), ["my-model"], "8 questions of 1 service", path)
+    assert np.array_equal(shipped_adapter(DEFAULT_MODEL, path), minilm)
+    assert np.array_equal(shipped_adapter(PACKAGED_MODEL, path), minilm)
+    assert np.array_equal(shipped_adapter("my-model", path), np.eye(8))
+    # A model's map learned again replaces its own only.
+    write_adapter(2 * np.eye(8, dtype=np.float32), ["my-model"], "16 questions of 2 services", path)
+    assert np.array_equal(shipped_adapter("my-model", path), 2 * np.eye(8))
+    assert np.array_equal(shipped_adapter(DEFAULT_MODEL, path), minilm)
