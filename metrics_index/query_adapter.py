@@ -91,11 +91,12 @@ def write_adapter(
 ) -> None:
     """Ship `matrix` for the embedding models whose vectors it was learned on. The maps of other models stay in the
     file: `--write-learned --model DIR` adds that model's map beside MiniLM's instead of replacing it."""
-    kept = [entry for entry in _shipped_maps(path) if not set(entry[0]) & set(models)]
+    others = [entry for entry in _shipped_maps(path) if not set(entry[0]) & set(models)]
     arrays = {}
-    for i, (for_models, kept_matrix, kept_from) in enumerate([*kept, (list(models), matrix, learned_from)]):
-        arrays |= {f"matrix_{i}": kept_matrix.astype(np.float32), f"models_{i}": np.array(for_models)}
-        arrays[f"learned_from_{i}"] = np.array(kept_from)
+    for i, (for_models, learned, source) in enumerate([*others, (list(models), matrix, learned_from)]):
+        arrays[f"matrix_{i}"] = learned.astype(np.float32)
+        arrays[f"models_{i}"] = np.array(for_models)
+        arrays[f"learned_from_{i}"] = np.array(source)
     with path.open("wb") as file:
         np.savez_compressed(file, **arrays)
     shipped_adapter.cache_clear()
