@@ -572,14 +572,27 @@ class GridFusion:
 
 
 def choose(rr: np.ndarray, allowed: np.ndarray, by_question: Sequence[str], training: Iterable[str]) -> int:
-    """Among the allowed grid rows, the one that ranks best on the typical training service: the mean over those
-    services of the setting's rank by that service's MRR (tied settings share their mean rank), then the best mean
-    MRR, then recall@5, then the first (simplest). Ranks, not the mean MRR itself: a few small services whose MRR
-    swings most between near-tied settings no longer choose for all (bench/RESULTS.md, twenty-second round)."""
-    columns = [c for c in ([j for j, ns in enumerate(by_question) if ns == s] for s in training) if c]
+    """Among the allowed grid rows, the one that ranks best on the typical training service (best_setting)."""
+    return best_setting(*service_figures(rr, by_question, training), allowed)
+
+
+def service_figures(
+    rr: np.ndarray, by_question: Sequence[str], services: Iterable[str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every grid row's MRR and recall@5 on each of the services that have questions (rows x services)."""
+    columns = [c for c in ([j for j, ns in enumerate(by_question) if ns == s] for s in services) if c]
+    mrr = np.stack([rr[:, c].mean(axis=1) for c in columns], axis=1)
+    recall5 = np.stack([(rr[:, c] >= 0.2).mean(axis=1) for c in columns], axis=1)
+    return mrr, recall5
+
+
+def best_setting(mrr: np.ndarray, recall5: np.ndarray, allowed: np.ndarray) -> int:
+    """Among the allowed rows, the one that ranks best on the typical service (a column): the mean over the services
+    of the row's rank by that service's MRR (tied rows share their mean rank), then the best mean MRR, then recall@5,
+    then the first (simplest). Ranks, not the mean MRR itself: a few small services whose MRR swings most between
+    near-tied settings no longer choose for all (bench/RESULTS.md, twenty-second round)."""
     rows = np.flatnonzero(allowed)
-    mrr = np.stack([rr[:, c].mean(axis=1) for c in columns], axis=1)[rows]
-    recall5 = np.stack([(rr[:, c] >= 0.2).mean(axis=1) for c in columns], axis=1)[rows]
+    mrr, recall5 = mrr[rows], recall5[rows]
     order = np.lexsort((rows, -recall5.mean(axis=1), -mrr.mean(axis=1), mean_rank(mrr)))
     return int(rows[order[0]])
 
@@ -599,8 +612,12 @@ def mean_rank(values: np.ndarray) -> np.ndarray:
 def leave_one_service_out(
     rr: np.ndarray, allowed: np.ndarray, services: Sequence[str], by_question: Sequence[str]
 ) -> tuple[np.ndarray, dict[str, int]]:
-    """Each question's reciprocal rank under the setting chosen without its service, and those choices."""
-    chosen = {s: choose(rr, allowed, by_question, [t for t in services if t != s]) for s in services}
+    """Each question's reciprocal rank under the setting chosen without its service, and those choices. The
+    services' figures are computed once; each fold chooses on the other services' columns."""
+    asked = [s for s in services if s in set(by_question)]
+    mrr, recall5 = service_figures(rr, by_question, asked)
+    others = {s: [i for i, t in enumerate(asked) if t != s] for s in services}
+    chosen = {s: best_setting(mrr[:, others[s]], recall5[:, others[s]], allowed) for s in services}
     held_out = np.array([rr[chosen[ns], j] for j, ns in enumerate(by_question)])
     return held_out, chosen
 
